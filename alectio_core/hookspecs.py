@@ -1,0 +1,182 @@
+"""Hook specifications: the whole contract between alectio and its plugins.
+
+Two families live here. Model hooks (``ModelSpecs``) are implemented by a
+model plugin, one model per ``alectio.models`` entry point; each model gets a
+plugin manager of its own so calling ``train`` reaches exactly that model.
+Everything else (``PluginSpecs``) is implemented by ``alectio.plugins``
+entry points: storage backends, query strategies, metrics, listeners.
+
+Implementations accept any subset of a hook's arguments (pluggy "opt-in
+arguments"); new arguments are only ever added, so old plugins keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import pluggy
+
+PROJECT = "alectio"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class ModelSpecs:
+    """The four processes a user writes, plus optional ``model_info``."""
+
+    # ------------------------------------------------------------------
+    # Model hooks
+    # ------------------------------------------------------------------
+
+    @hookspec(firstresult=True)
+    def train(
+        self,
+        labeled: Sequence[int],
+        resume_from: Optional[str],
+        ckpt_file: str,
+        loop: int,
+        config: Mapping[str, Any],
+        payload: Mapping[str, Any],
+    ) -> Optional[Mapping[str, Any]]:
+        """Train the model on the labeled records of this loop.
+
+        :param labeled: sorted, unique record indices selected in loops
+            0..``loop`` (the union of all selections so far).
+        :param resume_from: path of the previous loop's checkpoint, or None at
+            loop 0 (or when the previous loop wrote none).
+        :param ckpt_file: path this loop's checkpoint must be written to; its
+            folder exists.
+        :param loop: the loop number, starting at 0.
+        :param config: the model's section of ``config.yaml`` (may be empty).
+        :param payload: all of the above as one dict, for plugins written as
+            ``def train(payload)``.
+        :returns: None, or ``{"labels": [...]}`` with the class label of each
+            trained record so alectio can store per-class counts.
+        """
+
+    @hookspec(firstresult=True)
+    def test(
+        self,
+        ckpt_file: str,
+        loop: int,
+        config: Mapping[str, Any],
+        payload: Mapping[str, Any],
+    ) -> Mapping[str, Any]:
+        """Evaluate this loop's checkpoint on the held-out test set.
+
+        :param ckpt_file: the checkpoint ``train`` wrote in this loop.
+        :returns: ``{"predictions": ..., "labels": ...}``, both lists (or dicts
+            keyed by test-record id) of equal length, in the task's format:
+            class ids for ``classification``; lists of class ids for
+            ``multilabel``; per image ``{"boxes": [[x1, y1, x2, y2], ...],
+            "objects": [class ids], "scores": [...]}`` (labels without
+            ``scores``) for ``object_detection``; per image a 2-D list of
+            class ids for ``segmentation``; numbers for ``regression``.
+        """
+
+    @hookspec(firstresult=True)
+    def infer(
+        self,
+        unlabeled: Sequence[int],
+        ckpt_file: str,
+        loop: int,
+        config: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        writer: Any,
+    ) -> Optional[Mapping[str, Any]]:
+        """Score every unlabeled record with this loop's checkpoint.
+
+        :param unlabeled: sorted indices of the pool minus ``labeled``.
+        :param writer: an :class:`alectio_core.outputs.OutputWriter`; stream
+            rows with ``writer.add(index, array)`` or ``writer.extend(indices,
+            array_2d)`` to keep memory bounded.
+        :returns: ``{"outputs": {index: pre-activation output}}``, or None
+            after streaming every row through ``writer``. Either way the
+            outputs must cover exactly ``unlabeled``, one finite 1-D row of
+            the same width per record.
+        """
+
+    @hookspec(firstresult=True)
+    def assign_index(
+        self,
+        config: Mapping[str, Any],
+        payload: Mapping[str, Any],
+    ) -> Any:
+        """Name every record of the training pool.
+
+        :returns: a mapping ``index -> record reference`` (file name, id)
+            whose keys are exactly ``0..N-1``, or a list (position = index).
+            Its length is the pool size.
+        """
+
+    @hookspec(firstresult=True)
+    def model_info(self, config: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        """Optional: describe the model.
+
+        :returns: ``{"task": one of classification, multilabel,
+            object_detection, segmentation, regression, "labels": [class
+            names]}``. Without it the task is ``classification``.
+        """
+
+
+class PluginSpecs:
+    """Hooks for everything that is not a model."""
+
+    # ------------------------------------------------------------------
+    # Contributions: each receives a ``register`` callback that validates
+    # what it is given and says how to fix a bad registration.
+    # ------------------------------------------------------------------
+
+    @hookspec
+    def register_storage(self, register: Callable[..., None]) -> None:
+        """Contribute storage backends.
+
+        Call ``register(scheme, factory)`` where ``factory(url, options)``
+        returns an :class:`alectio_core.storage.Storage` for URLs
+        ``scheme://...``; ``options`` is the ``storage_options`` section of
+        the configuration.
+        """
+
+    @hookspec
+    def register_strategies(self, register: Callable[..., None]) -> None:
+        """Contribute query strategies.
+
+        Call ``register(strategy)`` with an object that has a ``name`` and a
+        ``select(chunks, k, *, rng, task, num_classes)`` method returning k
+        distinct record indices (see :mod:`alectio_core.strategies`).
+        """
+
+    @hookspec
+    def register_metrics(self, register: Callable[..., None]) -> None:
+        """Contribute metrics for a task.
+
+        Call ``register(task, function)`` where ``function(predictions,
+        labels, *, class_labels=None)`` returns a JSON-serialisable dict.
+        """
+
+    # ------------------------------------------------------------------
+    # Lifecycle listeners: told what happened, their return value ignored.
+    # ------------------------------------------------------------------
+
+    @hookspec
+    def loop_started(self, experiment: Mapping[str, Any], loop: int) -> None:
+        """A loop of ``experiment`` started running."""
+
+    @hookspec
+    def stage_started(self, experiment: Mapping[str, Any], loop: int, stage: str) -> None:
+        """A loop entered ``stage`` (train, test, metrics, infer, select)."""
+
+    @hookspec
+    def loop_finished(
+        self,
+        experiment: Mapping[str, Any],
+        loop: int,
+        status: str,
+        error: Optional[str],
+    ) -> None:
+        """A loop ended with ``status`` (done, failed, cancelled)."""
+
+
+MODEL_HOOKS = ("train", "test", "infer", "assign_index", "model_info")
+REQUIRED_MODEL_HOOKS = ("train", "test", "infer", "assign_index")
