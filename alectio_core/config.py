@@ -1,0 +1,121 @@
+"""``config.yaml``: where things are stored, how the server runs, and each
+model's own settings (handed to its hooks as ``config``).
+
+Read with ``yaml.safe_load``; every key is checked against ``SCHEMA`` so a
+typo or a wrong type is an error naming the key and the file.
+
+Lookup order for the file: the ``--config`` option, ``$ALECTIO_CONFIG``,
+then ``./config.yaml`` if present (else built-in defaults). Then
+``$ALECTIO_STORAGE`` overrides ``storage``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///alectio.db"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# key -> (type, default). A dict value is a nested section; ``models`` maps
+# model names to free-form sections.
+SCHEMA: dict[str, Any] = {
+    "storage": (str, DEFAULT_STORAGE),
+    "storage_options": (dict, {}),
+    "server": {
+        "host": (str, "127.0.0.1"),
+        "port": (int, 5000),
+        "workers": (int, 2),
+        "threads": (int, 16),
+        "log_level": (str, "info"),
+        "max_body_bytes": (int, 10 * 1024 * 1024),
+    },
+    "models": (dict, {}),
+    "platform": {
+        "model": (str, None),
+        "backend_url": (str, None),
+        "callback_timeout": (float, 10.0),
+        "callback_retries": (int, 3),
+    },
+}
+
+
+@dataclass
+class Config:
+    storage: str = DEFAULT_STORAGE
+    storage_options: dict = field(default_factory=dict)
+    server: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    platform: dict = field(default_factory=dict)
+    source: str | None = None  # the file it came from, for messages
+
+    def model_config(self, name: str) -> dict:
+        """The model's section (a copy, so a hook cannot change it for the next loop)."""
+        return copy.deepcopy(self.models.get(name) or {})
+
+
+def _check(value: Any, expected: type, key: str, source: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: key {key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _section(data: Any, schema: dict, prefix: str, source: str) -> dict:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: key {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {prefix + str(unknown[0])!r}; known keys: {', '.join(sorted(schema))}")
+    out = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            out[key] = _section(data.get(key), spec, f"{prefix}{key}.", source)
+            continue
+        expected, default = spec
+        value = data.get(key, copy.deepcopy(default))
+        out[key] = value if value is None else _check(value, expected, prefix + key, source)
+    return out
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    values = _section(data, SCHEMA, "", source)
+    for name, section in values["models"].items():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{source}: key 'models.{name}' must be a mapping of the model's settings")
+    if values["server"]["log_level"].lower() not in LOG_LEVELS:
+        raise ConfigError(f"{source}: key 'server.log_level' must be one of {', '.join(LOG_LEVELS)}")
+    if not 0 <= values["server"]["port"] <= 65535:
+        raise ConfigError(f"{source}: key 'server.port' must be between 0 and 65535")
+    return Config(source=source, **values)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    explicit = path or os.environ.get("ALECTIO_CONFIG")
+    if explicit:
+        file = Path(explicit)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} not found")
+    else:
+        file = Path("config.yaml")
+    if file.is_file():
+        try:
+            data = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        config = parse_config(data, str(file))
+    else:
+        config = parse_config({}, "defaults")
+    if os.environ.get("ALECTIO_STORAGE"):
+        config.storage = os.environ["ALECTIO_STORAGE"]
+    return config

@@ -1,0 +1,87 @@
+"""Domain errors. The CLI turns them into one-line messages, the server into
+JSON ``{"error": {"code", "message"}}``; the core never formats for either.
+
+Each error carries a stable ``code`` and the HTTP status it maps to.
+"""
+
+from __future__ import annotations
+
+
+class AlectioError(Exception):
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # KeyError subclasses would otherwise quote it
+        return self.message
+
+
+class ConfigError(AlectioError):
+    code = "bad_config"
+    status = 400
+
+
+class ValidationError(AlectioError, ValueError):
+    """Input (a request, a selection, a plugin's return value) is malformed."""
+
+    code = "invalid"
+    status = 400
+
+
+class NotFoundError(AlectioError, KeyError):
+    code = "not_found"
+    status = 404
+
+
+class UnknownModelError(NotFoundError):
+    code = "unknown_model"
+
+
+class UnknownStrategyError(NotFoundError):
+    code = "unknown_strategy"
+
+
+class UnknownTaskError(NotFoundError):
+    code = "unknown_task"
+
+
+class UnknownStorageError(NotFoundError):
+    code = "unknown_storage"
+
+
+class ConflictError(AlectioError):
+    code = "conflict"
+    status = 409
+
+
+class PluginError(AlectioError):
+    """A plugin raised, or returned something that breaks the contract.
+
+    The message always names the model (or plugin), the hook and, where there
+    is one, the offending record index.
+    """
+
+    code = "plugin_error"
+    status = 500
+
+    def __init__(self, model: str, hook: str, message: str, index: int | None = None):
+        where = f"model {model!r}, hook {hook!r}"
+        if index is not None:
+            where += f", index {index}"
+        super().__init__(f"{where}: {message}")
+        self.model = model
+        self.hook = hook
+        self.index = index
+
+
+class StorageError(AlectioError):
+    code = "storage_error"
+    status = 503
+
+
+class LoopCancelled(AlectioError):
+    code = "cancelled"
+    status = 409

@@ -1,0 +1,170 @@
+"""Streaming infer outputs: validate rows as they arrive, store them in chunks.
+
+``OutputWriter`` is what a model's ``infer`` hook receives as ``writer``.
+Memory is bounded by one chunk (``chunk_rows`` x width float32) plus one
+byte per pool record for bookkeeping, however large the pool.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import PluginError
+from .storage import OutputSink
+
+DEFAULT_CHUNK_ROWS = 65536
+
+# Bookkeeping per pool record.
+_NOT_EXPECTED, _EXPECTED, _SEEN = 0, 1, 2
+
+#: The writer of the infer call running in this context (see ``sql_client``).
+current_writer: contextvars.ContextVar[Optional["OutputWriter"]] = contextvars.ContextVar(
+    "alectio_current_writer", default=None
+)
+
+
+class OutputWriter:
+    """Receives ``infer`` rows, checks them, streams them to a sink.
+
+    Rows must cover exactly the ``unlabeled`` indices: each once, finite,
+    with one width. Every violation raises a :class:`PluginError` naming the
+    model, the ``infer`` hook and the offending index.
+    """
+
+    def __init__(
+        self,
+        sink: OutputSink,
+        *,
+        model: str,
+        pool_size: int,
+        unlabeled: np.ndarray,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        on_chunk: Callable[[int], None] | None = None,
+    ):
+        self.sink = sink
+        self.model = model
+        self.pool_size = pool_size
+        self.chunk_rows = chunk_rows
+        self.on_chunk = on_chunk  # called with rows written so far; may raise to cancel
+        self._state = np.zeros(pool_size, dtype=np.uint8)
+        self._state[unlabeled] = _EXPECTED
+        self._marker: np.ndarray | None = None
+        self._expected = len(unlabeled)
+        self.width: int | None = None
+        self._buf_idx: np.ndarray | None = None
+        self._buf_val: np.ndarray | None = None
+        self._fill = 0
+        self.written = 0
+
+    def _error(self, message: str, index: int | None = None) -> PluginError:
+        return PluginError(self.model, "infer", message, index=index)
+
+    # -- the two ways in --------------------------------------------------
+
+    def add(self, index: int, array) -> None:
+        """One record's output row (the seed's ``add_index``)."""
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            raise self._error(f"index must be an integer, got {index!r}") from None
+        row = np.asarray(array, dtype=np.float32).reshape(1, -1) if np.ndim(array) <= 1 else None
+        if row is None:
+            raise self._error(f"output must be a 1-D array, got shape {np.shape(array)}", i)
+        self.extend(np.array([i], dtype=np.int64), row)
+
+    def extend(self, indices, array) -> None:
+        """Many rows at once: ``indices`` (n,) and ``array`` (n, width)."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or not (idx.dtype.kind in "iu" or idx.size == 0):
+            raise self._error(f"indices must be a 1-D array of integers, got dtype {idx.dtype} shape {idx.shape}")
+        idx = idx.astype(np.int64, copy=False)
+        try:
+            values = np.asarray(array, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise self._error(f"outputs are not numeric arrays ({exc})", int(idx[0]) if idx.size else None) from None
+        if values.ndim != 2 or values.shape[0] != idx.shape[0]:
+            raise self._error(f"expected a ({idx.shape[0]}, width) array of outputs, got shape {values.shape}")
+        if idx.size == 0:
+            return
+        self._check(idx, values)
+        # Fill the buffer; a batch larger than a chunk streams straight through.
+        start = 0
+        while start < idx.size:
+            if self._fill == 0 and idx.size - start >= self.chunk_rows:
+                stop = start + self.chunk_rows
+                self._write(idx[start:stop], values[start:stop])
+                start = stop
+                continue
+            take = min(self.chunk_rows - self._fill, idx.size - start)
+            if self._buf_idx is None:
+                self._buf_idx = np.empty(self.chunk_rows, dtype=np.int64)
+                self._buf_val = np.empty((self.chunk_rows, self.width), dtype=np.float32)
+            self._buf_idx[self._fill : self._fill + take] = idx[start : start + take]
+            self._buf_val[self._fill : self._fill + take] = values[start : start + take]
+            self._fill += take
+            start += take
+            if self._fill == self.chunk_rows:
+                self._flush()
+
+    # -- checks ------------------------------------------------------------
+
+    def _check(self, idx: np.ndarray, values: np.ndarray) -> None:
+        if self.width is None:
+            if values.shape[1] == 0:
+                raise self._error("output rows are empty (width 0)", int(idx[0]))
+            self.width = values.shape[1]
+        elif values.shape[1] != self.width:
+            raise self._error(f"output has width {values.shape[1]}, earlier rows have width {self.width}", int(idx[0]))
+        bad = (idx < 0) | (idx >= self.pool_size)
+        if bad.any():
+            i = int(idx[bad.argmax()])
+            raise self._error(f"index {i} is not in the pool (indices 0..{self.pool_size - 1})", i)
+        state = self._state[idx]
+        if (state != _EXPECTED).any():
+            pos = int((state != _EXPECTED).argmax())
+            i = int(idx[pos])
+            if state[pos] == _SEEN:
+                raise self._error(f"index {i} was given more than once", i)
+            raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
+        if idx.size > 1:
+            # Duplicates inside one batch: the last write of a repeated index
+            # wins, so an earlier position reads back someone else's number.
+            if self._marker is None:
+                self._marker = np.empty(self.pool_size, dtype=np.int32)
+            positions = np.arange(idx.size, dtype=np.int32)
+            self._marker[idx] = positions
+            clash = self._marker[idx] != positions
+            if clash.any():
+                i = int(idx[clash.argmax()])
+                raise self._error(f"index {i} was given more than once", i)
+        finite = np.isfinite(values)
+        if not finite.all():
+            row = int(finite.all(axis=1).argmin())
+            raise self._error("output holds NaN or inf", int(idx[row]))
+        self._state[idx] = _SEEN
+
+    # -- storage -------------------------------------------------------------
+
+    def _write(self, idx: np.ndarray, values: np.ndarray) -> None:
+        self.sink.write(idx, values)
+        self.written += idx.size
+        if self.on_chunk is not None:
+            self.on_chunk(self.written)
+
+    def _flush(self) -> None:
+        if self._fill:
+            self._write(self._buf_idx[: self._fill], self._buf_val[: self._fill])
+            self._fill = 0
+
+    def close(self) -> int:
+        """Flush, then check every unlabeled record got its row."""
+        self._flush()
+        if self.written != self._expected:
+            missing = np.flatnonzero(self._state == _EXPECTED)
+            first = int(missing[0]) if missing.size else None
+            raise self._error(f"outputs miss {missing.size} unlabeled record(s), first index {first}", first)
+        self.sink.close()
+        return self.written

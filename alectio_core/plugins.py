@@ -1,0 +1,416 @@
+"""Plugin discovery and loading.
+
+Nothing is imported at import time: ``load_plugins()`` runs on first use and
+is idempotent. Two entry-point groups are read:
+
+* ``alectio.models``: one model per entry point, its name is the model's
+  name; each model gets a :class:`ModelPluginManager` of its own.
+* ``alectio.plugins``: everything else, all on one plugin manager.
+
+A plugin that fails to import or to validate is recorded in
+``registry.errors`` with its name and distribution and skipped; the rest
+keeps working (``alectio plugins`` shows the error).
+
+Environment:
+``ALECTIO_LOAD_PLUGINS=a,b`` loads only the named third-party entry points
+(built-ins from the ``alectio`` distribution always load);
+``ALECTIO_TRACE_PLUGINS=1`` logs every hook call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+try:  # Python >= 3.10 has it, the backport keeps older ones and is a dependency
+    import importlib_metadata as metadata
+except ImportError:  # pragma: no cover
+    from importlib import metadata  # type: ignore[no-redef]
+
+from .errors import (
+    AlectioError,
+    PluginError,
+    UnknownModelError,
+    UnknownStorageError,
+    UnknownStrategyError,
+    UnknownTaskError,
+)
+from .hookspecs import MODEL_HOOKS, PROJECT, REQUIRED_MODEL_HOOKS, ModelSpecs, PluginSpecs
+
+log = logging.getLogger(__name__)
+
+MODELS_GROUP = "alectio.models"
+PLUGINS_GROUP = "alectio.plugins"
+BUILTIN_DISTRIBUTION = "alectio"
+TASKS = ("classification", "multilabel", "object_detection", "segmentation", "regression")
+
+_KIND_BY_HOOK = {
+    "register_storage": "storage",
+    "register_strategies": "strategy",
+    "register_metrics": "metrics",
+    "loop_started": "listener",
+    "stage_started": "listener",
+    "loop_finished": "listener",
+}
+
+
+class ModelPluginManager(pluggy.PluginManager):
+    """A plugin manager for exactly one model.
+
+    Besides ``@hookimpl`` functions it accepts plain module-level functions
+    named like a model hook, so a module written for the seed SDK
+    (``def train(payload): ...``) works unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(ModelSpecs)
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name in MODEL_HOOKS and inspect.isfunction(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+@dataclass
+class Model:
+    """A discovered model: its name, where it came from, and how to call it."""
+
+    name: str
+    module: ModuleType
+    distribution: str | None
+    version: str | None
+    pm: ModelPluginManager
+
+    @property
+    def hooks(self) -> list[str]:
+        return sorted(h for h in MODEL_HOOKS if getattr(self.pm.hook, h).get_hookimpls())
+
+    def call(self, hook: str, **arguments: Any) -> Any:
+        """Call ``hook`` with named arguments; ``payload`` is added as the same
+        data in one dict. Exceptions from the plugin become a
+        :class:`PluginError` naming the model and the hook."""
+        caller = getattr(self.pm.hook, hook)
+        if not caller.get_hookimpls():
+            return None
+        payload = dict(arguments)
+        payload.pop("writer", None)
+        try:
+            return caller(**arguments, payload=payload)
+        except AlectioError:
+            raise
+        except Exception as exc:
+            raise PluginError(self.name, hook, f"raised {type(exc).__name__}: {exc}") from exc
+
+    def info(self, config: dict) -> dict:
+        """``model_info`` with defaults filled in and checked."""
+        info = self.call("model_info", config=config) or {}
+        if not isinstance(info, dict):
+            raise PluginError(self.name, "model_info", f"must return a dict, got {type(info).__name__}")
+        task = info.get("task", "classification")
+        if task not in TASKS:
+            raise PluginError(self.name, "model_info", f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        labels = info.get("labels")
+        if labels is not None and not isinstance(labels, (list, tuple)):
+            raise PluginError(self.name, "model_info", "'labels' must be a list of class names")
+        return {"task": task, "labels": list(labels) if labels is not None else None}
+
+
+@dataclass
+class Registry:
+    """Everything ``load_plugins()`` found."""
+
+    pm: pluggy.PluginManager
+    models: dict[str, Model] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    plugins: list[dict] = field(default_factory=list)
+    _contributions: dict[str, dict] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def contributions(self, hook: str, validate: Callable[..., tuple[str, Any]]) -> dict:
+        """Collect what plugins hand to ``register`` in ``hook``, once.
+
+        Each implementation is called on its own so a bad registration names
+        its plugin; third-party plugins are called before built-ins, and the
+        first registration of a name wins, so a plugin can replace a built-in.
+        """
+        with self._lock:
+            if hook in self._contributions:
+                return self._contributions[hook]
+            found: dict[str, Any] = {}
+            impls = getattr(self.pm.hook, hook).get_hookimpls()
+            builtin = {p["name"] for p in self.plugins if p["distribution"] == BUILTIN_DISTRIBUTION}
+            impls.sort(key=lambda impl: impl.plugin_name in builtin)
+            for impl in impls:
+
+                def register(*args: Any, **kwargs: Any) -> None:
+                    try:
+                        name, value = validate(*args, **kwargs)
+                    except TypeError as exc:
+                        raise PluginError(impl.plugin_name, hook, str(exc)) from None
+                    if name in found:
+                        log.info("%s: %r from plugin %r is shadowed by an earlier registration", hook, name, impl.plugin_name)
+                        return
+                    found[name] = value
+
+                try:
+                    impl.function(*[{"register": register}[a] for a in impl.argnames])
+                except Exception as exc:
+                    self._record_error(impl.plugin_name, PLUGINS_GROUP, None, f"{hook} failed: {exc}")
+            self._contributions[hook] = found
+            return found
+
+    def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str) -> None:
+        distribution = dist.metadata["Name"] if dist is not None else None
+        log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
+        self.errors.append(
+            {
+                "name": name,
+                "group": group,
+                "distribution": distribution,
+                "version": dist.version if dist is not None else None,
+                "error": error,
+            }
+        )
+
+
+_registry: Registry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager for ``alectio.plugins`` hooks, nothing loaded."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(PluginSpecs)
+    if os.environ.get("ALECTIO_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda message: log.info("trace: %s", message.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+def load_plugins() -> Registry:
+    """Discover and register every plugin once; later calls return the same."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = _discover()
+        return _registry
+
+
+def reset_plugins() -> None:
+    """Forget what was loaded (tests, and after ``pip install`` in-process)."""
+    global _registry
+    with _registry_lock:
+        _registry = None
+
+
+def _selected(entry_point: metadata.EntryPoint) -> bool:
+    wanted = os.environ.get("ALECTIO_LOAD_PLUGINS")
+    if wanted is None:
+        return True
+    dist = entry_point.dist
+    if dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION:
+        return True
+    return entry_point.name in {w.strip() for w in wanted.split(",") if w.strip()}
+
+
+def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
+    seen = set()
+    for ep in sorted(metadata.entry_points(group=group), key=lambda ep: ep.name):
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        if _selected(ep):
+            yield ep
+
+
+def _discover() -> Registry:
+    registry = Registry(pm=get_plugin_manager())
+    for ep in _entry_points(PLUGINS_GROUP):
+        register_plugin(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
+    for ep in _entry_points(MODELS_GROUP):
+        register_model(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
+    registry.pm.check_pending()
+    return registry
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    return [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
+
+
+def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Register, rejecting unknown hooks and arguments with the plugin's name."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(name, "register", str(exc)) from None
+    unknown = _unknown_hooks(pm, plugin)
+    if unknown:
+        pm.unregister(plugin)
+        known = ", ".join(sorted(h for h in dir(pm.hook) if not h.startswith("_")))
+        raise PluginError(name, unknown[0], f"unknown hook {unknown[0]!r} in plugin {name!r}; known hooks: {known}")
+
+
+def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
+    """Load and register one ``alectio.plugins`` plugin; record any failure."""
+    try:
+        plugin = load()
+        _register_checked(registry.pm, plugin, name)
+    except Exception as exc:
+        registry._record_error(name, PLUGINS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        return False
+    hooks = sorted(hc.name for hc in registry.pm.get_hookcallers(plugin) or [])
+    kinds = sorted({_KIND_BY_HOOK.get(h, "other") for h in hooks}) or ["other"]
+    registry.plugins.append(
+        {
+            "name": name,
+            "kind": kinds[0] if len(kinds) == 1 else "+".join(kinds),
+            "distribution": dist.metadata["Name"] if dist is not None else None,
+            "version": dist.version if dist is not None else None,
+            "hooks": hooks,
+        }
+    )
+    registry._contributions.clear()
+    return True
+
+
+def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
+    """Load and register one model; record any failure."""
+    try:
+        module = load()
+        pm = ModelPluginManager()
+        _register_checked(pm, module, name)
+        missing = [h for h in REQUIRED_MODEL_HOOKS if not getattr(pm.hook, h).get_hookimpls()]
+        if missing:
+            raise PluginError(name, missing[0], f"model {name!r} does not implement hook(s) {', '.join(missing)}")
+    except Exception as exc:
+        registry._record_error(name, MODELS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        return False
+    registry.models[name] = Model(
+        name=name,
+        module=module,
+        distribution=dist.metadata["Name"] if dist is not None else None,
+        version=dist.version if dist is not None else None,
+        pm=pm,
+    )
+    return True
+
+
+# ----------------------------------------------------------------------
+# Lookups used by the rest of the core
+# ----------------------------------------------------------------------
+
+
+def get_models() -> dict[str, Model]:
+    return load_plugins().models
+
+
+def get_model(name: str) -> Model:
+    models = get_models()
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none installed"
+        raise UnknownModelError(f"unknown model {name!r}; installed models: {known}")
+    return models[name]
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _validate_named(kind: str) -> Callable[..., tuple[str, Any]]:
+    def validate(name: Any, value: Any = None) -> tuple[str, Any]:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise TypeError(f"{kind} name must be a short identifier string, got {name!r}")
+        if not callable(value):
+            raise TypeError(f"register({name!r}, ...) needs a callable {kind}; did you forget to pass it?")
+        return name, value
+
+    return validate
+
+
+def _validate_strategy(strategy: Any = None) -> tuple[str, Any]:
+    name = getattr(strategy, "name", None)
+    if inspect.isclass(strategy):
+        raise TypeError(f"register() needs a strategy instance, got the class {strategy.__name__}; forgotten the '()'?")
+    if not isinstance(name, str) or not _NAME.match(name) or not callable(getattr(strategy, "select", None)):
+        raise TypeError(f"register() needs an object with a 'name' string and a 'select' method, got {strategy!r}")
+    return name, strategy
+
+
+def _validate_metrics(task: Any = None, function: Any = None) -> tuple[str, Any]:
+    if task not in TASKS:
+        raise TypeError(f"metrics task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not callable(function):
+        raise TypeError(f"register({task!r}, function) needs a callable metrics function")
+    return task, function
+
+
+def get_storage_factories() -> dict[str, Callable]:
+    return load_plugins().contributions("register_storage", _validate_named("storage factory"))
+
+
+def get_strategies() -> dict[str, Any]:
+    return load_plugins().contributions("register_strategies", _validate_strategy)
+
+
+def get_strategy(name: str) -> Any:
+    strategies = get_strategies()
+    if name not in strategies:
+        raise UnknownStrategyError(f"unknown strategy {name!r}; known: {', '.join(sorted(strategies)) or 'none'}")
+    return strategies[name]
+
+
+def get_metrics() -> dict[str, Callable]:
+    return load_plugins().contributions("register_metrics", _validate_metrics)
+
+
+def get_metrics_function(task: str) -> Callable:
+    metrics = get_metrics()
+    if task not in metrics:
+        raise UnknownTaskError(f"no metrics for task {task!r}; known tasks: {', '.join(sorted(metrics)) or 'none'}")
+    return metrics[task]
+
+
+def get_storage_factory(scheme: str) -> Callable:
+    factories = get_storage_factories()
+    if scheme not in factories:
+        raise UnknownStorageError(
+            f"no storage backend for scheme {scheme!r}; installed: {', '.join(sorted(factories)) or 'none'}"
+        )
+    return factories[scheme]
+
+
+def notify(hook: str, **kwargs: Any) -> None:
+    """Tell lifecycle listeners; a listener that raises is logged, not fatal."""
+    try:
+        getattr(load_plugins().pm.hook, hook)(**kwargs)
+    except Exception:
+        log.exception("a %s listener failed", hook)
+
+
+def report() -> list[dict]:
+    """What ``alectio plugins`` prints: every plugin, model and load error."""
+    registry = load_plugins()
+    rows = [dict(p, group=PLUGINS_GROUP) for p in registry.plugins]
+    for model in registry.models.values():
+        rows.append(
+            {
+                "name": model.name,
+                "kind": "model",
+                "distribution": model.distribution,
+                "version": model.version,
+                "hooks": model.hooks,
+                "group": MODELS_GROUP,
+            }
+        )
+    for error in registry.errors:
+        rows.append(dict(error, kind="model" if error["group"] == MODELS_GROUP else "unknown", hooks=[]))
+    return rows

@@ -1,0 +1,214 @@
+"""The storage interface every backend implements, and ``open_storage(url)``.
+
+A backend is chosen by URL scheme (``sqlite:///path/alectio.db``,
+``s3://bucket/prefix``); a storage plugin registers a scheme through the
+``register_storage`` hook. ``alectio_core.testing`` holds the contract suite
+a backend must pass.
+
+Two kinds of data, two visibility rules:
+
+* Job state (experiments, loop status and progress, selections, index maps,
+  tokens) is written in place and visible at once.
+* A loop's results (insights, predictions, ground truth, metrics, infer
+  outputs, checkpoint reference) are written under an *attempt* id and only
+  become readable when ``commit_loop`` publishes that attempt, together
+  with the loop's ``done`` state. A process killed mid-loop leaves earlier
+  loops intact and the interrupted attempt invisible.
+
+Everything stored is JSON or raw numpy arrays (int64 indices, float32
+values); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .errors import ValidationError
+
+#: Names of the per-loop results (``put_result`` / ``get_result``).
+RESULT_NAMES = ("insights", "predictions", "ground_truth", "metrics", "checkpoint")
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_id(value: Any, what: str = "experiment id") -> str:
+    """Identifiers become file names and object keys: allow a safe alphabet."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ValidationError(
+            f"invalid {what} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def check_loop(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValidationError(f"invalid loop number {value!r}: must be an integer >= 0")
+    return int(value)
+
+
+class OutputSink(ABC):
+    """Receives validated infer-output chunks for one loop attempt."""
+
+    @abstractmethod
+    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Store one chunk: int64 indices (n,) and float32 values (n, width).
+        The caller may reuse both arrays once this returns."""
+
+    def close(self) -> None:
+        """All chunks are written (they stay invisible until the commit)."""
+
+    def abort(self) -> None:
+        """Drop what was written (best effort)."""
+
+
+class Storage(ABC):
+    """A storage backend. Implementations are safe to share between threads."""
+
+    url: str
+
+    # -- experiments ----------------------------------------------------
+
+    @abstractmethod
+    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+        """Store a new experiment (a JSON object with an ``id``).
+        Raises ``ConflictError`` if the id exists."""
+
+    @abstractmethod
+    def get_experiment(self, experiment_id: str) -> dict:
+        """Raises ``NotFoundError`` for an unknown id."""
+
+    @abstractmethod
+    def list_experiments(self) -> list[dict]:
+        """Every experiment, oldest first."""
+
+    @abstractmethod
+    def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
+        """Merge ``changes`` into the experiment and return it."""
+
+    # -- loop job state (visible at once) -------------------------------
+
+    @abstractmethod
+    def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:
+        """Create or replace loop ``loop``'s state (status, stage, progress,
+        timestamps, error, attempt). Does not touch committed results."""
+
+    @abstractmethod
+    def get_loop_state(self, experiment_id: str, loop: int) -> dict:
+        """Raises ``NotFoundError`` when the loop was never started."""
+
+    @abstractmethod
+    def list_loop_states(self, experiment_id: str) -> list[dict]:
+        """Every loop's state, by loop number."""
+
+    # -- selections and the index map -----------------------------------
+
+    @abstractmethod
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+        """Store the records selected for ``loop`` (already validated)."""
+
+    @abstractmethod
+    def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
+        """int64 indices; raises ``NotFoundError`` when there is none."""
+
+    @abstractmethod
+    def put_index_map(self, experiment_id: str, references: list[str]) -> None:
+        """The pool: ``references[i]`` names record ``i``."""
+
+    @abstractmethod
+    def get_index_map(self, experiment_id: str) -> list[str]:
+        """Raises ``NotFoundError`` when there is none."""
+
+    # -- loop results, staged under an attempt --------------------------
+
+    @abstractmethod
+    def put_result(self, experiment_id: str, loop: int, attempt: str, name: str, value: Any) -> None:
+        """Stage a JSON result (one of ``RESULT_NAMES``) of an attempt."""
+
+    @abstractmethod
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
+        """A sink for the attempt's infer outputs, streamed in chunks."""
+
+    @abstractmethod
+    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+        """Atomically publish the attempt's results and set the loop's state
+        (``status: done``). Results of other attempts of the loop go away."""
+
+    @abstractmethod
+    def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
+        """Drop an uncommitted attempt's staged results (best effort)."""
+
+    @abstractmethod
+    def get_result(self, experiment_id: str, loop: int, name: str) -> Any:
+        """A committed result; ``NotFoundError`` if the loop is not done or
+        the result was not produced."""
+
+    @abstractmethod
+    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream a loop's infer outputs as ``(indices, values)`` chunks.
+        Without ``attempt``: the committed ones (``NotFoundError`` if the
+        loop is not done). With it: that attempt's, committed or not."""
+
+    # -- checkpoints ----------------------------------------------------
+
+    @abstractmethod
+    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
+        """A local path for loop ``loop``'s checkpoint; its folder exists."""
+
+    @abstractmethod
+    def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
+        """Record (and for remote stores, upload) the checkpoint ``train``
+        wrote at ``checkpoint_path``; returns its reference, or None when
+        ``train`` wrote none."""
+
+    @abstractmethod
+    def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
+        """Local path of a committed loop's checkpoint, downloading it if
+        it is not on this machine; None when the loop has none."""
+
+    # -- API tokens (salted hashes only) --------------------------------
+
+    @abstractmethod
+    def put_token(self, record: Mapping[str, Any]) -> None:
+        """Store a token record (``name``, ``salt``, ``hash``, ``created``);
+        ``ConflictError`` when the name exists."""
+
+    @abstractmethod
+    def list_tokens(self) -> list[dict]:
+        """Every token record."""
+
+    @abstractmethod
+    def delete_token(self, name: str) -> None:
+        """``NotFoundError`` for an unknown name."""
+
+    @abstractmethod
+    def touch_token(self, name: str, when: str) -> None:
+        """Record the last time a token was used."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``scheme://rest`` -> (scheme, rest); a bare path means sqlite."""
+    if "://" not in url:
+        return "sqlite", url
+    parts = urlsplit(url)
+    return parts.scheme, url[len(parts.scheme) + 3 :]
+
+
+def open_storage(url: str | None = None, options: Mapping[str, Any] | None = None) -> Storage:
+    """Open the backend for ``url`` through the plugin that registered its scheme.
+
+    ``url`` defaults to ``$ALECTIO_STORAGE`` or ``sqlite:///./alectio.db``.
+    """
+    from .plugins import get_storage_factory
+
+    url = url or os.environ.get("ALECTIO_STORAGE") or "sqlite:///alectio.db"
+    scheme, _ = parse_url(url)
+    return get_storage_factory(scheme)(url, dict(options or {}))

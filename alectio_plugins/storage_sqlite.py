@@ -1,0 +1,342 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+URLs follow SQLAlchemy and MLflow: ``sqlite:///alectio.db`` is relative to
+the working directory, ``sqlite:////abs/path/alectio.db`` is absolute.
+Checkpoints live beside the database in ``<name>-checkpoints/<experiment>/``.
+
+Infer outputs are stored as chunks of raw little-endian arrays (int64
+indices, float32 values), one row per chunk: neither one row per record nor
+one giant blob. A loop's results are rows tagged with an attempt id; a
+loop's ``committed_attempt`` says which attempt readers see, and it is set in
+the same transaction that marks the loop done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from alectio_core.errors import ConflictError, NotFoundError, StorageError
+from alectio_core.hookspecs import hookimpl
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS loops (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, data TEXT NOT NULL,
+    committed_attempt TEXT, PRIMARY KEY (experiment_id, loop));
+CREATE TABLE IF NOT EXISTS selections (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, indices BLOB NOT NULL,
+    PRIMARY KEY (experiment_id, loop));
+CREATE TABLE IF NOT EXISTS index_maps (
+    experiment_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, attempt TEXT NOT NULL,
+    name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, loop, attempt, name));
+CREATE TABLE IF NOT EXISTS output_chunks (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, attempt TEXT NOT NULL,
+    seq INTEGER NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,
+    indices BLOB NOT NULL, vals BLOB NOT NULL,
+    PRIMARY KEY (experiment_id, loop, attempt, seq));
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class SQLiteStorage(Storage):
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.checkpoint_root = self.path.with_name(self.path.stem + "-checkpoints")
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db().executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    # -- connections ----------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a process crash; only power loss can lose the last ones.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple, missing: str) -> tuple:
+        row = self._db().execute(sql, args).fetchone()
+        if row is None:
+            raise NotFoundError(missing)
+        return row
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- experiments ----------------------------------------------------
+
+    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+        eid = check_id(experiment.get("id"))
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM experiments WHERE id = ?", (eid,)).fetchone():
+                raise ConflictError(f"experiment {eid!r} already exists")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM experiments").fetchone()[0]
+            db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, _dumps(dict(experiment))))
+
+    def get_experiment(self, experiment_id: str) -> dict:
+        check_id(experiment_id)
+        row = self._one("SELECT data FROM experiments WHERE id = ?", (experiment_id,), f"unknown experiment {experiment_id!r}")
+        return json.loads(row[0])
+
+    def list_experiments(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self._db().execute("SELECT data FROM experiments ORDER BY seq")]
+
+    def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
+        with self._tx() as db:
+            experiment = self.get_experiment(experiment_id)
+            experiment.update(changes)
+            db.execute("UPDATE experiments SET data = ? WHERE id = ?", (_dumps(experiment), experiment_id))
+        return experiment
+
+    # -- loop state -----------------------------------------------------
+
+    def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:
+        check_id(experiment_id)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO loops (experiment_id, loop, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (experiment_id, loop) DO UPDATE SET data = excluded.data",
+                (experiment_id, check_loop(loop), _dumps(dict(state))),
+            )
+
+    def get_loop_state(self, experiment_id: str, loop: int) -> dict:
+        row = self._one(
+            "SELECT data FROM loops WHERE experiment_id = ? AND loop = ?",
+            (experiment_id, check_loop(loop)),
+            f"experiment {experiment_id!r} has no loop {loop}",
+        )
+        return json.loads(row[0])
+
+    def list_loop_states(self, experiment_id: str) -> list[dict]:
+        rows = self._db().execute("SELECT data FROM loops WHERE experiment_id = ? ORDER BY loop", (experiment_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    # -- selections and index map ---------------------------------------
+
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+        blob = np.ascontiguousarray(indices, dtype="<i8").tobytes()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO selections VALUES (?, ?, ?)", (check_id(experiment_id), check_loop(loop), blob)
+            )
+
+    def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
+        row = self._one(
+            "SELECT indices FROM selections WHERE experiment_id = ? AND loop = ?",
+            (experiment_id, check_loop(loop)),
+            f"experiment {experiment_id!r} has no selection for loop {loop}",
+        )
+        return np.frombuffer(row[0], dtype="<i8").astype(np.int64)
+
+    def put_index_map(self, experiment_id: str, references: list[str]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (check_id(experiment_id), _dumps(references)))
+
+    def get_index_map(self, experiment_id: str) -> list[str]:
+        row = self._one(
+            "SELECT data FROM index_maps WHERE experiment_id = ?", (experiment_id,), f"experiment {experiment_id!r} has no index map"
+        )
+        return json.loads(row[0])
+
+    # -- results --------------------------------------------------------
+
+    def put_result(self, experiment_id: str, loop: int, attempt: str, name: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                (check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"), name, _dumps(value)),
+            )
+
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
+        return _SQLiteSink(self, check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"))
+
+    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+        key = (check_id(experiment_id), check_loop(loop))
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO loops VALUES (?, ?, ?, ?) ON CONFLICT (experiment_id, loop) "
+                "DO UPDATE SET data = excluded.data, committed_attempt = excluded.committed_attempt",
+                (*key, _dumps(dict(state)), attempt),
+            )
+            for table in ("results", "output_chunks"):
+                db.execute(f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt != ?", (*key, attempt))
+
+    def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
+        with self._tx() as db:
+            for table in ("results", "output_chunks"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt = ? AND attempt IS NOT "
+                    "(SELECT committed_attempt FROM loops WHERE experiment_id = ? AND loop = ?)",
+                    (experiment_id, loop, attempt, experiment_id, loop),
+                )
+
+    def _committed_attempt(self, experiment_id: str, loop: int) -> str:
+        row = self._db().execute(
+            "SELECT committed_attempt FROM loops WHERE experiment_id = ? AND loop = ?", (experiment_id, check_loop(loop))
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise NotFoundError(f"experiment {experiment_id!r} loop {loop} has no finished results")
+        return row[0]
+
+    def get_result(self, experiment_id: str, loop: int, name: str) -> Any:
+        attempt = self._committed_attempt(experiment_id, loop)
+        row = self._one(
+            "SELECT data FROM results WHERE experiment_id = ? AND loop = ? AND attempt = ? AND name = ?",
+            (experiment_id, loop, attempt, name),
+            f"experiment {experiment_id!r} loop {loop} has no {name}",
+        )
+        return json.loads(row[0])
+
+    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        attempt = attempt or self._committed_attempt(experiment_id, loop)
+        # Read chunk by chunk on a private connection so a long scan holds
+        # one chunk in memory and never blocks this thread's writes.
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            seqs = [
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM output_chunks WHERE experiment_id = ? AND loop = ? AND attempt = ? ORDER BY seq",
+                    (experiment_id, loop, attempt),
+                )
+            ]
+            for seq in seqs:
+                rows, width, idx, vals = db.execute(
+                    "SELECT rows, width, indices, vals FROM output_chunks "
+                    "WHERE experiment_id = ? AND loop = ? AND attempt = ? AND seq = ?",
+                    (experiment_id, loop, attempt, seq),
+                ).fetchone()
+                yield (
+                    np.frombuffer(idx, dtype="<i8").astype(np.int64, copy=False),
+                    np.frombuffer(vals, dtype="<f4").reshape(rows, width),
+                )
+        finally:
+            db.close()
+
+    # -- checkpoints ----------------------------------------------------
+
+    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
+        folder = self.checkpoint_root / check_id(experiment_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"loop_{check_loop(loop)}.ckpt")
+
+    def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
+        path = Path(self.checkpoint_path(experiment_id, loop))
+        if not path.exists():
+            return None
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return {"path": str(path), "bytes": size}
+
+    def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
+        try:
+            ref = self.get_result(experiment_id, loop, "checkpoint")
+        except NotFoundError:
+            return None
+        if ref is None or not os.path.exists(ref["path"]):
+            return None
+        return ref["path"]
+
+    # -- tokens ---------------------------------------------------------
+
+    def put_token(self, record: Mapping[str, Any]) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM tokens WHERE name = ?", (record["name"],)).fetchone():
+                raise ConflictError(f"a token named {record['name']!r} exists")
+            db.execute("INSERT INTO tokens VALUES (?, ?)", (record["name"], _dumps(dict(record))))
+
+    def list_tokens(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self._db().execute("SELECT data FROM tokens ORDER BY name")]
+
+    def delete_token(self, name: str) -> None:
+        with self._tx() as db:
+            if db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFoundError(f"no token named {name!r}")
+
+    def touch_token(self, name: str, when: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT data FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row:
+                record = json.loads(row[0])
+                record["last_used"] = when
+                db.execute("UPDATE tokens SET data = ? WHERE name = ?", (_dumps(record), name))
+
+    def delete_checkpoints(self, experiment_id: str) -> None:
+        shutil.rmtree(self.checkpoint_root / check_id(experiment_id), ignore_errors=True)
+
+
+class _SQLiteSink(OutputSink):
+    def __init__(self, storage: SQLiteStorage, experiment_id: str, loop: int, attempt: str):
+        self.storage, self.key, self.seq = storage, (experiment_id, loop, attempt), 0
+
+    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        rows, width = values.shape
+        with self.storage._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO output_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *self.key,
+                    self.seq,
+                    rows,
+                    width,
+                    np.ascontiguousarray(indices, dtype="<i8").data,
+                    np.ascontiguousarray(values, dtype="<f4").data,
+                ),
+            )
+        self.seq += 1
+
+    def abort(self) -> None:
+        self.storage.discard_attempt(*self.key)
+
+
+def open_sqlite(url: str, options: Mapping[str, Any]) -> SQLiteStorage:
+    scheme, rest = parse_url(url)
+    path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel.db, sqlite:////abs.db
+    if not path:
+        raise StorageError(f"storage URL {url!r} names no database file; try sqlite:///alectio.db")
+    return SQLiteStorage(os.path.expanduser(path))
+
+
+@hookimpl
+def register_storage(register):
+    register("sqlite", open_sqlite)
