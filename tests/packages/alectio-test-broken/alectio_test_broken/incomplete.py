@@ -1,0 +1,2 @@
+def train(labeled):
+    pass

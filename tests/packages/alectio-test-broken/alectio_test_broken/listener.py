@@ -1,0 +1,6 @@
+from alectio_core import hookimpl
+
+
+@hookimpl
+def loop_finished(experiment, loop, status):
+    pass

@@ -1,0 +1,6 @@
+from alectio_core import hookimpl
+
+
+@hookimpl
+def register_strategies(register, budget):
+    pass

@@ -1,0 +1,182 @@
+"""Discovery through entry points, load errors, validation of implementations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+import venv
+
+import pytest
+
+from alectio_core import hookimpl, plugins
+from alectio_core.errors import PluginError, UnknownModelError
+
+from conftest import PACKAGES, pip_install
+
+
+@pytest.fixture(scope="module")
+def broken_env(tmp_path_factory):
+    """A throw-away venv that sees this environment's packages plus the
+    broken plugin package, installed for real with pip."""
+    root = tmp_path_factory.mktemp("venv")
+    venv.create(root, system_site_packages=True, with_pip=False)
+    python = str(root / "bin" / "python")
+    # This interpreter's pip installs into the venv's site-packages.
+    pip_install(PACKAGES / "alectio-test-broken", "--target", _site_packages(python))
+    return python
+
+
+def _site_packages(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def alectio(python: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [python, "-m", "alectio_core", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def by_name(rows):
+    return {row["name"]: row for row in rows}
+
+
+def test_plugins_command_reports_every_plugin_and_load_error(broken_env):
+    result = alectio(broken_env, "plugins", "--all")
+    assert result.returncode == 0, result.stderr
+    rows = by_name(json.loads(result.stdout))
+
+    # good ones, built-ins included, with their kind, version and hooks
+    assert rows["sqlite"]["kind"] == "storage" and rows["sqlite"]["distribution"] == "alectio"
+    assert rows["digits_lr"] == {
+        "name": "digits_lr",
+        "kind": "model",
+        "distribution": "alectio-test-digits",
+        "version": "0.2.0",
+        "hooks": ["assign_index", "infer", "model_info", "test", "train"],
+        "group": "alectio.models",
+    }
+    assert rows["good_listener"]["kind"] == "listener" and rows["good_listener"]["hooks"] == ["loop_finished"]
+
+    # each broken one, named with its distribution and what went wrong
+    for name in ("needs_missing_lib", "misspelled_hook", "incomplete", "unknown_argument"):
+        assert rows[name]["distribution"] == "alectio-test-broken", name
+    assert "No module named 'a_library_nobody_installed'" in rows["needs_missing_lib"]["error"]
+    assert "unknown hook 'infrence'" in rows["misspelled_hook"]["error"]
+    assert "does not implement hook(s) test, infer, assign_index" in rows["incomplete"]["error"]
+    assert "budget" in rows["unknown_argument"]["error"] and "unknown_argument" in rows["unknown_argument"]["error"]
+    # the failures are logged with the plugin's name, and nothing else broke
+    assert 'Error loading plugin "needs_missing_lib" (distribution alectio-test-broken)' in result.stderr
+
+
+def test_plugins_without_all_hides_builtins(broken_env):
+    rows = by_name(json.loads(alectio(broken_env, "plugins").stdout))
+    assert "sqlite" not in rows and "digits_lr" in rows
+
+
+def test_load_plugins_env_var_loads_only_the_named(broken_env):
+    result = alectio(broken_env, "plugins", "--all", ALECTIO_LOAD_PLUGINS="digits_lr")
+    rows = by_name(json.loads(result.stdout))
+    assert "digits_lr" in rows and "sqlite" in rows  # built-ins always load
+    assert not {"needs_missing_lib", "good_listener", "unknown_argument"} & set(rows)
+    assert result.stderr == ""
+
+
+def test_broken_plugins_do_not_stop_a_loop(broken_env, tmp_path):
+    script = (
+        "from alectio_core import Engine, open_storage\n"
+        f"e = Engine(open_storage('sqlite:///{tmp_path}/a.db'))\n"
+        "x = e.create_experiment('digits_lr', strategy=None, initial=30, loops=1)\n"
+        "print(e.run_loop(x['id'], 0)['status'])\n"
+    )
+    result = subprocess.run([broken_env, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "done", result.stderr
+
+
+def test_nothing_is_loaded_at_import_time():
+    code = (
+        "import sys, alectio_core, alectio_core.plugins as p\n"
+        "assert p._registry is None\n"
+        "assert 'alectio_test_digits' not in sys.modules and 'flask' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- in-process: fake plugins registered by name -----------------------------------
+
+
+def test_unknown_model_lists_installed_ones():
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'; installed models: .*digits_lr"):
+        plugins.get_model("nope")
+
+
+def test_model_hook_with_unknown_argument_is_rejected_naming_the_plugin():
+    registry = plugins.load_plugins()
+    module = types.ModuleType("typo")
+    module.train = lambda labelled: None  # British spelling is not an argument of train
+    assert not plugins.register_model(registry, "typo_model", lambda: module)
+    error = registry.errors.pop()
+    assert error["name"] == "typo_model" and "labelled" in error["error"] and "typo_model" in error["error"]
+    assert "typo_model" not in registry.models
+
+
+class FakeStrategy:
+    name = "always_first"
+
+    def select(self, chunks, k, *, rng, task, num_classes):
+        return [int(i) for idx, _ in chunks for i in idx][:k]
+
+
+class FakeStrategyPlugin:
+    @hookimpl
+    def register_strategies(self, register):
+        register(FakeStrategy())
+
+
+class WrongRegistration:
+    @hookimpl
+    def register_strategies(self, register):
+        register(FakeStrategy)  # the class, not an instance
+
+
+@pytest.fixture
+def registered():
+    registry = plugins.load_plugins()
+    names = []
+
+    def add(name, plugin):
+        plugins.register_plugin(registry, name, lambda: plugin)
+        names.append(name)
+        return registry
+
+    yield add
+    for name in names:
+        registry.pm.unregister(name=name)
+        registry.plugins = [p for p in registry.plugins if p["name"] != name]
+    registry._contributions.clear()
+    registry.errors = [e for e in registry.errors if e["name"] not in names]
+
+
+def test_third_party_strategy_is_usable_by_name(registered):
+    registered("fake_strategies", FakeStrategyPlugin())
+    assert isinstance(plugins.get_strategy("always_first"), FakeStrategy)
+    report = by_name(plugins.report())
+    assert report["fake_strategies"]["kind"] == "strategy"
+
+
+def test_bad_registration_names_plugin_and_says_how_to_fix(registered):
+    registry = registered("wrong_registration", WrongRegistration())
+    plugins.get_strategies()
+    error = registry.errors[-1]
+    assert error["name"] == "wrong_registration"
+    assert "forgotten the '()'" in error["error"]
+
+
+def test_model_call_wraps_plugin_exceptions(fake_model):
+    model = fake_model("m", train=lambda labeled: 1 / 0)
+    with pytest.raises(PluginError, match="model 'm', hook 'train': raised ZeroDivisionError"):
+        model.call("train", labeled=[1], resume_from=None, ckpt_file="x", loop=0, config={})
