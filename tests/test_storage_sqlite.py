@@ -1,0 +1,159 @@
+"""The sqlite backend: what is on disk, atomic loop visibility, a real kill -9."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from alectio_core import plugins
+from alectio_core.engine import Engine
+from alectio_core.errors import NotFoundError, StorageError, UnknownStorageError, ValidationError
+from alectio_core.storage import open_storage
+
+# A model module importable by a child process: pool of 200,000 records so
+# infer writes several chunks; ``hang_in_infer`` stops half-way, for kill -9.
+MODEL = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+
+    def assign_index():
+        return [str(i) for i in range(200_000)]
+
+    def train(labeled, ckpt_file):
+        open(ckpt_file, "w").write("w")
+
+    def test():
+        return {"predictions": [1, 0], "labels": [1, 1]}
+
+    def infer(unlabeled, writer, config):
+        idx = np.asarray(unlabeled)
+        half = idx.size // 2
+        writer.extend(idx[:half], np.ones((half, 4), np.float32))
+        if config.get("hang_in_infer"):
+            print("HALF-WAY", flush=True)
+            time.sleep(600)
+        writer.extend(idx[half:], np.ones((idx.size - half, 4), np.float32))
+    """
+)
+
+
+@pytest.fixture
+def big_model(tmp_path, monkeypatch):
+    (tmp_path / "big_model.py").write_text(MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import big_model
+
+    registry = plugins.load_plugins()
+    plugins.register_model(registry, "big", lambda: big_model)
+    yield "big"
+    registry.models.pop("big", None)
+    sys.modules.pop("big_model", None)
+
+
+def test_killed_mid_loop_leaves_earlier_loops_intact(tmp_path, big_model):
+    db = tmp_path / "alectio.db"
+    engine = Engine(open_storage(f"sqlite:///{db}"))
+    exp = engine.create_experiment("big", strategy=None, initial=1000, loops=3, experiment_id="exp1")
+    engine.record_selection("exp1", 0, list(range(1000)))
+    engine.run_loop("exp1", 0)
+    engine.record_selection("exp1", 1, list(range(5000, 6000)))
+    before = engine.outputs("exp1", 0)
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys; sys.path.insert(0, {str(tmp_path)!r})
+                import big_model
+                from alectio_core import plugins, Engine, open_storage
+                plugins.register_model(plugins.load_plugins(), "big", lambda: big_model)
+                engine = Engine(open_storage("sqlite:///{db}"))
+                engine.storage.update_experiment("exp1", {{"config": {{"hang_in_infer": True}}}})
+                engine.run_loop("exp1", 1)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "HALF-WAY"
+        # the child has streamed chunks of loop 1 into the database by now
+        raw = sqlite3.connect(db)
+        assert raw.execute("SELECT COUNT(*) FROM output_chunks WHERE loop = 1").fetchone()[0] >= 1
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    engine = Engine(open_storage(f"sqlite:///{db}"))
+    state = engine.get_loop("exp1", 1)
+    assert state["status"] == "running" and state["stage"] == "infer"  # visibly not done
+    with pytest.raises(NotFoundError):
+        engine.storage.get_result("exp1", 1, "metrics")
+    with pytest.raises(NotFoundError):
+        next(engine.storage.iter_outputs("exp1", 1))
+    # loop 0 reads back exactly as before
+    assert engine.get_loop("exp1", 0)["status"] == "done"
+    after = engine.outputs("exp1", 0)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    assert engine.results("exp1", 0)["metrics"]["accuracy"] == 0.5
+
+    # start-up recovery marks it failed; it then runs again and its leftovers are gone
+    assert engine.recover_interrupted() == [("exp1", 1)]
+    assert engine.get_loop("exp1", 1)["error"] == "interrupted"
+    engine.storage.update_experiment("exp1", {"config": {}})
+    assert engine.run_loop("exp1", 1)["status"] == "done"
+    raw = sqlite3.connect(db)
+    attempts = raw.execute("SELECT COUNT(DISTINCT attempt) FROM output_chunks WHERE loop = 1").fetchone()[0]
+    assert attempts == 1
+    assert sum(i.size for i, _ in engine.storage.iter_outputs("exp1", 1)) == 200_000 - 2000
+
+
+def test_outputs_are_float32_chunks_not_rows_or_one_blob(tmp_path, big_model):
+    db = tmp_path / "alectio.db"
+    engine = Engine(open_storage(f"sqlite:///{db}"))
+    engine.create_experiment("big", strategy=None, initial=1000, loops=1, experiment_id="e")
+    engine.run_loop("e", 0)
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = raw.execute("SELECT rows, width, indices, vals FROM output_chunks ORDER BY seq").fetchall()
+    assert 2 <= len(rows) <= 6 and sum(r[0] for r in rows) == 199_000
+    n, width, idx, vals = rows[0]
+    # raw little-endian arrays: readable by any numpy, no pickle anywhere
+    assert len(vals) == n * width * 4 and len(idx) == n * 8
+    assert np.frombuffer(vals, "<f4").tolist()[:4] == [1.0] * 4
+    assert not (raw.execute("SELECT COUNT(*) FROM results WHERE data LIKE '%pickle%'").fetchone()[0])
+
+
+def test_sqlite_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert open_storage("sqlite:///rel.db").path.resolve() == tmp_path / "rel.db"
+    assert open_storage(f"sqlite:///{tmp_path}/sub/abs.db").path == tmp_path / "sub" / "abs.db"
+    monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
+    assert open_storage().path.name == "alectio.db"  # the default: ./alectio.db
+    monkeypatch.setenv("ALECTIO_STORAGE", f"sqlite:///{tmp_path}/env.db")
+    assert open_storage().path.name == "env.db"
+    with pytest.raises(UnknownStorageError, match="no storage backend for scheme 'ftp'; installed: .*sqlite"):
+        open_storage("ftp://somewhere")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StorageError, match="cannot open SQLite database"):
+        open_storage(f"sqlite:///{tmp_path}/file/x.db")
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", "x" * 65, ".hidden", "sp ace"])
+def test_identifiers_that_become_paths_are_validated(storage, bad):
+    with pytest.raises(ValidationError, match="invalid experiment id"):
+        storage.create_experiment({"id": bad})
+    with pytest.raises(ValidationError):
+        storage.checkpoint_path(bad, 0)
