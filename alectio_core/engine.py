@@ -26,7 +26,7 @@ import numpy as np
 from . import plugins
 from .config import Config
 from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, ValidationError
-from .outputs import OutputWriter, current_writer
+from .outputs import DEFAULT_CHUNK_ROWS, OutputWriter, current_writer
 from .storage import Storage, check_id, check_loop
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,10 @@ def as_indices(values: Any, what: str) -> np.ndarray:
 class Engine:
     """Runs active-learning loops against one storage backend."""
 
-    def __init__(self, storage: Storage, config: Config | None = None):
+    def __init__(self, storage: Storage, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.storage = storage
         self.config = config or Config()
+        self.chunk_rows = chunk_rows  # infer rows per stored chunk: memory vs. write count
         self._pools: dict[str, int] = {}
 
     # ------------------------------------------------------------------
@@ -502,6 +503,7 @@ class _LoopRun:
             model=self.model.name,
             pool_size=pool,
             unlabeled=unlabeled,
+            chunk_rows=self.engine.chunk_rows,
             on_chunk=lambda done: self._progress(done, int(unlabeled.size)),
         )
         token = current_writer.set(writer)

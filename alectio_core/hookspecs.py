@@ -88,6 +88,7 @@ class ModelSpecs:
         """Score every unlabeled record with this loop's checkpoint.
 
         :param unlabeled: sorted indices of the pool minus ``labeled``.
+        :param ckpt_file: the checkpoint ``train`` wrote in this loop.
         :param writer: an :class:`alectio_core.outputs.OutputWriter`; stream
             rows with ``writer.add(index, array)`` or ``writer.extend(indices,
             array_2d)`` to keep memory bounded.

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import numpy as np
 import pytest
 
-from alectio_core.errors import ConflictError, NotFoundError, PluginError, ValidationError
+from alectio_core import hookimpl, plugins
+from alectio_core.errors import ConflictError, LoopCancelled, NotFoundError, PluginError, ValidationError
 
 
 def run_two_good_loops(engine, name, **experiment):
@@ -238,3 +240,79 @@ def test_bad_plugin_fails_the_loop_and_keeps_earlier_loops(engine, fake_model, c
     # the failed loop can run again once the model is fixed
     fake_model("m")
     assert engine.run_loop(exp["id"], 2)["status"] == "done"
+
+
+class Recorder:
+    """A lifecycle listener plugin."""
+
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def loop_started(self, experiment, loop):
+        self.events.append(("loop_started", experiment["id"], loop))
+
+    @hookimpl
+    def stage_started(self, loop, stage):
+        self.events.append(("stage_started", loop, stage))
+
+    @hookimpl
+    def loop_finished(self, loop, status, error):
+        self.events.append(("loop_finished", loop, status, error))
+
+
+def test_listeners_hear_every_stage_and_the_outcome(engine, fake_model):
+    recorder = Recorder()
+    registry = plugins.load_plugins()
+    plugins.register_plugin(registry, "recorder", lambda: recorder)
+    try:
+        fake_model("m")
+        exp = engine.create_experiment("m", strategy=None, initial=3, loops=2)
+        engine.run_loop(exp["id"], 0)
+        fake_model("m", test=lambda: None)
+        engine.record_selection(exp["id"], 1, [int(i) for i in set(range(20)) - set(engine.labeled(exp["id"], 0).tolist())][:2])
+        with pytest.raises(PluginError):
+            engine.run_loop(exp["id"], 1)
+    finally:
+        registry.pm.unregister(name="recorder")
+        registry.plugins = [p for p in registry.plugins if p["name"] != "recorder"]
+    assert recorder.events[:6] == [
+        ("loop_started", exp["id"], 0),
+        ("stage_started", 0, "train"),
+        ("stage_started", 0, "test"),
+        ("stage_started", 0, "metrics"),
+        ("stage_started", 0, "infer"),
+        ("loop_finished", 0, "done", None),
+    ]
+    assert recorder.events[-1][:3] == ("loop_finished", 1, "failed")
+    assert "hook 'test': must return a dict" in recorder.events[-1][3]
+
+
+def test_cancel_between_stages_and_inside_infer(engine, fake_model):
+    cancel = threading.Event()
+
+    def train(labeled):
+        cancel.set()  # cancelled while training: the loop stops before test
+
+    fake_model("m", train=train)
+    exp = engine.create_experiment("m", strategy=None, initial=3, loops=2)
+    with pytest.raises(LoopCancelled):
+        engine.run_loop(exp["id"], 0, cancel=cancel)
+    state = engine.get_loop(exp["id"], 0)
+    assert state["status"] == "cancelled" and state["stage"] == "train"
+
+    cancel.clear()
+    calls = []
+
+    def infer(unlabeled, writer):
+        for i in unlabeled:
+            calls.append(i)
+            if len(calls) == 3:
+                cancel.set()
+            writer.add(i, [1.0])
+
+    fake_model("m", infer=infer)
+    engine.chunk_rows = 1  # every row is a chunk, so the writer checks after each
+    with pytest.raises(LoopCancelled):
+        engine.run_loop(exp["id"], 0, cancel=cancel)
+    assert len(calls) == 3 and engine.get_loop(exp["id"], 0)["status"] == "cancelled"

@@ -180,3 +180,37 @@ def test_model_call_wraps_plugin_exceptions(fake_model):
     model = fake_model("m", train=lambda labeled: 1 / 0)
     with pytest.raises(PluginError, match="model 'm', hook 'train': raised ZeroDivisionError"):
         model.call("train", labeled=[1], resume_from=None, ckpt_file="x", loop=0, config={})
+
+
+class TeamStorage:
+    """A third-party storage plugin: a scheme that maps to sqlite files in a team folder."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    @hookimpl
+    def register_storage(self, register):
+        from alectio_plugins.storage_sqlite import SQLiteStorage
+
+        register("team", lambda url, options: SQLiteStorage(self.folder / (url.split("://", 1)[1] + ".db")))
+
+
+class CustomMetrics:
+    @hookimpl
+    def register_metrics(self, register):
+        register("regression", lambda predictions, labels, class_labels=None: {"max_error": max(abs(p - t) for p, t in zip(predictions, labels))})
+
+
+def test_third_party_storage_scheme_is_opened_by_url(registered, tmp_path):
+    from alectio_core.storage import open_storage
+
+    registered("team_storage", TeamStorage(tmp_path))
+    store = open_storage("team://project1")
+    assert store.path == tmp_path / "project1.db" and store.path.exists()
+
+
+def test_third_party_metrics_replace_the_builtin_for_a_task(registered):
+    from alectio_core import compute_metrics
+
+    registered("custom_metrics", CustomMetrics())
+    assert compute_metrics("regression", [1.0, 5.0], [2.0, 2.0]) == {"max_error": 3.0}
