@@ -1,0 +1,102 @@
+"""Built-in metrics for tasks ``classification`` and ``multilabel``
+(scikit-learn, ``zero_division=0``).
+
+Per-class values are dicts keyed by class name (``class_labels``) or by
+``str(id)``; the classes are ``range(len(class_labels))`` when names are
+given, else the sorted ids seen in predictions and labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    hamming_loss,
+    precision_recall_fscore_support,
+)
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from alectio_core.hookspecs import hookimpl
+from alectio_core.metrics import class_ids, jsonable, ratio, resolve_classes
+
+
+def classification_metrics(
+    predictions: Sequence[int], labels: Sequence[int], *, class_labels: Optional[Sequence[str]] = None
+) -> dict:
+    """Single-label metrics from predicted and true class ids.
+
+    Returns ``accuracy``; macro ``precision``, ``recall``, ``f1_score``;
+    ``precision_per_class``, ``recall_per_class``, ``f1_per_class``;
+    ``confusion_matrix`` (rows = true class, columns = predicted, in the order
+    of ``class_names``); ``acc_per_class``, the fraction of a class's records
+    predicted as that class (its recall); and ``label_disagreement``, the
+    fraction of a class's records predicted as something else
+    (1 - ``acc_per_class``). Both are None for a class with no records.
+    """
+    y_pred, y_true = class_ids(predictions, "predictions"), class_ids(labels, "labels")
+    ids, names = resolve_classes(class_labels, np.concatenate([y_true, y_pred]))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, average=None, zero_division=0
+    )
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=ids, average="macro", zero_division=0)
+    n, index = len(ids), np.asarray(ids, dtype=np.int64)
+    codes = np.searchsorted(index, y_true) * n + np.searchsorted(index, y_pred)
+    matrix = np.bincount(codes, minlength=n * n).reshape(n, n)  # sklearn's, without its 1x1 warning
+    per_class_acc = [ratio(matrix[i, i], matrix[i].sum()) for i in range(n)]
+    return jsonable(
+        {
+            "accuracy": accuracy_score(y_true, y_pred),
+            "precision": macro[0],
+            "recall": macro[1],
+            "f1_score": macro[2],
+            "precision_per_class": dict(zip(names, precision)),
+            "recall_per_class": dict(zip(names, recall)),
+            "f1_per_class": dict(zip(names, f1)),
+            "confusion_matrix": matrix,
+            "class_names": names,
+            "acc_per_class": dict(zip(names, per_class_acc)),
+            "label_disagreement": {name: None if a is None else 1.0 - a for name, a in zip(names, per_class_acc)},
+        }
+    )
+
+
+def multilabel_metrics(
+    predictions: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    *,
+    class_labels: Optional[Sequence[str]] = None,
+) -> dict:
+    """Multi-label metrics; each prediction and label is a list of active class ids.
+
+    Returns ``subset_accuracy`` (all of a record's classes right),
+    ``hamming_loss``, ``precision_micro``/``recall_micro``/``f1_micro``,
+    ``precision_macro``/``recall_macro``/``f1_macro`` and per-class
+    ``precision_per_class``, ``recall_per_class``, ``f1_per_class``.
+    """
+    y_pred = [class_ids(p, f"prediction {i}") for i, p in enumerate(predictions)]
+    y_true = [class_ids(t, f"label {i}") for i, t in enumerate(labels)]
+    ids, names = resolve_classes(class_labels, np.concatenate([np.zeros(0, int), *y_pred, *y_true]))
+    if not ids:
+        raise ValueError("multilabel metrics need at least one class: no record has a class and no class_labels given")
+    binarizer = MultiLabelBinarizer(classes=ids)
+    pred, true = binarizer.fit_transform(y_pred), binarizer.fit_transform(y_true)
+    result: dict[str, Any] = {"subset_accuracy": accuracy_score(true, pred), "hamming_loss": hamming_loss(true, pred)}
+    # One column would read as binary 0/1 targets; an all-zero column changes no count.
+    pred, true = (np.pad(m, ((0, 0), (0, 1))) if len(ids) == 1 else m for m in (pred, true))
+    micro = precision_recall_fscore_support(true, pred, average="micro", zero_division=0)
+    p, r, f, _ = (v[: len(ids)] for v in precision_recall_fscore_support(true, pred, average=None, zero_division=0))
+    result.update({"precision_micro": micro[0], "recall_micro": micro[1], "f1_micro": micro[2]})
+    result.update({"precision_macro": p.mean(), "recall_macro": r.mean(), "f1_macro": f.mean()})
+    result.update(
+        precision_per_class=dict(zip(names, p)), recall_per_class=dict(zip(names, r)), f1_per_class=dict(zip(names, f))
+    )
+    return jsonable(result)
+
+
+@hookimpl
+def register_metrics(register: Any) -> None:
+    """Register ``classification`` and ``multilabel``."""
+    register("classification", classification_metrics)
+    register("multilabel", multilabel_metrics)
