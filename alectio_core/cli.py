@@ -62,10 +62,18 @@ def cli():
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Log level (default info).")
 @domain_errors
 def serve(config_path, storage, host, port, log_level):
-    """Serve the HTTP API on a production WSGI server (waitress)."""
+    """Serve the HTTP API on a production WSGI server (waitress).
+
+    Loops run on ``server.workers`` background threads. Every endpoint but
+    ``/health`` needs an API token; when none exists, one is created and
+    printed once.
+    """
+    import signal
+
     import waitress
 
     from .server import create_app
+    from .tokens import ensure_token
 
     config = _config(config_path, storage)
     server = config.server
@@ -73,8 +81,20 @@ def serve(config_path, storage, host, port, log_level):
     port = server["port"] if port is None else port
     _logging(log_level or server["log_level"])
     app = create_app(config)
+    new_token = ensure_token(app.extensions["alectio"]["storage"])
+    if new_token:
+        click.echo("No API token existed, so one named 'default' was created. It is shown only now:", err=True)
+        click.echo(new_token)
     click.echo(f"alectio serving on http://{host}:{port} (storage {config.storage})", err=True)
-    waitress.serve(app, host=host, port=port, threads=server["threads"], ident="alectio")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # waitress shuts down cleanly on it
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        waitress.serve(app, host=host, port=port, threads=server["threads"], ident="alectio")
+    finally:
+        app.extensions["alectio"]["runner"].shutdown()
 
 
 @cli.command("plugins")
@@ -86,6 +106,70 @@ def list_plugins(show_all):
     if not show_all:
         rows = [r for r in rows if r.get("distribution") != plugins.BUILTIN_DISTRIBUTION]
     click.echo(json.dumps(rows, indent=2))
+
+
+from .cli_tokens import token  # noqa: E402 (the group imports helpers from here)
+
+cli.add_command(token)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--strategy", default="entropy", show_default=True, help="Query strategy choosing the next records (see `alectio plugins --all`).")
+@click.option("--loops", type=click.IntRange(min=1), default=5, show_default=True, help="Loops to run.")
+@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True, help="Records the strategy adds after each loop.")
+@click.option("--initial", type=click.IntRange(min=1), default=100, show_default=True, help="Seeded-random records labeled for loop 0.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the initial records and the strategy.")
+@storage_option
+@config_option
+@click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the learning curve, as JSON, on stdout.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the learning curve to this PNG file.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning", show_default=True)
+@domain_errors
+def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, log_level):
+    """Run a self-driven experiment on MODEL: label INITIAL random records,
+    then after each loop let STRATEGY pick BATCH more.
+
+    \b
+    Example:
+      alectio run digits_cnn --strategy entropy --loops 5 --batch 50 --initial 100
+    """
+    from .driver import drive, headline, plot_curve
+    from .engine import Engine
+    from .progress import Progress
+    from .storage import open_storage
+
+    _logging(log_level)
+    config = _config(config_path, storage)
+    engine = Engine(open_storage(config.storage, config.storage_options), config)
+    if resume_id:
+        experiment = engine.get_experiment(resume_id)
+        engine.recover_interrupted(resume_id)
+    else:
+        experiment = engine.create_experiment(
+            model, strategy=strategy, batch_size=batch, initial=initial, loops=loops, seed=seed
+        )
+    click.echo(f"experiment {experiment['id']}: model {experiment['model']}, strategy {experiment['strategy']}, "
+               f"pool {experiment['pool_size']}, storage {config.storage}", err=True)
+    with Progress(experiment, enabled=sys.stderr.isatty() and not as_json) as progress:
+        try:
+            curve = drive(engine, experiment["id"], on_loop=progress.loop, on_stage=progress.stage)
+        except AlectioError as exc:
+            raise click.ClickException(f"{exc.message} (continue with: alectio run {experiment['model']} --resume {experiment['id']})")
+    if plot:
+        plot_curve(experiment, curve, plot)
+    if as_json:
+        click.echo(json.dumps(curve))
+        return
+    name = headline(experiment, None)[0]
+    click.echo(f"\nlearning curve ({experiment['strategy']}, experiment {experiment['id']})")
+    click.echo(f"{'loop':>4}  {'labeled':>8}  {name:>10}")
+    for point in curve:
+        value = headline(experiment, point["metrics"])[1]
+        click.echo(f"{point['loop']:>4}  {point['labeled']:>8}  {'-' if value is None else f'{value:.4f}':>10}")
+    if plot:
+        click.echo(f"plot written to {plot}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -183,14 +183,14 @@ class Engine:
         if state and state["status"] in ("running", "queued", "done"):
             raise ConflictError(f"loop {loop} is {state['status']}; its selection can no longer change")
         if loop > 0:
-            earlier = self.labeled(experiment_id, loop - 1) if self._has_selection(experiment_id, loop - 1) else np.empty(0, np.int64)
+            earlier = self.labeled(experiment_id, loop - 1) if self.has_selection(experiment_id, loop - 1) else np.empty(0, np.int64)
             again = np.intersect1d(picked, earlier)
             if again.size:
                 raise ValidationError(f"selection for loop {loop}: index {int(again[0])} was already selected in an earlier loop")
         self.storage.put_selection(experiment_id, loop, np.sort(picked))
         return np.sort(picked)
 
-    def _has_selection(self, experiment_id: str, loop: int) -> bool:
+    def has_selection(self, experiment_id: str, loop: int) -> bool:
         try:
             self.storage.get_selection(experiment_id, loop)
             return True
@@ -264,14 +264,14 @@ class Engine:
         experiment_id: str,
         loop: int,
         *,
-        select_next: bool | None = None,
+        select_next: bool = True,
         cancel: threading.Event | None = None,
         on_stage: Callable[[str, dict], None] | None = None,
     ) -> dict:
         """Run loop ``loop`` and return its final state.
 
-        ``select_next`` (default: when the experiment has a strategy) lets
-        the strategy pick loop ``loop+1``'s selection. ``cancel`` is checked
+        ``select_next``: let the experiment's strategy (if it has one) pick
+        loop ``loop+1``'s selection when the loop is done. ``cancel`` is checked
         between stages and inside ``infer``. Raises the error that failed
         the loop (after recording it); earlier loops are never touched.
         """
@@ -279,10 +279,42 @@ class Engine:
         loop = check_loop(loop)
         self._check_startable(experiment_id, loop, queued_ok=True)
         experiment = self.get_experiment(experiment_id)
-        if loop == 0 and not self._has_selection(experiment_id, 0):
+        if loop == 0 and not self.has_selection(experiment_id, 0):
             self.initial_selection(experiment_id)
         run = _LoopRun(self, experiment, loop, cancel, on_stage)
-        return run.execute(experiment.get("strategy") is not None if select_next is None else select_next)
+        return run.execute(select_next)
+
+    # ------------------------------------------------------------------
+    # Choosing the next records (self-driven experiments)
+    # ------------------------------------------------------------------
+
+    @staticmethod
+    def wants_selection(experiment: Mapping[str, Any], loop: int, labeled: int) -> bool:
+        """Is there a loop after ``loop`` for the strategy to pick records for?"""
+        return (
+            experiment.get("strategy") is not None
+            and int(experiment.get("batch_size") or 0) > 0
+            and int(experiment["pool_size"]) > labeled
+            and loop + 1 < int(experiment.get("loops") or 0)
+        )
+
+    def pick_next(self, experiment: Mapping[str, Any], loop: int, attempt: str | None = None) -> np.ndarray:
+        """The strategy's choice for loop ``loop + 1`` from loop ``loop``'s
+        outputs (the committed ones, or those of a running ``attempt``).
+        Seeded by the experiment's seed and the loop, so it is repeatable."""
+        from .strategies import select
+
+        labels = experiment.get("labels")
+        remaining = int(experiment["pool_size"]) - int(self.labeled(experiment["id"], loop).size)
+        picked = select(
+            experiment["strategy"],
+            self.storage.iter_outputs(experiment["id"], loop, attempt=attempt),
+            min(int(experiment["batch_size"]), remaining),
+            seed=int(experiment.get("seed", 0)) + loop + 1,
+            task=experiment.get("task", "classification"),
+            num_classes=len(labels) if labels else None,
+        )
+        return np.asarray(picked, dtype=np.int64)
 
     # ------------------------------------------------------------------
     # Reading results
@@ -387,9 +419,9 @@ class _LoopRun:
             self.state.update(
                 status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
             )
-            self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state)
-            if picked is not None:
+            if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
                 self.engine.record_selection(self.eid, self.loop + 1, picked)
+            self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -522,24 +554,12 @@ class _LoopRun:
         self._stage_done()
 
     def _select(self, labeled: np.ndarray) -> np.ndarray | None:
-        batch = int(self.experiment.get("batch_size") or 0)
-        remaining = int(self.experiment["pool_size"]) - int(labeled.size)
-        if batch == 0 or remaining == 0 or self.loop + 1 >= int(self.experiment.get("loops") or 0):
+        if not self.engine.wants_selection(self.experiment, self.loop, labeled.size):
             return None
         self._stage("select")
-        from .strategies import select
-
-        labels = self.experiment.get("labels")
-        picked = select(
-            self.experiment["strategy"],
-            self.storage.iter_outputs(self.eid, self.loop, attempt=self.attempt),
-            min(batch, remaining),
-            seed=int(self.experiment.get("seed", 0)) + self.loop + 1,
-            task=self.experiment.get("task", "classification"),
-            num_classes=len(labels) if labels else None,
-        )
+        picked = self.engine.pick_next(self.experiment, self.loop, attempt=self.attempt)
         self._stage_done()
-        return np.asarray(picked, dtype=np.int64)
+        return picked
 
 
 def _plain(value: Any) -> Any:
