@@ -1,0 +1,239 @@
+"""Query strategies: the interface, the streaming top-k, and ``select()``.
+
+A strategy is any object with a ``name`` and a method
+``select(chunks, k, *, rng, task, num_classes) -> int64 array`` returning k
+distinct record indices, most informative first. ``chunks`` is an iterable of
+``(indices, values)`` pairs (int64 1-D, float32 2-D) exactly as
+``Storage.iter_outputs`` streams a loop's infer outputs, and may only be
+iterated once. Strategies are contributed through the ``register_strategies``
+hook; the built-ins live in ``alectio_plugins.strategy_*``.
+
+Most strategies score each record on its own: subclass :class:`ScoreStrategy`
+and implement ``score``; the base class feeds it cache-sized blocks and keeps
+only the best k records while streaming, so memory is O(chunk + k).
+
+Every selection is a total order: higher score first, then lower record
+index, so results are deterministic and do not depend on how the outputs were
+chunked.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from .errors import UnknownStrategyError, ValidationError
+
+Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
+
+#: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
+#: block and its temporaries stay in a core's L2 cache).
+BLOCK_VALUES = 1 << 17
+
+TASKS = ("classification", "multilabel", "object_detection", "segmentation", "regression")
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What ``register(strategy)`` accepts."""
+
+    name: str
+
+    def select(
+        self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
+    ) -> np.ndarray: ...
+
+
+def check_pool(k: int, pool: int) -> None:
+    """Raise ``ValueError`` when ``k`` records cannot be drawn from ``pool``."""
+    if k > pool:
+        raise ValidationError(f"cannot select {k} records from a pool of {pool} unlabeled records; lower k (the batch size)")
+
+
+def top_k_positions(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best entries: highest score first, ties to the
+    lower record index, NaN scores last. O(n) plus O(k log k)."""
+    scores = np.asarray(scores)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    n = len(scores)
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)
+        need = k - len(above)
+        if len(ties) > need:
+            ties = ties[np.argsort(indices[ties], kind="stable")[:need]]
+        keep = np.concatenate([above, ties])
+    else:
+        keep = np.arange(n)
+    return keep[np.lexsort((indices[keep], -scores[keep]))]
+
+
+def top_k(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best ``(scores, indices)``, ordered as :func:`top_k_positions`."""
+    keep = top_k_positions(scores, indices, k)
+    return np.asarray(scores)[keep], indices[keep]
+
+
+class TopK:
+    """Streaming top-k: ``add`` chunks of (scores, indices), then ``result``."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.seen = 0
+        self.scores: Optional[np.ndarray] = None
+        self.indices = np.empty(0, np.int64)
+
+    def add(self, scores: np.ndarray, indices: np.ndarray) -> None:
+        self.seen += len(indices)
+        scores, indices = top_k(scores, indices, self.k)
+        if self.scores is not None:
+            scores = np.concatenate([self.scores, scores])
+            indices = np.concatenate([self.indices, indices])
+            scores, indices = top_k(scores, indices, self.k)
+        self.scores, self.indices = scores, indices
+
+    def result(self) -> np.ndarray:
+        """The k best indices, best first; ``ValueError`` if fewer were seen."""
+        check_pool(self.k, self.seen)
+        return self.indices.astype(np.int64, copy=False)
+
+
+def hash_keys(indices: np.ndarray, salt: int) -> np.ndarray:
+    """Uniform pseudo-random keys in [0, 1), a pure function of (index, salt)
+    (splitmix64), so random draws do not depend on chunking or order."""
+    z = indices.astype(np.uint64) + np.uint64(salt)
+    z = z * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def draw_salt(rng: np.random.Generator) -> int:
+    """A 64-bit salt for :func:`hash_keys` from the strategy's generator."""
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
+class ScoreStrategy:
+    """Base for strategies that score each record independently.
+
+    Subclasses set ``name`` and implement ``score(values, *, task,
+    num_classes)`` returning one float per row, higher = more informative;
+    ``values`` is a C-contiguous float32 block of at most ``BLOCK_VALUES``
+    values. Raise ``ValueError`` for a task the strategy cannot score.
+    """
+
+    name: str = ""
+
+    def score(self, values: np.ndarray, *, task: str, num_classes: Optional[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def score_all(self, values: np.ndarray, *, task: str, num_classes: Optional[int]) -> np.ndarray:
+        """Scores of every row of ``values``, computed block by block."""
+        values = np.asarray(values)
+        if values.ndim != 2:
+            raise ValidationError(f"strategy {self.name!r} needs 2-D outputs, got shape {values.shape}")
+        out = np.empty(len(values), np.float32)
+        rows = max(1, BLOCK_VALUES // max(1, values.shape[1]))
+        for start in range(0, len(values), rows):
+            block = np.ascontiguousarray(values[start : start + rows], dtype=np.float32)
+            n = len(block)
+            if n == 1:  # numpy sums a lone column in another order; keep scores independent of chunking
+                block = np.repeat(block, 2, axis=0)
+            out[start : start + n] = self.score(block, task=task, num_classes=num_classes)[:n]
+        return out
+
+    def select(
+        self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
+    ) -> np.ndarray:
+        """The k highest-scoring records (ties to the lower index)."""
+        best = TopK(k)
+        for indices, values in chunks:
+            indices = np.asarray(indices, np.int64)
+            if len(indices) != len(values):
+                raise ValidationError(f"a chunk has {len(indices)} indices for {len(values)} rows of outputs")
+            best.add(self.score_all(values, task=task, num_classes=num_classes), indices)
+        return best.result()
+
+    def __repr__(self) -> str:
+        return f"<strategy {self.name}>"
+
+
+def _chunks(outputs: Any, indices: Optional[np.ndarray]) -> tuple[Union[list, Iterator], Optional[int]]:
+    """Normalise ``outputs`` to chunks; also return the pool size when known."""
+    if isinstance(outputs, np.ndarray):
+        if outputs.ndim != 2:
+            raise ValidationError(f"outputs must be a 2-D array (records x values), got shape {outputs.shape}")
+        n = len(outputs)
+        idx = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        if idx.shape != (n,):
+            raise ValidationError(f"indices must be 1-D with one entry per output row ({n}), got shape {idx.shape}")
+        return [(idx, outputs)], n
+    if indices is not None:
+        raise ValidationError("indices= is only for an in-memory array; chunks carry their own indices")
+    return iter(outputs), None
+
+
+def _resolve(strategy: Union[str, Strategy]) -> Strategy:
+    if not isinstance(strategy, str):
+        return strategy
+    from .plugins import get_strategies
+
+    strategies = get_strategies()
+    if strategy not in strategies:
+        known = ", ".join(sorted(strategies)) or "none installed"
+        raise UnknownStrategyError(f"unknown strategy {strategy!r}; known strategies: {known}")
+    return strategies[strategy]
+
+
+def select(
+    strategy: Union[str, Strategy],
+    outputs: Union[np.ndarray, Chunks],
+    k: int,
+    *,
+    indices: Optional[np.ndarray] = None,
+    seed: Optional[int] = None,
+    task: str = "classification",
+    num_classes: Optional[int] = None,
+) -> np.ndarray:
+    """Pick the ``k`` most informative records.
+
+    :param strategy: a registered strategy name (``"entropy"``) or a strategy
+        object.
+    :param outputs: a 2-D array of pre-activation outputs, one row per
+        record, or an iterable of ``(indices, values)`` chunks as
+        ``Storage.iter_outputs`` yields them.
+    :param k: how many records; 0 gives an empty array, more than the pool is
+        a ``ValueError``.
+    :param indices: with an array, each row's record index (default
+        ``0..n-1``).
+    :param seed: makes random choices (``random``, ``kcenter``) repeatable.
+    :param task: the model's task; decides how outputs are read.
+    :param num_classes: the number of classes (labels): required for
+        ``object_detection`` (rows are boxes x classes), checked against the
+        row width for ``classification`` when given.
+    :returns: int64 array of k distinct record indices, most informative first.
+    """
+    strat = _resolve(strategy)
+    k = operator.index(k)
+    if k < 0:
+        raise ValidationError(f"k must be >= 0, got {k}")
+    if task not in TASKS:
+        raise ValidationError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    chunks, pool = _chunks(outputs, indices)
+    if pool is not None:
+        check_pool(k, pool)
+    if k == 0:
+        return np.empty(0, np.int64)
+    rng = np.random.default_rng(seed)
+    picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes))
+    name = getattr(strat, "name", repr(strat))
+    if picked.shape != (k,) or picked.dtype.kind not in "iu":
+        raise ValidationError(f"strategy {name!r} returned {picked.shape} {picked.dtype}, expected {k} integer indices")
+    if len(np.unique(picked)) != k:
+        raise ValidationError(f"strategy {name!r} returned duplicate record indices")
+    return picked.astype(np.int64, copy=False)

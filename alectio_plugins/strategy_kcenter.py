@@ -1,0 +1,97 @@
+"""The ``kcenter`` strategy: batch-aware diversity by k-center greedy.
+
+Records are points in output space (softmax probabilities for
+``classification``, per-value sigmoids for ``multilabel`` and
+``object_detection``, raw outputs for other tasks). Starting from a random
+record, each next pick is the record farthest (euclidean) from everything
+picked so far (Sener & Savarese 2018, without a labeled set), so the batch
+covers the pool instead of piling onto one uncertain region.
+
+Memory bound: the greedy works on a seeded uniform subsample of
+``m = max(k, min(max_rows, max_bytes // (4 * width)))`` records (defaults:
+50,000 rows, 64 MiB), drawn while streaming by keeping the m smallest hash
+keys (see ``alectio_core.strategies.hash_keys``). Peak memory is about
+``(2m + chunk) * width * 4`` bytes whatever the pool size; a pool of at most
+m records is used whole. Time is O(k * m * width).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from alectio_core.hookspecs import hookimpl
+from alectio_core.strategies import Chunks, check_pool, draw_salt, hash_keys, top_k_positions
+
+
+def _activate(x: np.ndarray, task: str) -> np.ndarray:
+    if task == "classification":
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if task in ("multilabel", "object_detection"):
+        return 1 / (1 + np.exp(-x))
+    return x
+
+
+class KCenterGreedy:
+    """k-center greedy on a bounded, seeded subsample of the pool."""
+
+    name = "kcenter"
+
+    def __init__(self, max_rows: int = 50_000, max_bytes: int = 64 << 20):
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+
+    def select(
+        self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
+    ) -> np.ndarray:
+        salt = draw_salt(rng)
+        keys = np.empty(0)
+        idx = np.empty(0, np.int64)
+        vals: Optional[np.ndarray] = None
+        seen = 0
+        for chunk_idx, chunk_vals in chunks:
+            chunk_idx = np.asarray(chunk_idx, np.int64)
+            chunk_vals = np.asarray(chunk_vals, np.float32)
+            seen += len(chunk_idx)
+            if vals is None:
+                vals = np.empty((0, chunk_vals.shape[1]), np.float32)
+                limit = max(k, min(self.max_rows, self.max_bytes // (4 * max(1, chunk_vals.shape[1]))))
+            chunk_keys = hash_keys(chunk_idx, salt)
+            if len(chunk_idx) > limit:  # thin the chunk first: at most 2m rows are ever merged
+                keep = top_k_positions(-chunk_keys, chunk_idx, limit)
+                chunk_keys, chunk_idx, chunk_vals = chunk_keys[keep], chunk_idx[keep], chunk_vals[keep]
+            keys = np.concatenate([keys, chunk_keys])
+            idx = np.concatenate([idx, chunk_idx])
+            vals = np.concatenate([vals, chunk_vals])
+            if len(idx) > limit:
+                keep = top_k_positions(-keys, idx, limit)
+                keys, idx, vals = keys[keep], idx[keep], vals[keep]
+        check_pool(k, seen)
+        order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index
+        return idx[order][self.greedy(_activate(vals[order], task), k, rng)]
+
+    @staticmethod
+    def greedy(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Positions of k centers: a random first one, then farthest-first."""
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        sq = np.einsum("ij,ij->i", points, points)
+        nearest = np.full(len(points), np.inf, np.float32)
+        chosen = np.empty(k, np.int64)
+        center = int(rng.integers(len(points)))
+        for j in range(k):
+            chosen[j] = center
+            dist = sq - 2 * (points @ points[center]) + sq[center]
+            np.minimum(nearest, dist, out=nearest)
+            nearest[center] = -np.inf  # never again, even among exact duplicates
+            center = int(np.argmax(nearest))
+        return chosen
+
+    def __repr__(self) -> str:
+        return f"<strategy kcenter max_rows={self.max_rows}>"
+
+
+@hookimpl
+def register_strategies(register: Callable[..., None]) -> None:
+    register(KCenterGreedy())
