@@ -133,6 +133,9 @@ class Registry:
     models: dict[str, Model] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
     plugins: list[dict] = field(default_factory=list)
+    # Model entry points not imported yet: a model's module (and its torch or
+    # sklearn) is imported when that model is first asked for.
+    pending_models: dict[str, metadata.EntryPoint] = field(default_factory=dict)
     _contributions: dict[str, dict] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -237,8 +240,7 @@ def _discover() -> Registry:
     registry = Registry(pm=get_plugin_manager())
     for ep in _entry_points(PLUGINS_GROUP):
         register_plugin(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
-    for ep in _entry_points(MODELS_GROUP):
-        register_model(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
+    registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP)}
     registry.pm.check_pending()
     return registry
 
@@ -310,16 +312,32 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
 # ----------------------------------------------------------------------
 
 
+def _load_model(registry: Registry, name: str) -> None:
+    with registry._lock:
+        ep = registry.pending_models.pop(name, None)
+    if ep is not None:
+        register_model(registry, name, ep.load, ep.dist)
+
+
 def get_models() -> dict[str, Model]:
-    return load_plugins().models
+    """Every model, importing each one's module."""
+    registry = load_plugins()
+    for name in list(registry.pending_models):
+        _load_model(registry, name)
+    return registry.models
 
 
 def get_model(name: str) -> Model:
-    models = get_models()
-    if name not in models:
-        known = ", ".join(sorted(models)) or "none installed"
+    """One model, importing only its module."""
+    registry = load_plugins()
+    _load_model(registry, name)
+    if name not in registry.models:
+        failed = next((e for e in registry.errors if e["name"] == name and e["group"] == MODELS_GROUP), None)
+        if failed:
+            raise PluginError(name, "load", f"model {name!r} failed to load: {failed['error']}")
+        known = ", ".join(sorted(set(registry.models) | set(registry.pending_models))) or "none installed"
         raise UnknownModelError(f"unknown model {name!r}; installed models: {known}")
-    return models[name]
+    return registry.models[name]
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$")
@@ -399,6 +417,7 @@ def notify(hook: str, **kwargs: Any) -> None:
 def report() -> list[dict]:
     """What ``alectio plugins`` prints: every plugin, model and load error."""
     registry = load_plugins()
+    get_models()
     rows = [dict(p, group=PLUGINS_GROUP) for p in registry.plugins]
     for model in registry.models.values():
         rows.append(

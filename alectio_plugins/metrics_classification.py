@@ -11,12 +11,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    hamming_loss,
-    precision_recall_fscore_support,
-)
-from sklearn.preprocessing import MultiLabelBinarizer
 
 from alectio_core.hookspecs import hookimpl
 from alectio_core.metrics import class_ids, jsonable, ratio, resolve_classes
@@ -35,6 +29,9 @@ def classification_metrics(
     fraction of a class's records predicted as something else
     (1 - ``acc_per_class``). Both are None for a class with no records.
     """
+    # Imported on use: loading plugins (every CLI start) stays fast.
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     y_pred, y_true = class_ids(predictions, "predictions"), class_ids(labels, "labels")
     ids, names = resolve_classes(class_labels, np.concatenate([y_true, y_pred]))
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -75,6 +72,9 @@ def multilabel_metrics(
     ``precision_macro``/``recall_macro``/``f1_macro`` and per-class
     ``precision_per_class``, ``recall_per_class``, ``f1_per_class``.
     """
+    from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     y_pred = [class_ids(p, f"prediction {i}") for i, p in enumerate(predictions)]
     y_true = [class_ids(t, f"label {i}") for i, t in enumerate(labels)]
     ids, names = resolve_classes(class_labels, np.concatenate([np.zeros(0, int), *y_pred, *y_true]))

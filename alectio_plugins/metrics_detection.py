@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from faster_coco_eval import COCO, COCOeval_faster
 
 from alectio_core.hookspecs import hookimpl
 from alectio_core.metrics import class_ids, jsonable, ratio, resolve_classes
@@ -78,6 +77,9 @@ def _annotations(images: list, cat: dict[int, int], truth: bool) -> list[dict]:
 
 def _coco(truths: list, preds: list, ids: list[int]) -> tuple[list[float], list[float]]:
     """COCO [mAP, mAP_50, mAP_75] and AP per class in ``ids``; -1 where there is no truth."""
+    # Imported on use: loading plugins (every CLI start) stays fast.
+    from faster_coco_eval import COCO, COCOeval_faster
+
     cat = {c: k + 1 for k, c in enumerate(ids)}
     dataset = {
         "images": [{"id": i + 1} for i in range(len(truths))],

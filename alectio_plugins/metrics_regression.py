@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, root_mean_squared_error
 
 from alectio_core.hookspecs import hookimpl
 from alectio_core.metrics import jsonable
@@ -32,6 +31,9 @@ def regression_metrics(
     with constant labels it is scikit-learn's 1.0 (perfect) or 0.0.
     ``class_labels`` is ignored.
     """
+    # Imported on use: loading plugins (every CLI start) stays fast.
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, root_mean_squared_error
+
     y_pred, y_true = _values(predictions, "predictions"), _values(labels, "labels")
     if y_pred.shape != y_true.shape:
         raise ValueError(f"regression predictions have shape {y_pred.shape} but labels {y_true.shape}")

@@ -39,11 +39,12 @@ def model_info(config):
 def train(payload):
     data, labeled = _data(), payload["labeled"]
     model = LogisticRegression(max_iter=int(payload["config"].get("max_iter", 200)))
-    if payload["resume_from"]:
-        model.set_params(warm_start=True)
-        previous = _load(payload["resume_from"])
-        model.coef_, model.intercept_, model.classes_ = previous.coef_, previous.intercept_, previous.classes_
     y = data["pool_y"][labeled]
+    if payload["resume_from"]:
+        previous = _load(payload["resume_from"])
+        if np.array_equal(previous.classes_, np.unique(y)):  # warm start needs the same classes
+            model.set_params(warm_start=True)
+            model.coef_, model.intercept_ = previous.coef_, previous.intercept_
     model.fit(data["pool_X"][labeled], y)
     with open(payload["ckpt_file"], "wb") as f:  # np.savez adds .npz to bare paths
         np.savez(f, classes=model.classes_, coef=model.coef_, intercept=model.intercept_)
@@ -60,4 +61,8 @@ def infer(unlabeled, ckpt_file, writer):
     data = _data()
     model = _load(ckpt_file)
     idx = np.asarray(unlabeled)
-    writer.extend(idx, model.decision_function(data["pool_X"][idx]))
+    scores = model.decision_function(data["pool_X"][idx])
+    # One column per digit, even when a digit was never labeled yet.
+    logits = np.full((idx.size, 10), scores.min() - 10.0)
+    logits[:, model.classes_] = scores
+    writer.extend(idx, logits)
