@@ -1,0 +1,599 @@
+"""The storage contract: pytest tests every storage backend must pass.
+
+Subclass :class:`StorageContract` in a test module and give it a
+``storage`` fixture returning a fresh, empty backend::
+
+    import pytest
+    from alectio_core.testing import StorageContract
+
+    class TestMyStorage(StorageContract):
+        @pytest.fixture
+        def storage(self, tmp_path):
+            backend = open_storage(f"mine://{tmp_path}")
+            yield backend
+            backend.close()
+
+Optionally override ``reopen``: a function returning a *second* handle on
+the same data, as another process or machine would open it (for the
+persistence and checkpoint-download tests; they skip without it).
+
+The tests use only the :class:`~alectio_core.storage.Storage` interface and
+check what the core relies on: round-trips of every record kind, infer
+outputs streamed chunk by chunk, a loop's results appearing all at once on
+commit, concurrent readers, and ``NotFoundError`` for what is not there.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .errors import ConflictError, NotFoundError, ValidationError
+from .outputs import OutputWriter
+from .storage import RESULT_NAMES, OutputSink, Storage
+
+#: JSON values that must survive a round trip exactly.
+JSON_SAMPLES = {
+    "insights": {"train_time": 1.25, "num_labeled": 10, "per_class_counts": {"0": 4, "1": 6}},
+    "predictions": [0, 1, 2, [1, 2], {"boxes": [[0.5, 1.0, 2.0, 3.5]], "objects": [1], "scores": [0.9]}],
+    "ground_truth": [0, 1, 1, [2], {"boxes": [], "objects": []}],
+    "metrics": {"accuracy": 0.875, "f1": None, "label": "caf\u00e9 \u2713", "nested": {"deep": [1e-12, -3, True]}},
+    "checkpoint": None,
+}
+
+
+def make_chunks(n_chunks: int = 5, rows: int = 7, width: int = 3, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Distinct chunks of (int64 indices, float32 values) covering 0..n-1."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_chunks * rows).astype(np.int64)
+    return [
+        (order[i * rows : (i + 1) * rows].copy(), rng.standard_normal((rows, width)).astype(np.float32))
+        for i in range(n_chunks)
+    ]
+
+
+def write_chunks(sink: OutputSink, chunks) -> None:
+    """Write through reused buffers, as ``OutputWriter`` does: a sink that
+    keeps references instead of the data would read back garbage."""
+    for idx, val in chunks:
+        buf_idx, buf_val = idx.copy(), val.copy()
+        sink.write(buf_idx, buf_val)
+        buf_idx.fill(-1)
+        buf_val.fill(np.nan)
+    sink.close()
+
+
+def new_id(prefix: str = "exp") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def attempt_id() -> str:
+    return uuid.uuid4().hex
+
+
+class StorageContract:
+    """Behaviour every :class:`Storage` backend must show.
+
+    Override the ``storage`` fixture; override ``reopen`` to enable the
+    tests that need a second handle on the same data.
+    """
+
+    @pytest.fixture
+    def storage(self) -> Storage:
+        raise NotImplementedError("override the 'storage' fixture to return a fresh, empty backend")
+
+    @pytest.fixture
+    def reopen(self):
+        pytest.skip("the backend's test does not override 'reopen'")
+
+    @pytest.fixture
+    def experiment(self, storage: Storage) -> dict:
+        exp = {"id": new_id(), "model": "m", "pool_size": 100, "labels": ["a", "b"], "config": {"lr": 0.1}}
+        storage.create_experiment(exp)
+        return exp
+
+    # ------------------------------------------------------------------
+    # Experiments
+    # ------------------------------------------------------------------
+
+    def test_experiment_round_trip(self, storage: Storage):
+        exp = {"id": new_id(), "model": "m", "config": {"a": [1, 2.5, None, "\u00e9"]}, "loops": 3}
+        storage.create_experiment(exp)
+        assert storage.get_experiment(exp["id"]) == exp
+
+    def test_duplicate_experiment_is_a_conflict(self, storage: Storage, experiment: dict):
+        with pytest.raises(ConflictError):
+            storage.create_experiment({"id": experiment["id"], "model": "other"})
+        assert storage.get_experiment(experiment["id"]) == experiment
+
+    def test_list_experiments_oldest_first(self, storage: Storage):
+        ids = [new_id(p) for p in ("zz", "aa", "mm")]
+        for eid in ids:
+            storage.create_experiment({"id": eid})
+        assert [e["id"] for e in storage.list_experiments()] == ids
+
+    def test_update_experiment_merges_and_persists(self, storage: Storage, experiment: dict):
+        updated = storage.update_experiment(experiment["id"], {"loops": 9, "note": "x"})
+        assert updated == {**experiment, "loops": 9, "note": "x"}
+        assert storage.get_experiment(experiment["id"]) == updated
+
+    @pytest.mark.parametrize("bad", ["", "../etc", "a/b", "a b", "x" * 65, None, 7, "-lead"])
+    def test_invalid_experiment_ids_are_rejected(self, storage: Storage, bad):
+        with pytest.raises(ValidationError):
+            storage.create_experiment({"id": bad})
+        with pytest.raises((ValidationError, NotFoundError)):
+            storage.get_experiment(bad)
+
+    def test_unknown_experiment_not_found(self, storage: Storage):
+        with pytest.raises(NotFoundError):
+            storage.get_experiment(new_id())
+        with pytest.raises(NotFoundError):
+            storage.update_experiment(new_id(), {"a": 1})
+        assert storage.list_experiments() == []
+
+    # ------------------------------------------------------------------
+    # Loop state
+    # ------------------------------------------------------------------
+
+    def test_loop_state_round_trip_and_replace(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        storage.put_loop_state(eid, 0, {"loop": 0, "status": "queued", "progress": None})
+        assert storage.get_loop_state(eid, 0) == {"loop": 0, "status": "queued", "progress": None}
+        running = {"loop": 0, "status": "running", "stage": "infer", "progress": {"done": 5, "total": 10}}
+        storage.put_loop_state(eid, 0, running)
+        assert storage.get_loop_state(eid, 0) == running
+
+    def test_list_loop_states_in_numeric_order(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        for loop in (10, 2, 0, 1):
+            storage.put_loop_state(eid, loop, {"loop": loop, "status": "done"})
+        assert [s["loop"] for s in storage.list_loop_states(eid)] == [0, 1, 2, 10]
+
+    def test_loop_states_belong_to_their_experiment(self, storage: Storage, experiment: dict):
+        other = new_id()
+        storage.create_experiment({"id": other})
+        storage.put_loop_state(experiment["id"], 0, {"loop": 0, "status": "done"})
+        assert storage.list_loop_states(other) == []
+        with pytest.raises(NotFoundError):
+            storage.get_loop_state(other, 0)
+
+    def test_unknown_loop_not_found(self, storage: Storage, experiment: dict):
+        with pytest.raises(NotFoundError):
+            storage.get_loop_state(experiment["id"], 3)
+
+    def test_invalid_loop_numbers_are_rejected(self, storage: Storage, experiment: dict):
+        for bad in (-1, "1", 1.5, True):
+            with pytest.raises(ValidationError):
+                storage.put_loop_state(experiment["id"], bad, {"status": "queued"})
+
+    # ------------------------------------------------------------------
+    # Selections and the index map
+    # ------------------------------------------------------------------
+
+    def test_selection_round_trip(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        picked = np.array([7, 3, 2**40, 0], dtype=np.int64)
+        storage.put_selection(eid, 0, picked)
+        got = storage.get_selection(eid, 0)
+        assert got.dtype == np.int64 and got.tolist() == picked.tolist()
+        storage.put_selection(eid, 0, np.array([1, 2], dtype=np.int64))
+        assert storage.get_selection(eid, 0).tolist() == [1, 2]
+
+    def test_missing_selection_not_found(self, storage: Storage, experiment: dict):
+        storage.put_selection(experiment["id"], 0, np.array([1], dtype=np.int64))
+        with pytest.raises(NotFoundError):
+            storage.get_selection(experiment["id"], 1)
+
+    def test_index_map_round_trip(self, storage: Storage, experiment: dict):
+        refs = [f"img_{i:05d}.png" for i in range(1000)] + ["caf\u00e9/\u00fcber.jpg", "with space", ""]
+        storage.put_index_map(experiment["id"], refs)
+        assert storage.get_index_map(experiment["id"]) == refs
+
+    def test_missing_index_map_not_found(self, storage: Storage, experiment: dict):
+        with pytest.raises(NotFoundError):
+            storage.get_index_map(experiment["id"])
+
+    # ------------------------------------------------------------------
+    # Results, staged and committed
+    # ------------------------------------------------------------------
+
+    @pytest.mark.parametrize("name", RESULT_NAMES)
+    def test_every_result_round_trips_after_commit(self, storage: Storage, experiment: dict, name: str):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.put_result(eid, 0, attempt, name, JSON_SAMPLES[name])
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert storage.get_result(eid, 0, name) == JSON_SAMPLES[name]
+
+    def test_results_are_invisible_until_commit(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.put_loop_state(eid, 0, {"loop": 0, "status": "running"})
+        for name, value in JSON_SAMPLES.items():
+            storage.put_result(eid, 0, attempt, name, value)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), make_chunks())
+        for name in RESULT_NAMES:
+            with pytest.raises(NotFoundError):
+                storage.get_result(eid, 0, name)
+        with pytest.raises(NotFoundError):
+            list(storage.iter_outputs(eid, 0))
+        assert storage.get_loop_state(eid, 0)["status"] == "running"
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done", "metrics": {"accuracy": 0.5}})
+        assert storage.get_loop_state(eid, 0) == {"loop": 0, "status": "done", "metrics": {"accuracy": 0.5}}
+        assert {n: storage.get_result(eid, 0, n) for n in RESULT_NAMES} == JSON_SAMPLES
+        assert sum(len(i) for i, _ in storage.iter_outputs(eid, 0)) == 35
+
+    def test_result_not_produced_not_found(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.put_result(eid, 0, attempt, "metrics", {"a": 1})
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        with pytest.raises(NotFoundError):
+            storage.get_result(eid, 0, "predictions")
+        with pytest.raises(NotFoundError):
+            storage.get_result(eid, 1, "metrics")
+
+    def test_results_must_be_json(self, storage: Storage, experiment: dict):
+        for bad in (object(), float("nan"), {"x": np.arange(3)}, b"bytes"):
+            with pytest.raises((TypeError, ValueError)):
+                storage.put_result(experiment["id"], 0, attempt_id(), "metrics", bad)
+
+    def test_state_updates_keep_committed_results(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.put_result(eid, 0, attempt, "metrics", {"a": 1})
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        storage.put_loop_state(eid, 0, {"loop": 0, "status": "done", "note": "edited"})
+        assert storage.get_result(eid, 0, "metrics") == {"a": 1}
+        assert storage.get_loop_state(eid, 0)["note"] == "edited"
+
+    def test_a_new_attempt_replaces_results_only_on_commit(self, storage: Storage, experiment: dict):
+        eid, first, second = experiment["id"], attempt_id(), attempt_id()
+        storage.put_result(eid, 0, first, "metrics", {"run": 1})
+        write_chunks(storage.open_output_sink(eid, 0, first), make_chunks(2, seed=1))
+        storage.commit_loop(eid, 0, first, {"loop": 0, "status": "done", "run": 1})
+
+        storage.put_loop_state(eid, 0, {"loop": 0, "status": "running", "run": 2})
+        storage.put_result(eid, 0, second, "metrics", {"run": 2})
+        write_chunks(storage.open_output_sink(eid, 0, second), make_chunks(3, seed=2))
+        assert storage.get_result(eid, 0, "metrics") == {"run": 1}
+        assert len(list(storage.iter_outputs(eid, 0))) == 2
+
+        storage.commit_loop(eid, 0, second, {"loop": 0, "status": "done", "run": 2})
+        assert storage.get_result(eid, 0, "metrics") == {"run": 2}
+        assert_chunks_equal(storage.iter_outputs(eid, 0), make_chunks(3, seed=2))
+        assert list(storage.iter_outputs(eid, 0, attempt=first)) == []
+
+    def test_discard_drops_only_an_uncommitted_attempt(self, storage: Storage, experiment: dict):
+        eid, kept, dropped = experiment["id"], attempt_id(), attempt_id()
+        storage.put_result(eid, 0, kept, "metrics", {"kept": True})
+        write_chunks(storage.open_output_sink(eid, 0, kept), make_chunks(2))
+        storage.commit_loop(eid, 0, kept, {"loop": 0, "status": "done"})
+        write_chunks(storage.open_output_sink(eid, 0, dropped), make_chunks(2))
+        storage.discard_attempt(eid, 0, dropped)
+        assert list(storage.iter_outputs(eid, 0, attempt=dropped)) == []
+        storage.discard_attempt(eid, 0, kept)  # the committed attempt stays
+        assert storage.get_result(eid, 0, "metrics") == {"kept": True}
+        assert_chunks_equal(storage.iter_outputs(eid, 0), make_chunks(2))
+
+    def test_loops_are_independent(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        for loop in (0, 1):
+            attempt = attempt_id()
+            storage.put_result(eid, loop, attempt, "metrics", {"loop": loop})
+            write_chunks(storage.open_output_sink(eid, loop, attempt), make_chunks(2, seed=loop))
+            storage.commit_loop(eid, loop, attempt, {"loop": loop, "status": "done"})
+        broken = attempt_id()
+        storage.put_loop_state(eid, 2, {"loop": 2, "status": "running"})
+        storage.put_result(eid, 2, broken, "metrics", {"loop": 2})
+        storage.discard_attempt(eid, 2, broken)
+        for loop in (0, 1):
+            assert storage.get_result(eid, loop, "metrics") == {"loop": loop}
+            assert_chunks_equal(storage.iter_outputs(eid, loop), make_chunks(2, seed=loop))
+        with pytest.raises(NotFoundError):
+            storage.get_result(eid, 2, "metrics")
+
+    # ------------------------------------------------------------------
+    # Infer outputs
+    # ------------------------------------------------------------------
+
+    def test_outputs_stream_back_chunk_by_chunk(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_chunks(n_chunks=12, rows=9, width=4)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, attempt=attempt), chunks)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        stream = storage.iter_outputs(eid, 0)
+        first = next(iter(stream))
+        assert first[0].tolist() == chunks[0][0].tolist()  # a stream, not one concatenated array
+        assert_chunks_equal(storage.iter_outputs(eid, 0), chunks)
+
+    def test_outputs_through_the_writer(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        pool, labeled = 1000, np.arange(0, 1000, 7)
+        unlabeled = np.setdiff1d(np.arange(pool), labeled)
+        writer = OutputWriter(storage.open_output_sink(eid, 0, attempt), model="m", pool_size=pool, unlabeled=unlabeled, chunk_rows=64)
+        rng = np.random.default_rng(3)
+        expected = rng.standard_normal((pool, 5)).astype(np.float32)
+        for i in unlabeled[::-1]:  # any order, one row at a time
+            writer.add(int(i), expected[i])
+        writer.close()
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        chunks = list(storage.iter_outputs(eid, 0))
+        assert all(len(idx) <= 64 for idx, _ in chunks) and len(chunks) == -(-unlabeled.size // 64)
+        idx = np.concatenate([c[0] for c in chunks])
+        val = np.concatenate([c[1] for c in chunks])
+        assert idx.dtype == np.int64 and val.dtype == np.float32
+        assert sorted(idx.tolist()) == unlabeled.tolist()
+        np.testing.assert_array_equal(val, expected[idx])
+
+    def test_outputs_keep_extreme_values_exactly(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        info = np.finfo(np.float32)
+        values = np.array([[info.max, info.min, info.tiny, -0.0, 1e-45]], dtype=np.float32)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), [(np.array([2**40], dtype=np.int64), values)])
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        [(idx, val)] = list(storage.iter_outputs(eid, 0))
+        assert idx.tolist() == [2**40]
+        assert val.tobytes() == values.tobytes()
+
+    def test_a_loop_without_outputs_streams_nothing(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert list(storage.iter_outputs(eid, 0)) == []
+
+    def test_outputs_of_an_unfinished_loop_not_found(self, storage: Storage, experiment: dict):
+        with pytest.raises(NotFoundError):
+            list(storage.iter_outputs(experiment["id"], 0))
+
+    # ------------------------------------------------------------------
+    # Concurrency
+    # ------------------------------------------------------------------
+
+    def test_readers_see_all_or_nothing_while_a_loop_commits(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_chunks(n_chunks=6, rows=5)
+        done = threading.Event()
+        seen: list[str] = []
+        problems: list[str] = []
+
+        def reader():
+            while True:
+                finished = done.is_set()
+                try:
+                    got = list(storage.iter_outputs(eid, 0))
+                    metrics = storage.get_result(eid, 0, "metrics")
+                except NotFoundError:
+                    if finished:
+                        problems.append("committed loop not visible")
+                        return
+                    seen.append("nothing")
+                    continue
+                if len(got) != len(chunks) or metrics != {"complete": True}:
+                    problems.append(f"partial loop seen: {len(got)} chunks, metrics {metrics!r}")
+                seen.append("all")
+                if finished:
+                    return
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(reader) for _ in range(3)]
+            storage.put_result(eid, 0, attempt, "metrics", {"complete": True})
+            sink = storage.open_output_sink(eid, 0, attempt)
+            for idx, val in chunks:
+                sink.write(idx, val)
+            sink.close()
+            storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+            done.set()
+            for f in futures:
+                f.result()
+        assert problems == []
+        assert "all" in seen
+
+    def test_concurrent_readers_get_everything(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_chunks(n_chunks=8, rows=11, width=6)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks)
+        storage.put_result(eid, 0, attempt, "predictions", JSON_SAMPLES["predictions"])
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        storage.put_index_map(eid, ["r"] * 100)
+
+        def read(_):
+            out = list(storage.iter_outputs(eid, 0))
+            return out, storage.get_result(eid, 0, "predictions"), storage.get_loop_state(eid, 0), len(storage.get_index_map(eid))
+
+        with ThreadPoolExecutor(6) as pool:
+            for out, predictions, state, refs in pool.map(read, range(12)):
+                assert_chunks_equal(out, chunks)
+                assert predictions == JSON_SAMPLES["predictions"]
+                assert state["status"] == "done" and refs == 100
+
+    def test_concurrent_writers_to_different_loops(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+
+        def run(loop):
+            attempt = attempt_id()
+            storage.put_loop_state(eid, loop, {"loop": loop, "status": "running"})
+            write_chunks(storage.open_output_sink(eid, loop, attempt), make_chunks(3, seed=loop))
+            storage.put_result(eid, loop, attempt, "metrics", {"loop": loop})
+            storage.commit_loop(eid, loop, attempt, {"loop": loop, "status": "done"})
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(run, range(4)))
+        assert [s["loop"] for s in storage.list_loop_states(eid)] == [0, 1, 2, 3]
+        for loop in range(4):
+            assert storage.get_result(eid, loop, "metrics") == {"loop": loop}
+            assert_chunks_equal(storage.iter_outputs(eid, loop), make_chunks(3, seed=loop))
+
+    # ------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------
+
+    def test_checkpoint_path_folder_exists(self, storage: Storage, experiment: dict):
+        path = Path(storage.checkpoint_path(experiment["id"], 0))
+        assert path.parent.is_dir()
+        assert storage.checkpoint_path(experiment["id"], 0) != storage.checkpoint_path(experiment["id"], 1)
+
+    def test_no_checkpoint_written_means_none(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        assert storage.save_checkpoint(eid, 0, attempt) is None
+        storage.put_result(eid, 0, attempt, "checkpoint", None)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert storage.fetch_checkpoint(eid, 0) is None
+        assert storage.fetch_checkpoint(eid, 5) is None
+
+    def test_checkpoint_saved_and_fetched(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        content = bytes(range(256)) * 100
+        Path(storage.checkpoint_path(eid, 0)).write_bytes(content)
+        ref = storage.save_checkpoint(eid, 0, attempt)
+        assert ref is not None
+        storage.put_result(eid, 0, attempt, "checkpoint", ref)
+        assert storage.fetch_checkpoint(eid, 0) is None  # not committed yet
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert Path(storage.fetch_checkpoint(eid, 0)).read_bytes() == content
+
+    def test_checkpoint_folder_saved_and_fetched(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        folder = Path(storage.checkpoint_path(eid, 0))
+        (folder / "sub").mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+        (folder / "sub" / "config.json").write_text('{"a": 1}')
+        ref = storage.save_checkpoint(eid, 0, attempt)
+        storage.put_result(eid, 0, attempt, "checkpoint", ref)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        got = Path(storage.fetch_checkpoint(eid, 0))
+        assert (got / "weights.bin").read_bytes() == b"\x00\x01" * 1000
+        assert (got / "sub" / "config.json").read_text() == '{"a": 1}'
+
+    # ------------------------------------------------------------------
+    # A second handle: another process or machine
+    # ------------------------------------------------------------------
+
+    def test_everything_persists_for_a_second_handle(self, storage: Storage, reopen, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        storage.put_index_map(eid, ["a", "b"])
+        storage.put_selection(eid, 0, np.array([1], dtype=np.int64))
+        storage.put_result(eid, 0, attempt, "metrics", {"m": 1})
+        write_chunks(storage.open_output_sink(eid, 0, attempt), make_chunks(3))
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        storage.put_token({"name": "t1", "salt": "s", "hash": "h", "created": "now"})
+        other = reopen()
+        try:
+            assert other.get_experiment(eid) == experiment
+            assert other.get_index_map(eid) == ["a", "b"]
+            assert other.get_selection(eid, 0).tolist() == [1]
+            assert other.get_loop_state(eid, 0)["status"] == "done"
+            assert other.get_result(eid, 0, "metrics") == {"m": 1}
+            assert_chunks_equal(other.iter_outputs(eid, 0), make_chunks(3))
+            assert [t["name"] for t in other.list_tokens()] == ["t1"]
+        finally:
+            other.close()
+
+    def test_checkpoint_reaches_a_second_handle(self, storage: Storage, reopen, experiment: dict):
+        """The next loop may run elsewhere: ``fetch_checkpoint`` must give it
+        the committed checkpoint as a local file."""
+        eid, attempt = experiment["id"], attempt_id()
+        Path(storage.checkpoint_path(eid, 0)).write_bytes(b"weights-v1")
+        storage.put_result(eid, 0, attempt, "checkpoint", storage.save_checkpoint(eid, 0, attempt))
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        other = reopen()
+        try:
+            path = other.fetch_checkpoint(eid, 0)
+            assert path is not None and Path(path).read_bytes() == b"weights-v1"
+        finally:
+            other.close()
+
+    # ------------------------------------------------------------------
+    # Tokens
+    # ------------------------------------------------------------------
+
+    def test_tokens(self, storage: Storage):
+        records = [{"name": n, "salt": "s" + n, "hash": "h" + n, "created": "2024-01-01"} for n in ("ci", "alice")]
+        for r in records:
+            storage.put_token(r)
+        assert storage.list_tokens() == sorted(records, key=lambda r: r["name"])
+        with pytest.raises(ConflictError):
+            storage.put_token({**records[0], "hash": "other"})
+        storage.touch_token("ci", "2024-02-02T00:00:00")
+        assert {t["name"]: t.get("last_used") for t in storage.list_tokens()}["ci"] == "2024-02-02T00:00:00"
+        storage.delete_token("ci")
+        assert [t["name"] for t in storage.list_tokens()] == ["alice"]
+        with pytest.raises(NotFoundError):
+            storage.delete_token("ci")
+        storage.touch_token("ci", "later")  # a revoked token: nothing to record, no error
+        assert [t["name"] for t in storage.list_tokens()] == ["alice"]
+
+
+def assert_chunks_equal(got, expected) -> None:
+    """Same chunks, same order, exact dtypes and bytes."""
+    got = list(got)
+    assert len(got) == len(expected), f"{len(got)} chunks, expected {len(expected)}"
+    for (gi, gv), (ei, ev) in zip(got, expected):
+        assert gi.dtype == np.int64 and gv.dtype == np.float32
+        assert gi.tolist() == ei.tolist()
+        assert gv.shape == ev.shape and gv.tobytes() == ev.tobytes()
+
+
+# ----------------------------------------------------------------------
+# An S3 server for tests: moto in server mode, spoken to over real HTTP
+# ----------------------------------------------------------------------
+
+
+class MotoS3:
+    """A moto S3 server on 127.0.0.1 in this process (needs ``moto[server]``).
+
+    ``env`` holds the standard AWS variables that point boto3 at it; moto
+    keeps its data across ``stop()`` / ``start()`` on the same port, so a
+    test can take the server away mid-loop and look at what is left after.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server = None
+
+    def start(self) -> "MotoS3":
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        return self
+
+    def stop(self) -> None:
+        """Stop answering: close the listening socket too, so new
+        connections are refused rather than left waiting."""
+        if self._server is not None:
+            self._server.stop()
+            self._server._server.server_close()
+            self._server = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        env = self.env
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+
+    def create_bucket(self, name: str | None = None) -> str:
+        name = name or f"test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name

@@ -1,0 +1,598 @@
+"""S3 backend: ``s3://bucket/prefix`` on AWS or any S3-compatible store.
+
+Credentials, region and endpoint come from boto3's standard chain
+(``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``, instance
+roles, ...). ``storage_options`` may add ``endpoint_url``, ``region_name``,
+``addressing_style``, ``max_attempts``, ``connect_timeout``,
+``read_timeout`` and ``cache_dir`` (local working copies of checkpoints).
+
+Layout under the prefix, all JSON or ``.npy`` (read with
+``allow_pickle=False``)::
+
+    experiments/{id}/experiment.json            {"seq": ns, "experiment": {...}}
+    experiments/{id}/index_map.json
+    experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
+    experiments/{id}/loops/{k}/selection.npy
+    experiments/{id}/loops/{k}/attempts/{a}/{name}.json
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
+    experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
+    tokens/{name}.json
+
+An attempt writes everything under its own folder; ``commit_loop`` then
+writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
+``loop.json``, so a loop's results appear all at once or not at all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote
+
+import boto3
+import numpy as np
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from alectio_core.hookspecs import hookimpl
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+
+log = logging.getLogger(__name__)
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_OPTIONS = {"endpoint_url", "region_name", "addressing_style", "max_attempts", "connect_timeout", "read_timeout", "cache_dir"}
+_MISSING = ("NoSuchKey", "404", "NotFound")
+_DENIED = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "Forbidden")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+class NpyBody(io.RawIOBase):
+    """A seekable ``.npy`` file over an array's memory, without copying it.
+
+    botocore reads it to checksum the body and again to send it; ``seek``
+    lets it rewind for both and for retries.
+    """
+
+    def __init__(self, array: np.ndarray):
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+        self._parts = [memoryview(header.getvalue()), memoryview(np.ascontiguousarray(array)).cast("B")]
+        self._size = sum(p.nbytes for p in self._parts)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readinto(self, buffer) -> int:
+        out = memoryview(buffer).cast("B")
+        done, start = 0, 0
+        for part in self._parts:
+            end = start + part.nbytes
+            if self._pos < end and done < out.nbytes:
+                lo = self._pos - start
+                n = min(part.nbytes - lo, out.nbytes - done)
+                out[done : done + n] = part[lo : lo + n]
+                done += n
+                self._pos += n
+            start = end
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        pieces, start = [], 0
+        for part in self._parts:  # one copy of what is asked for, no more
+            end = start + part.nbytes
+            if self._pos < end and size > 0:
+                lo = self._pos - start
+                n = min(part.nbytes - lo, size)
+                pieces.append(part[lo : lo + n])
+                self._pos += n
+                size -= n
+            start = end
+        return b"".join(pieces)
+
+
+class S3Storage(Storage):
+    def __init__(self, bucket: str, prefix: str = "", options: Mapping[str, Any] | None = None):
+        options = dict(options or {})
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ValidationError(f"unknown s3 storage option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
+        if not _BUCKET.match(bucket):
+            raise ValidationError(f"invalid S3 bucket name {bucket!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.max_attempts = int(options.get("max_attempts", 5))
+        config = BotoConfig(
+            retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
+            connect_timeout=float(options.get("connect_timeout", 5)),
+            read_timeout=float(options.get("read_timeout", 30)),
+            s3={"addressing_style": options.get("addressing_style", "auto")},
+            max_pool_connections=16,
+        )
+        session = boto3.session.Session()
+        self.client = session.client(
+            "s3", endpoint_url=options.get("endpoint_url"), region_name=options.get("region_name"), config=config
+        )
+        self.endpoint = self.client.meta.endpoint_url
+        cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
+        self.cache_dir = Path(cache) / "s3" / bucket / (self.prefix or "_")
+        self._lock = threading.Lock()  # guards read-modify-write of one process's objects
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise self._error(exc, "open", "") from exc
+
+    # -- keys and errors ------------------------------------------------
+
+    def key(self, *parts: Any) -> str:
+        tail = "/".join(str(p) for p in parts)
+        return f"{self.prefix}/{tail}" if self.prefix else tail
+
+    def _loop_key(self, experiment_id: str, loop: int, *rest: Any) -> str:
+        return self.key("experiments", check_id(experiment_id), "loops", check_loop(loop), *rest)
+
+    def _attempt_key(self, experiment_id: str, loop: int, attempt: str, *rest: Any) -> str:
+        return self._loop_key(experiment_id, loop, "attempts", check_id(attempt, "attempt"), *rest)
+
+    def _error(self, exc: BaseException, action: str, key: str) -> StorageError:
+        where = f"s3://{self.bucket}/{key}"
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            message = (
+                f"no usable AWS credentials to {action} {where}: set AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role ({exc})"
+            )
+        elif isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code == "NoSuchBucket" or (code in ("404", "NotFound") and key == ""):
+                message = f"S3 bucket {self.bucket!r} does not exist (at {self.endpoint}); cannot {action} {where}"
+            elif code in _DENIED:
+                message = f"access denied to {where} ({code}) trying to {action}: check the credentials and the bucket policy"
+            elif status >= 500:
+                message = (
+                    f"S3 endpoint {self.endpoint} kept failing (HTTP {status} {code}) trying to {action} {where}; "
+                    f"gave up after {self.max_attempts} attempts"
+                )
+            else:
+                message = f"S3 error {code} trying to {action} {where}: {exc}"
+        elif isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            message = (
+                f"S3 endpoint {self.endpoint} stopped answering trying to {action} {where} "
+                f"(gave up after {self.max_attempts} attempts): {exc}"
+            )
+        elif isinstance(exc, (BotoCoreError, OSError)):
+            message = f"S3 failure trying to {action} {where}: {type(exc).__name__}: {exc}"
+        else:
+            message = f"unexpected failure trying to {action} {where}: {type(exc).__name__}: {exc}"
+        return StorageError(message)
+
+    @staticmethod
+    def _missing(exc: Exception) -> bool:
+        return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+    # -- object primitives ----------------------------------------------
+
+    def _put(self, key: str, body: Any, **extra: Any) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        except ClientError as exc:
+            if extra.get("IfNoneMatch") and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise ConflictError(f"s3://{self.bucket}/{key} already exists") from None
+            raise self._error(exc, "write", key) from exc
+        except Exception as exc:
+            raise self._error(exc, "write", key) from exc
+
+    def _put_json(self, key: str, value: Any, **extra: Any) -> None:
+        self._put(key, _dumps(value), ContentType="application/json", **extra)
+
+    def _get_body(self, key: str, missing: str):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except Exception as exc:
+            if self._missing(exc):
+                raise NotFoundError(missing) from None
+            raise self._error(exc, "read", key) from exc
+
+    def _get_json(self, key: str, missing: str) -> Any:
+        body = self._get_body(key, missing)
+        try:
+            return json.loads(body.read())
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+        finally:
+            body.close()
+
+    def _put_array(self, key: str, array: np.ndarray) -> None:
+        self._put(key, NpyBody(array), ContentType="application/octet-stream")
+
+    def _get_array(self, key: str, missing: str) -> np.ndarray:
+        """Stream one ``.npy`` object into one array (no pickles, no temp copy)."""
+        body = self._get_body(key, missing)
+        try:
+            array = np.lib.format.read_array(body, allow_pickle=False)
+            body.read()  # drain: botocore checks the length it was promised
+            return array
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+        finally:
+            body.close()
+
+    def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict]:
+        """Objects (and with ``delimiter``, sub-folders as ``{"Prefix": ...}``)."""
+        args = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                yield from page.get("CommonPrefixes", [])
+                yield from page.get("Contents", [])
+        except Exception as exc:
+            raise self._error(exc, "list", prefix) from exc
+
+    def _delete_prefix(self, prefix: str, keep: str | None = None) -> None:
+        keys = [o["Key"] for o in self._list(prefix) if not (keep and o["Key"].startswith(keep))]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except Exception as exc:
+                raise self._error(exc, "delete", batch[0]["Key"]) from exc
+
+    # -- experiments ----------------------------------------------------
+
+    def _experiment_key(self, experiment_id: str) -> str:
+        return self.key("experiments", check_id(experiment_id), "experiment.json")
+
+    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+        eid = check_id(experiment.get("id"))
+        self._put_json(self._experiment_key(eid), {"seq": time.time_ns(), "experiment": dict(experiment)}, IfNoneMatch="*")
+
+    def get_experiment(self, experiment_id: str) -> dict:
+        return self._get_json(self._experiment_key(experiment_id), f"unknown experiment {experiment_id!r}")["experiment"]
+
+    def list_experiments(self) -> list[dict]:
+        found = []
+        for entry in self._list(self.key("experiments", ""), "/"):
+            if "Prefix" in entry:
+                eid = entry["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                try:
+                    found.append(self._get_json(self._experiment_key(eid), ""))
+                except (NotFoundError, ValidationError):
+                    continue
+        return [f["experiment"] for f in sorted(found, key=lambda f: (f["seq"], f["experiment"]["id"]))]
+
+    def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
+        key = self._experiment_key(experiment_id)
+        with self._lock:
+            stored = self._get_json(key, f"unknown experiment {experiment_id!r}")
+            stored["experiment"].update(changes)
+            self._put_json(key, stored)
+        return stored["experiment"]
+
+    # -- loop state -----------------------------------------------------
+
+    def _loop_record(self, experiment_id: str, loop: int) -> dict:
+        return self._get_json(
+            self._loop_key(experiment_id, loop, "loop.json"), f"experiment {experiment_id!r} has no loop {loop}"
+        )
+
+    def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:
+        key = self._loop_key(experiment_id, loop, "loop.json")
+        with self._lock:
+            try:
+                committed = self._loop_record(experiment_id, loop).get("committed")
+            except NotFoundError:
+                committed = None
+            self._put_json(key, {"state": dict(state), "committed": committed})
+
+    def get_loop_state(self, experiment_id: str, loop: int) -> dict:
+        return self._loop_record(experiment_id, loop)["state"]
+
+    def list_loop_states(self, experiment_id: str) -> list[dict]:
+        loops = []
+        for entry in self._list(self.key("experiments", check_id(experiment_id), "loops", ""), "/"):
+            name = entry.get("Prefix", "").rstrip("/").rsplit("/", 1)[-1]
+            if name.isdigit():
+                loops.append(int(name))
+        states = []
+        for loop in sorted(loops):
+            try:
+                states.append(self.get_loop_state(experiment_id, loop))
+            except NotFoundError:  # a selection made ahead of the loop
+                continue
+        return states
+
+    # -- selections and index map ---------------------------------------
+
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+        self._put_array(self._loop_key(experiment_id, loop, "selection.npy"), np.asarray(indices, dtype="<i8"))
+
+    def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
+        array = self._get_array(
+            self._loop_key(experiment_id, loop, "selection.npy"), f"experiment {experiment_id!r} has no selection for loop {loop}"
+        )
+        return array.astype(np.int64, copy=False)
+
+    def put_index_map(self, experiment_id: str, references: list[str]) -> None:
+        self._put_json(self.key("experiments", check_id(experiment_id), "index_map.json"), list(references))
+
+    def get_index_map(self, experiment_id: str) -> list[str]:
+        return self._get_json(
+            self.key("experiments", check_id(experiment_id), "index_map.json"), f"experiment {experiment_id!r} has no index map"
+        )
+
+    # -- results --------------------------------------------------------
+
+    def put_result(self, experiment_id: str, loop: int, attempt: str, name: str, value: Any) -> None:
+        body = _dumps(value)  # TypeError / ValueError for what JSON cannot hold
+        self._put(self._attempt_key(experiment_id, loop, attempt, f"{check_id(name, 'result name')}.json"), body)
+
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
+        return S3OutputSink(self, self._attempt_key(experiment_id, loop, attempt, "outputs"))
+
+    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+        check_id(attempt, "attempt")
+        with self._lock:
+            self._put_json(self._loop_key(experiment_id, loop, "loop.json"), {"state": dict(state), "committed": attempt})
+        try:  # other attempts are unreachable now; removing them is housekeeping
+            self._delete_prefix(self._loop_key(experiment_id, loop, "attempts", ""), keep=self._attempt_key(experiment_id, loop, attempt, ""))
+        except StorageError as exc:
+            log.warning("could not remove stale attempts of %s loop %d: %s", experiment_id, loop, exc)
+
+    def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
+        try:
+            committed = self._loop_record(experiment_id, loop).get("committed")
+        except NotFoundError:
+            committed = None
+        if attempt != committed:
+            self._delete_prefix(self._attempt_key(experiment_id, loop, attempt, ""))
+
+    def _committed(self, experiment_id: str, loop: int) -> str:
+        try:
+            attempt = self._loop_record(experiment_id, loop).get("committed")
+        except NotFoundError:
+            attempt = None
+        if attempt is None:
+            raise NotFoundError(f"experiment {experiment_id!r} loop {loop} has no finished results")
+        return attempt
+
+    def get_result(self, experiment_id: str, loop: int, name: str) -> Any:
+        attempt = self._committed(experiment_id, loop)
+        key = self._attempt_key(experiment_id, loop, attempt, f"{check_id(name, 'result name')}.json")
+        return self._get_json(key, f"experiment {experiment_id!r} loop {loop} has no {name}")
+
+    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        attempt = attempt or self._committed(experiment_id, loop)
+        folder = self._attempt_key(experiment_id, loop, attempt, "outputs")
+        try:
+            chunks = self._get_json(f"{folder}/manifest.json", "")["chunks"]
+            names = [f"{folder}/{seq:06d}" for seq in range(chunks)]
+        except NotFoundError:  # a sink not closed yet: what is there so far
+            names = sorted(o["Key"][: -len(".idx.npy")] for o in self._list(f"{folder}/") if o["Key"].endswith(".idx.npy"))
+        if not names:
+            return
+        # Chunk p+1 downloads while the caller works on chunk p, and starts
+        # only once the caller has let go of chunk p-1: two chunks in memory
+        # at most. A caller that keeps chunks (list()) just gets no overlap.
+        released = [threading.Event() for _ in names]
+
+        def fetch(position: int) -> tuple[np.ndarray, np.ndarray]:
+            if position >= 2:
+                released[position - 2].wait()
+            return self._get_chunk(experiment_id, loop, names[position])
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="alectio-s3-read")
+        try:
+            ahead = pool.submit(fetch, 0)
+            for position in range(len(names)):
+                if position >= 2:
+                    released[position - 2].set()  # asked for chunk p: no reason to wait any longer
+                chunk = ahead.result()
+                if position + 1 < len(names):
+                    ahead = pool.submit(fetch, position + 1)
+                weakref.finalize(chunk[1], released[position].set)
+                yield chunk
+                del chunk
+        finally:
+            for event in released:
+                event.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _get_chunk(self, experiment_id: str, loop: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        missing = f"experiment {experiment_id!r} loop {loop}: output chunk {name} is missing"
+        indices = self._get_array(f"{name}.idx.npy", missing)
+        values = self._get_array(f"{name}.val.npy", missing)
+        if indices.ndim != 1 or values.ndim != 2 or values.shape[0] != indices.shape[0]:
+            raise StorageError(f"s3://{self.bucket}/{name}: index and value arrays do not match")
+        return indices.astype(np.int64, copy=False), values.astype(np.float32, copy=False)
+
+    # -- checkpoints ----------------------------------------------------
+
+    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
+        folder = self.cache_dir / check_id(experiment_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"loop_{check_loop(loop)}.ckpt")
+
+    @staticmethod
+    def _stamp(path: str) -> Path:
+        """Beside a working copy: which attempt it belongs to."""
+        return Path(path).with_name(Path(path).name + ".attempt")
+
+    def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
+        path = Path(self.checkpoint_path(experiment_id, loop))
+        if not path.exists():
+            return None
+        prefix = self._attempt_key(experiment_id, loop, attempt, "checkpoint")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        total = 0
+        for file in files:
+            key = f"{prefix}/{path.name}" if file == path else f"{prefix}/files/{file.relative_to(path).as_posix()}"
+            try:
+                self.client.upload_file(str(file), self.bucket, key)
+            except Exception as exc:
+                raise self._error(exc, "upload checkpoint to", key) from exc
+            total += file.stat().st_size
+        self._stamp(str(path)).write_text(attempt)
+        kind = "file" if path.is_file() else "dir"
+        return {"key": f"{prefix}/{path.name}" if kind == "file" else f"{prefix}/files/", "kind": kind, "bytes": total, "path": str(path)}
+
+    def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
+        try:
+            attempt = self._committed(experiment_id, loop)
+            ref = self.get_result(experiment_id, loop, "checkpoint")
+        except NotFoundError:
+            return None
+        if not ref:
+            return None
+        local = self.checkpoint_path(experiment_id, loop)
+        stamp = self._stamp(local)
+        if os.path.exists(local) and stamp.exists() and stamp.read_text() == attempt:
+            return local
+        work = Path(local + ".download")
+        try:
+            if ref["kind"] == "file":
+                self.client.download_file(self.bucket, ref["key"], str(work))
+            else:
+                work.mkdir(parents=True, exist_ok=True)
+                for obj in self._list(ref["key"]):
+                    target = work / obj["Key"][len(ref["key"]) :]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self.client.download_file(self.bucket, obj["Key"], str(target))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "download checkpoint", ref["key"]) from exc
+        if os.path.isdir(local) and not os.path.islink(local):
+            import shutil
+
+            shutil.rmtree(local)
+        os.replace(work, local)
+        stamp.write_text(attempt)
+        return local
+
+    # -- tokens ---------------------------------------------------------
+
+    def _token_key(self, name: str) -> str:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"invalid token name {name!r}")
+        return self.key("tokens", quote(name, safe="") + ".json")
+
+    def put_token(self, record: Mapping[str, Any]) -> None:
+        key = self._token_key(record["name"])
+        try:
+            self._put_json(key, dict(record), IfNoneMatch="*")
+        except ConflictError:
+            raise ConflictError(f"a token named {record['name']!r} exists") from None
+
+    def list_tokens(self) -> list[dict]:
+        keys = [o["Key"] for o in self._list(self.key("tokens", "")) if o["Key"].endswith(".json")]
+        records = []
+        for key in keys:
+            try:
+                records.append(self._get_json(key, ""))
+            except NotFoundError:  # revoked meanwhile
+                continue
+        return sorted(records, key=lambda r: r["name"])
+
+    def delete_token(self, name: str) -> None:
+        key = self._token_key(name)
+        self._get_json(key, f"no token named {name!r}")
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._error(exc, "delete", key) from exc
+
+    def touch_token(self, name: str, when: str) -> None:
+        key = self._token_key(name)
+        with self._lock:
+            try:
+                record = self._get_json(key, "")
+            except NotFoundError:
+                return
+            record["last_used"] = when
+            self._put_json(key, record)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3OutputSink(OutputSink):
+    """One ``.idx.npy`` and one ``.val.npy`` object per chunk, then a manifest.
+
+    Each chunk is sent straight from the caller's arrays (no copy), so memory
+    stays at what the writer holds.
+    """
+
+    def __init__(self, storage: S3Storage, folder: str):
+        self.storage, self.folder = storage, folder
+        self.seq = self.rows = 0
+        self.width: int | None = None
+
+    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        name = f"{self.folder}/{self.seq:06d}"
+        self.storage._put_array(f"{name}.idx.npy", np.ascontiguousarray(indices, dtype="<i8"))
+        self.storage._put_array(f"{name}.val.npy", np.ascontiguousarray(values, dtype="<f4"))
+        self.seq += 1
+        self.rows += int(indices.shape[0])
+        self.width = int(values.shape[1])
+
+    def close(self) -> None:
+        manifest = {"chunks": self.seq, "rows": self.rows, "width": self.width, "format": "npy"}
+        self.storage._put_json(f"{self.folder}/manifest.json", manifest)
+
+    def abort(self) -> None:
+        try:
+            self.storage._delete_prefix(self.folder + "/")
+        except StorageError as exc:
+            log.warning("could not remove aborted outputs %s: %s", self.folder, exc)
+
+
+def open_s3(url: str, options: Mapping[str, Any]) -> S3Storage:
+    scheme, rest = parse_url(url)
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValidationError(f"storage URL {url!r} names no bucket; use s3://bucket/prefix")
+    return S3Storage(bucket, prefix, options)
+
+
+@hookimpl
+def register_storage(register):
+    register("s3", open_s3)

@@ -1,0 +1,286 @@
+"""An alectio storage plugin: everything in one folder of JSON and ``.npy`` files.
+
+``folder:///abs/path`` or ``folder://relative/path``. Small on purpose: it
+shows what a storage plugin has to do, and passes the same contract suite
+(``alectio_core.testing.StorageContract``) as the built-in backends.
+
+Layout::
+
+    experiments/{id}/experiment.json          {"seq": ns, "experiment": {...}}
+    experiments/{id}/index_map.json
+    experiments/{id}/loops/{k}/loop.json      {"state": {...}, "committed": attempt|null}
+    experiments/{id}/loops/{k}/selection.npy
+    experiments/{id}/loops/{k}/attempts/{a}/{name}.json
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
+    experiments/{id}/loops/{k}/checkpoint      the working copy train writes
+    tokens/{name}.json
+
+Every file is written to a temporary name and renamed into place, so a
+reader never sees half a file. A loop's results become visible when
+``commit_loop`` renames ``loop.json`` naming the attempt: one atomic step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote
+
+import numpy as np
+
+from alectio_core import hookimpl
+from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+
+
+class FolderStorage(Storage):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.url = f"folder://{self.root}"
+        self._lock = threading.Lock()  # read-modify-write of one file
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create storage folder {self.root}: {exc}") from exc
+
+    # -- files ------------------------------------------------------------
+
+    def _exp(self, experiment_id: str) -> Path:
+        return self.root / "experiments" / check_id(experiment_id)
+
+    def _loop(self, experiment_id: str, loop: int) -> Path:
+        return self._exp(experiment_id) / "loops" / str(check_loop(loop))
+
+    def _attempt(self, experiment_id: str, loop: int, attempt: str) -> Path:
+        return self._loop(experiment_id, loop) / "attempts" / check_id(attempt, "attempt")
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write to a temporary file beside ``path``, then rename it into place."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def _write_json(self, path: Path, value: Any) -> None:
+        self._write(path, json.dumps(value, allow_nan=False).encode())
+
+    def _read_json(self, path: Path, missing: str) -> Any:
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(missing) from None
+
+    def _write_array(self, path: Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+
+    def _read_array(self, path: Path, missing: str) -> np.ndarray:
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise NotFoundError(missing) from None
+
+    # -- experiments ------------------------------------------------------
+
+    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+        path = self._exp(experiment.get("id")) / "experiment.json"
+        with self._lock:
+            if path.exists():
+                raise ConflictError(f"experiment {experiment['id']!r} already exists")
+            self._write_json(path, {"seq": time.time_ns(), "experiment": dict(experiment)})
+
+    def get_experiment(self, experiment_id: str) -> dict:
+        path = self._exp(experiment_id) / "experiment.json"
+        return self._read_json(path, f"unknown experiment {experiment_id!r}")["experiment"]
+
+    def list_experiments(self) -> list[dict]:
+        stored = [json.loads(p.read_bytes()) for p in (self.root / "experiments").glob("*/experiment.json")]
+        return [s["experiment"] for s in sorted(stored, key=lambda s: (s["seq"], s["experiment"]["id"]))]
+
+    def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
+        path = self._exp(experiment_id) / "experiment.json"
+        with self._lock:
+            stored = self._read_json(path, f"unknown experiment {experiment_id!r}")
+            stored["experiment"].update(changes)
+            self._write_json(path, stored)
+        return stored["experiment"]
+
+    # -- loop state: loop.json holds the state and the committed attempt ---
+
+    def _loop_record(self, experiment_id: str, loop: int) -> dict:
+        path = self._loop(experiment_id, loop) / "loop.json"
+        return self._read_json(path, f"experiment {experiment_id!r} has no loop {loop}")
+
+    def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            try:
+                committed = self._loop_record(experiment_id, loop)["committed"]
+            except NotFoundError:
+                committed = None
+            self._write_json(self._loop(experiment_id, loop) / "loop.json", {"state": dict(state), "committed": committed})
+
+    def get_loop_state(self, experiment_id: str, loop: int) -> dict:
+        return self._loop_record(experiment_id, loop)["state"]
+
+    def list_loop_states(self, experiment_id: str) -> list[dict]:
+        files = (self._exp(experiment_id) / "loops").glob("*/loop.json")
+        records = sorted((int(p.parent.name), json.loads(p.read_bytes())) for p in files)
+        return [record["state"] for _, record in records]
+
+    # -- selections and the index map -------------------------------------
+
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+        self._write_array(self._loop(experiment_id, loop) / "selection.npy", np.asarray(indices, dtype=np.int64))
+
+    def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
+        path = self._loop(experiment_id, loop) / "selection.npy"
+        return self._read_array(path, f"experiment {experiment_id!r} has no selection for loop {loop}").astype(np.int64)
+
+    def put_index_map(self, experiment_id: str, references: list[str]) -> None:
+        self._write_json(self._exp(experiment_id) / "index_map.json", list(references))
+
+    def get_index_map(self, experiment_id: str) -> list[str]:
+        return self._read_json(self._exp(experiment_id) / "index_map.json", f"experiment {experiment_id!r} has no index map")
+
+    # -- results ------------------------------------------------------------
+
+    def put_result(self, experiment_id: str, loop: int, attempt: str, name: str, value: Any) -> None:
+        data = json.dumps(value, allow_nan=False).encode()  # TypeError/ValueError: not JSON
+        self._write(self._attempt(experiment_id, loop, attempt) / f"{check_id(name, 'result name')}.json", data)
+
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
+        return FolderSink(self, self._attempt(experiment_id, loop, attempt) / "outputs")
+
+    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+        folder = self._loop(experiment_id, loop)
+        with self._lock:
+            self._write_json(folder / "loop.json", {"state": dict(state), "committed": check_id(attempt, "attempt")})
+        for other in (folder / "attempts").glob("*"):
+            if other.name != attempt:
+                shutil.rmtree(other, ignore_errors=True)
+
+    def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
+        try:
+            committed = self._loop_record(experiment_id, loop)["committed"]
+        except NotFoundError:
+            committed = None
+        if attempt != committed:
+            shutil.rmtree(self._attempt(experiment_id, loop, attempt), ignore_errors=True)
+
+    def _committed(self, experiment_id: str, loop: int) -> str:
+        try:
+            attempt = self._loop_record(experiment_id, loop)["committed"]
+        except NotFoundError:
+            attempt = None
+        if attempt is None:
+            raise NotFoundError(f"experiment {experiment_id!r} loop {loop} has no finished results")
+        return attempt
+
+    def get_result(self, experiment_id: str, loop: int, name: str) -> Any:
+        folder = self._attempt(experiment_id, loop, self._committed(experiment_id, loop))
+        return self._read_json(folder / f"{check_id(name, 'result name')}.json", f"experiment {experiment_id!r} loop {loop} has no {name}")
+
+    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        folder = self._attempt(experiment_id, loop, attempt or self._committed(experiment_id, loop)) / "outputs"
+        for idx_file in sorted(folder.glob("*.idx.npy")):
+            val_file = idx_file.with_name(idx_file.name.replace(".idx.", ".val."))
+            missing = f"experiment {experiment_id!r} loop {loop}: {val_file.name} is missing"
+            yield self._read_array(idx_file, missing).astype(np.int64), self._read_array(val_file, missing).astype(np.float32)
+
+    # -- checkpoints: the working copy is the stored copy ---------------------
+
+    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
+        folder = self._loop(experiment_id, loop)
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / "checkpoint")
+
+    def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
+        path = Path(self.checkpoint_path(experiment_id, loop))
+        if not path.exists():
+            return None
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return {"path": str(path.relative_to(self.root)), "bytes": size}
+
+    def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
+        try:
+            ref = self.get_result(experiment_id, loop, "checkpoint")
+        except NotFoundError:
+            return None
+        if not ref or not (self.root / ref["path"]).exists():
+            return None
+        return str(self.root / ref["path"])
+
+    # -- tokens ---------------------------------------------------------------
+
+    def _token(self, name: str) -> Path:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"invalid token name {name!r}")
+        return self.root / "tokens" / (quote(name, safe="") + ".json")
+
+    def put_token(self, record: Mapping[str, Any]) -> None:
+        path = self._token(record["name"])
+        with self._lock:
+            if path.exists():
+                raise ConflictError(f"a token named {record['name']!r} exists")
+            self._write_json(path, dict(record))
+
+    def list_tokens(self) -> list[dict]:
+        records = [json.loads(p.read_bytes()) for p in (self.root / "tokens").glob("*.json")]
+        return sorted(records, key=lambda r: r["name"])
+
+    def delete_token(self, name: str) -> None:
+        try:
+            self._token(name).unlink()
+        except FileNotFoundError:
+            raise NotFoundError(f"no token named {name!r}") from None
+
+    def touch_token(self, name: str, when: str) -> None:
+        with self._lock:
+            try:
+                record = self._read_json(self._token(name), "")
+            except NotFoundError:
+                return
+            record["last_used"] = when
+            self._write_json(self._token(name), record)
+
+
+class FolderSink(OutputSink):
+    """One ``{seq}.idx.npy`` + ``{seq}.val.npy`` pair per chunk."""
+
+    def __init__(self, storage: FolderStorage, folder: Path):
+        self.storage, self.folder, self.seq = storage, folder, 0
+
+    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        # values first: readers look for .idx files, so a pair is complete when it appears
+        self.storage._write_array(self.folder / f"{self.seq:06d}.val.npy", np.asarray(values, dtype=np.float32))
+        self.storage._write_array(self.folder / f"{self.seq:06d}.idx.npy", np.asarray(indices, dtype=np.int64))
+        self.seq += 1
+
+    def abort(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def open_folder(url: str, options: Mapping[str, Any]) -> FolderStorage:
+    _, path = parse_url(url)
+    if not path:
+        raise ValidationError(f"storage URL {url!r} names no folder; try folder:///abs/path or folder://relative/path")
+    return FolderStorage(path)
+
+
+@hookimpl
+def register_storage(register):
+    register("folder", open_folder)

@@ -1,0 +1,128 @@
+"""The storage contract (``alectio_core.testing``) against every backend we ship:
+``sqlite``, ``s3`` (a moto server over HTTP) and the example plugin package
+``examples/storage_folder``, pip-installed here and found by its entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from alectio_core import plugins
+from alectio_core.storage import open_storage
+from alectio_core.testing import MotoS3, StorageContract
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "storage_folder"
+
+
+# ----------------------------------------------------------------------
+# sqlite
+# ----------------------------------------------------------------------
+
+
+class TestSQLiteContract(StorageContract):
+    @pytest.fixture
+    def storage(self, tmp_path):
+        store = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def reopen(self, tmp_path):
+        return lambda: open_storage(f"sqlite:///{tmp_path}/alectio.db")
+
+
+# ----------------------------------------------------------------------
+# s3 against a real S3 server over HTTP
+# ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+class TestS3Contract(StorageContract):
+    @pytest.fixture
+    def s3_url(self, moto_s3, monkeypatch):
+        for key, value in moto_s3.env.items():
+            monkeypatch.setenv(key, value)
+        bucket = moto_s3.create_bucket()
+        return f"s3://{bucket}/team/alectio"
+
+    @pytest.fixture
+    def storage(self, s3_url, tmp_path):
+        store = open_storage(s3_url, {"cache_dir": str(tmp_path / "machine-a")})
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def reopen(self, s3_url, tmp_path):
+        # another machine: same bucket, its own (empty) checkpoint cache
+        return lambda: open_storage(s3_url, {"cache_dir": str(tmp_path / "machine-b")})
+
+
+# ----------------------------------------------------------------------
+# the example plugin package, installed for real
+# ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_plugin(tmp_path_factory):
+    """``pip install`` examples/storage_folder into a fresh target folder and
+    put it on ``sys.path``; alectio finds it through its entry point."""
+    work = tmp_path_factory.mktemp("folder-plugin")
+    source = work / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = work / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        check=True,
+        env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    plugins.reset_plugins()
+    yield target
+    sys.path.remove(str(target))
+    for name in [m for m in sys.modules if m.startswith("alectio_storage_folder")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    plugins.reset_plugins()
+
+
+def test_folder_plugin_is_discovered_through_its_entry_point(folder_plugin):
+    report = {p["name"]: p for p in plugins.load_plugins().plugins}
+    assert report["folder"]["distribution"] == "alectio-storage-folder"
+    assert report["folder"]["kind"] == "storage"
+    assert "folder" in plugins.get_storage_factories()
+
+
+class TestFolderContract(StorageContract):
+    @pytest.fixture
+    def storage(self, folder_plugin, tmp_path):
+        store = open_storage(f"folder://{tmp_path}/store")
+        assert type(store).__module__ == "alectio_storage_folder"
+        assert Path(type(store).__module__ and sys.modules["alectio_storage_folder"].__file__).is_relative_to(folder_plugin)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def reopen(self, tmp_path):
+        return lambda: open_storage(f"folder://{tmp_path}/store")
+
+
+def test_unknown_scheme_names_the_installed_ones():
+    from alectio_core.errors import UnknownStorageError
+
+    with pytest.raises(UnknownStorageError, match=r"installed: .*s3.*sqlite"):
+        open_storage(f"nosuch://{uuid.uuid4().hex}")
