@@ -172,5 +172,23 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         click.echo(f"plot written to {plot}")
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True, help="Where to create the package.")
+@domain_errors
+def init(name, parent):
+    """Scaffold a new model plugin package for model NAME.
+
+    The package works as generated (a small numpy model on synthetic data):
+    pip install it and `alectio run NAME`, then replace the data and model.
+    """
+    from pathlib import Path
+
+    from .scaffold import scaffold
+
+    root = scaffold(name, Path(parent))
+    click.echo(f"created {root}\nnext: pip install -e {root} && alectio run {name}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="alectio")

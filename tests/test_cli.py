@@ -36,3 +36,42 @@ def test_config_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--config", str(bad)])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {bad}: key 'server.port' must be int, got str 'high'"
+
+
+def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
+    import subprocess
+    import sys
+    import venv
+
+    from conftest import pip_install
+
+    result = CliRunner().invoke(cli, ["init", "my_model", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    package = tmp_path / "alectio-my-model"
+    assert (package / "my_model" / "hooks.py").exists()
+
+    env = tmp_path / "venv"
+    venv.create(env, system_site_packages=True, with_pip=False)
+    site = subprocess.run([str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    pip_install(package, "--target", site)
+    run = subprocess.run(
+        [str(env / "bin" / "python"), "-m", "alectio_core", "run", "my_model", "--loops", "2", "--initial", "30",
+         "--batch", "30", "--json", "--storage", f"sqlite:///{tmp_path}/a.db"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    curve = json.loads(run.stdout)
+    assert [p["labeled"] for p in curve] == [30, 60] and curve[-1]["metrics"]["accuracy"] > 0.5
+    # its own test passes too
+    tests = subprocess.run([str(env / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert tests.returncode == 0, tests.stdout
+
+
+def test_init_refuses_bad_names_and_existing_folders(tmp_path):
+    result = CliRunner().invoke(cli, ["init", "../evil", "--dir", str(tmp_path)])
+    assert result.exit_code == 1 and "invalid model name '../evil'" in result.output
+    CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
+    again = CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
+    assert again.exit_code == 1 and "already exists" in again.output
