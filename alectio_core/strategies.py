@@ -25,14 +25,13 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_c
 import numpy as np
 
 from .errors import UnknownStrategyError, ValidationError
+from .plugins import TASKS, get_strategies
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
 
 #: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
 #: block and its temporaries stay in a core's L2 cache).
 BLOCK_VALUES = 1 << 17
-
-TASKS = ("classification", "multilabel", "object_detection", "segmentation", "regression")
 
 
 @runtime_checkable
@@ -52,9 +51,10 @@ def check_pool(k: int, pool: int) -> None:
         raise ValidationError(f"cannot select {k} records from a pool of {pool} unlabeled records; lower k (the batch size)")
 
 
-def top_k_positions(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+def top_k_positions(scores: np.ndarray, indices: np.ndarray, k: int, *, ordered: bool = True) -> np.ndarray:
     """Positions of the ``k`` best entries: highest score first, ties to the
-    lower record index, NaN scores last. O(n) plus O(k log k)."""
+    lower record index, NaN scores last. O(n) plus O(k log k) for the
+    ordering, which ``ordered=False`` skips (same set, any order)."""
     scores = np.asarray(scores)
     if scores.dtype.kind == "f" and np.isnan(scores).any():
         scores = np.where(np.isnan(scores), -np.inf, scores)
@@ -69,7 +69,7 @@ def top_k_positions(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarr
         keep = np.concatenate([above, ties])
     else:
         keep = np.arange(n)
-    return keep[np.lexsort((indices[keep], -scores[keep]))]
+    return keep[np.lexsort((indices[keep], -scores[keep]))] if ordered else keep
 
 
 def top_k(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,8 +181,6 @@ def _chunks(outputs: Any, indices: Optional[np.ndarray]) -> tuple[Union[list, It
 def _resolve(strategy: Union[str, Strategy]) -> Strategy:
     if not isinstance(strategy, str):
         return strategy
-    from .plugins import get_strategies
-
     strategies = get_strategies()
     if strategy not in strategies:
         known = ", ".join(sorted(strategies)) or "none installed"

@@ -10,9 +10,10 @@ covers the pool instead of piling onto one uncertain region.
 Memory bound: the greedy works on a seeded uniform subsample of
 ``m = max(k, min(max_rows, max_bytes // (4 * width)))`` records (defaults:
 50,000 rows, 64 MiB), drawn while streaming by keeping the m smallest hash
-keys (see ``alectio_core.strategies.hash_keys``). Peak memory is about
-``(2m + chunk) * width * 4`` bytes whatever the pool size; a pool of at most
-m records is used whole. Time is O(k * m * width).
+keys (see ``alectio_core.strategies.hash_keys``). Peak memory is one chunk
+plus at most ``4 * m * width * 4`` bytes (merging while streaming, then the
+sorted, activated and transposed copies of the sample), 256 MiB at the
+defaults, whatever the pool size; a pool of at most m records is used whole. Time is O(k * m * width), single-threaded.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ class KCenterGreedy:
                 limit = max(k, min(self.max_rows, self.max_bytes // (4 * max(1, chunk_vals.shape[1]))))
             chunk_keys = hash_keys(chunk_idx, salt)
             if len(chunk_idx) > limit:  # thin the chunk first: at most 2m rows are ever merged
-                keep = top_k_positions(-chunk_keys, chunk_idx, limit)
+                keep = top_k_positions(-chunk_keys, chunk_idx, limit, ordered=False)
                 chunk_keys, chunk_idx, chunk_vals = chunk_keys[keep], chunk_idx[keep], chunk_vals[keep]
             keys = np.concatenate([keys, chunk_keys])
             idx = np.concatenate([idx, chunk_idx])
             vals = np.concatenate([vals, chunk_vals])
             if len(idx) > limit:
-                keep = top_k_positions(-keys, idx, limit)
+                keep = top_k_positions(-keys, idx, limit, ordered=False)
                 keys, idx, vals = keys[keep], idx[keep], vals[keep]
         check_pool(k, seen)
         order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index
@@ -74,15 +75,29 @@ class KCenterGreedy:
 
     @staticmethod
     def greedy(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """Positions of k centers: a random first one, then farthest-first."""
+        """Positions of k centers: a random first one, then farthest-first.
+
+        Distances use ``|x|^2 - 2 x.c + |c|^2`` with the dot products on one
+        thread (elementwise passes over the columns when narrow, einsum when
+        wide): a threaded BLAS gemv this small gains nothing alone and is
+        many times slower on a busy machine.
+        """
         points = np.ascontiguousarray(points, dtype=np.float32)
+        columns = np.ascontiguousarray(points.T) if points.shape[1] <= 32 else None
         sq = np.einsum("ij,ij->i", points, points)
         nearest = np.full(len(points), np.inf, np.float32)
         chosen = np.empty(k, np.int64)
         center = int(rng.integers(len(points)))
         for j in range(k):
             chosen[j] = center
-            dist = sq - 2 * (points @ points[center]) + sq[center]
+            c = points[center]
+            if columns is not None:
+                dots = columns[0] * c[0]
+                for column, weight in zip(columns[1:], c[1:]):
+                    dots += column * weight
+            else:
+                dots = np.einsum("ij,j->i", points, c)
+            dist = sq - 2 * dots + sq[center]
             np.minimum(nearest, dist, out=nearest)
             nearest[center] = -np.inf  # never again, even among exact duplicates
             center = int(np.argmax(nearest))

@@ -8,16 +8,15 @@ without loading every other plugin: the metrics plugins import scikit-learn,
 which alone would put ~300 MiB under every peak-RSS figure.
 
 The outputs are seeded standard-normal float32 logits (x3). Every
-measurement runs in a fresh subprocess, so its peak RSS
+measurement runs in a fresh subprocess of a small parent, so its peak RSS
 (``resource.getrusage`` maxrss) is its own; the time is the best of
 ``--repeat`` runs. Rows:
 
 * ``numpy floor``: a plain in-memory numpy path (softmax, entropy,
-  argpartition) -- what a user would write by hand. ``ratio`` is each
-  in-memory time over this one (lower is better; 1.0 = as fast as naive).
+  argpartition) -- what a user would write by hand. ``/numpy`` is a time
+  over this one (lower is better; 1.0 = as fast as the naive path).
 * ``sqlite read``: draining ``storage.iter_outputs`` and doing nothing --
-  the floor for a streamed selection. The sqlite ``ratio`` is each streamed
-  time over this one.
+  the floor for a streamed selection; ``/read`` is a streamed time over it.
 
 ``+MiB`` is how far the selection pushed peak RSS above what the process
 held before it started (the in-memory input included in ``peak``, not in
@@ -135,40 +134,51 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, args)))
+        return
+    if args.prepare:
+        prepare_sqlite(args.db, args.rows, args.width, args.chunk_rows)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_sqlite:
             args.db = os.path.join(tmp, "bench.db")
-            prepare_sqlite(args.db, args.rows, args.width, args.chunk_rows)
+            # In a child too: Linux carries a parent's peak RSS into a forked
+            # and exec'd child's maxrss, so this parent stays small.
+            subprocess.run([sys.executable, __file__, "--prepare", "--db", args.db, "--rows", str(args.rows),
+                            "--width", str(args.width), "--chunk-rows", str(args.chunk_rows)], check=True)
         floor = in_subprocess("memory", "numpy", args)
         read = None if args.no_sqlite else in_subprocess("sqlite", "read", args)
         print(f"select top {args.k} of {args.rows:,} x {args.width} float32; best of {args.repeat}; "
               f"sqlite chunks of {args.chunk_rows:,} rows; numpy {np.__version__}")
-        header = f"{'strategy':<18}{'memory ms':>10}{'ratio':>7}{'peak MiB':>10}{'+MiB':>7}"
-        header += "" if args.no_sqlite else f"  |{'sqlite ms':>10}{'ratio':>7}{'peak MiB':>10}{'+MiB':>7}"
+        header = f"{'strategy':<18}{'memory ms':>10}{'/numpy':>8}{'peak MiB':>9}{'+MiB':>6}"
+        if not args.no_sqlite:
+            header += f"  |{'sqlite ms':>10}{'/read':>7}{'/numpy':>8}{'peak MiB':>9}{'+MiB':>6}"
         print(header)
         print("-" * len(header))
 
-        def line(name: str, mem: dict | None, sql: dict | None, mem_base: float, sql_base: float) -> str:
-            cols = f"{name:<18}"
-            cols += f"{mem['ms']:>10.1f}{mem['ms'] / mem_base:>7.2f}{mem['peak']:>10.0f}{mem['extra']:>7.0f}" if mem else " " * 34
-            if not args.no_sqlite:
-                cols += "  |" + (f"{sql['ms']:>10.1f}{sql['ms'] / sql_base:>7.2f}{sql['peak']:>10.0f}{sql['extra']:>7.0f}" if sql else "")
-            return cols
+        def cells(m: dict | None, *bases: float) -> str:
+            if m is None:
+                return " " * (10 + 8 * len(bases) - (len(bases) > 1) + 15)
+            ratios = "".join(f"{m['ms'] / b:>{8 if i == len(bases) - 1 else 7}.2f}" for i, b in enumerate(bases))
+            return f"{m['ms']:>10.1f}{ratios}{m['peak']:>9.0f}{m['extra']:>6.0f}"
 
-        sql_base = read["ms"] if read else 1.0
-        print(line("numpy floor", floor, read and None, floor["ms"], sql_base))
-        if read:
-            print(line("sqlite read", None, read, floor["ms"], sql_base))
+        def line(name: str, mem: dict | None, sql: dict | None) -> str:
+            text = f"{name:<18}" + cells(mem, floor["ms"])
+            if read is not None:
+                text += "  |" + cells(sql, read["ms"], floor["ms"])
+            return text.rstrip()
+
+        print(line("numpy floor", floor, None))
+        if read is not None:
+            print(line("sqlite read", None, read))
         for name in STRATEGIES:
             mem = in_subprocess("memory", name, args)
-            sql = None if args.no_sqlite else in_subprocess("sqlite", name, args)
-            print(line(name, mem, sql, floor["ms"], sql_base), flush=True)
-
+            sql = None if read is None else in_subprocess("sqlite", name, args)
+            print(line(name, mem, sql), flush=True)
 
 if __name__ == "__main__":
     main()
