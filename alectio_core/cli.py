@@ -73,6 +73,7 @@ def serve(config_path, storage, host, port, log_level):
     import waitress
 
     from .server import create_app
+    from .server.logs import log_in_background, quiet_waitress_queue
     from .tokens import ensure_token
 
     config = _config(config_path, storage)
@@ -80,6 +81,8 @@ def serve(config_path, storage, host, port, log_level):
     host = host or server["host"]
     port = server["port"] if port is None else port
     _logging(log_level or server["log_level"])
+    log_in_background()
+    quiet_waitress_queue()
     app = create_app(config)
     new_token = ensure_token(app.extensions["alectio"]["storage"])
     if new_token:

@@ -2,22 +2,31 @@
 
 ``create_app`` builds everything from a :class:`~alectio_core.config.Config`
 and a storage URL, so tests use the app's test client and ``alectio serve``
-hands the same app to waitress.
+hands the same app to waitress. It assumes it is the only process driving
+loops on that storage: loops left ``running`` by a dead server are marked
+failed ("interrupted") at start-up.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+from urllib.parse import quote
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..config import Config
+from ..config import Config, parse_config
 from ..engine import Engine
 from ..errors import AlectioError
+from ..jobs import JobRunner
 from ..storage import open_storage
+from ..tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("alectio_core.server.access")
+_SECRET = re.compile(r"\.[A-Za-z0-9_-]{40,}")  # the secret half of a token (name.secret)
 
 
 def error_response(code: str, message: str, status: int):
@@ -26,14 +35,34 @@ def error_response(code: str, message: str, status: int):
     return response
 
 
-def create_app(config: Config | None = None, storage=None) -> Flask:
-    """Build the app. ``storage`` (a Storage or URL) overrides ``config.storage``."""
+def create_app(config: Config | None = None, storage=None, *, recover: bool = True) -> Flask:
+    """Build the app. ``storage`` (a Storage or URL) overrides ``config.storage``.
+
+    ``app.extensions["alectio"]`` holds the config, storage, engine, the
+    loop ``runner`` (:class:`~alectio_core.jobs.JobRunner`) and the token
+    verifier.
+    """
     config = config or Config()
+    server = {**parse_config({}).server, **config.server}  # defaults for keys a hand-made Config lacks
     if storage is None or isinstance(storage, str):
         storage = open_storage(storage or config.storage, config.storage_options)
-    app = Flask("alectio")
-    app.config["MAX_CONTENT_LENGTH"] = config.server.get("max_body_bytes")
-    app.extensions["alectio"] = {"config": config, "storage": storage, "engine": Engine(storage, config)}
+    app = Flask("alectio", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = server["max_body_bytes"]
+    engine = Engine(storage, config)
+    if recover:
+        engine.recover_interrupted()
+    app.extensions["alectio"] = {
+        "config": config,
+        "storage": storage,
+        "engine": engine,
+        "runner": JobRunner(engine, workers=server["workers"]),
+        "tokens": TokenVerifier(storage),
+    }
+
+    _request_log(app)
+    from .auth import init_auth
+
+    init_auth(app, app.extensions["alectio"]["tokens"])
 
     from .api import api
 
@@ -54,3 +83,22 @@ def create_app(config: Config | None = None, storage=None) -> Flask:
         return error_response("internal_error", "internal server error; see the server log", 500)
 
     return app
+
+
+def _request_log(app: Flask) -> None:
+    """One line per request: method, path (no query string), status,
+    duration, and the token's name (never the token)."""
+
+    @app.before_request
+    def started():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response):
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        path = quote(request.path, safe="/:@!$&'()*+,;=-._~")  # no forged log lines
+        path = _SECRET.sub(".[redacted]", path)  # a token pasted into a URL
+        access_log.info(
+            "%s %s %d %.1fms token=%s", request.method, path, response.status_code, elapsed, g.get("token_name", "-")
+        )
+        return response

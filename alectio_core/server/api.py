@@ -1,17 +1,102 @@
-"""The JSON API blueprint."""
+"""The JSON API blueprint.
+
+Bodies are checked against :mod:`.schemas` before anything is stored; the
+engine then checks what needs the stored data (the pool, earlier
+selections). A loop is started as a background job (:mod:`alectio_core.jobs`)
+and answered 202 at once; its status is read back from storage.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from werkzeug.exceptions import UnsupportedMediaType
 
 from .. import plugins
+from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStrategyError, ValidationError
+from . import error_response
+from .schemas import MAX_INT, matches_id, validate
 
 api = Blueprint("api", __name__)
+
+
+class MalformedJSON(ValidationError):
+    code = "malformed_json"
+
+
+def _ctx() -> dict:
+    return current_app.extensions["alectio"]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_body(schema: str, required: bool = True) -> dict:
+    """The request's JSON body, checked against ``schema``; an empty body is
+    ``{}`` when not ``required``."""
+    data = request.get_data(cache=True)  # 413 past server.max_body_bytes
+    if not data.strip():
+        if required:
+            raise ValidationError("this request needs a JSON body")
+        return {}
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"send the body as application/json, not {request.mimetype or 'no content type'}")
+    try:
+        body = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    return validate(body, schema)
+
+
+def _experiment(experiment_id: str) -> dict:
+    if not matches_id(experiment_id):
+        raise NotFoundError(f"unknown experiment {experiment_id!r}")
+    return _ctx()["engine"].get_experiment(experiment_id)
+
+
+def _loop_state(experiment_id: str, loop: int) -> dict:
+    """The loop's stored state; 404 naming the experiment or the loop.
+    (The hot path of status polling: one storage read.)"""
+    if matches_id(experiment_id) and loop <= MAX_INT:
+        try:
+            return _ctx()["engine"].get_loop(experiment_id, loop)
+        except NotFoundError:
+            pass
+    _experiment(experiment_id)
+    raise NotFoundError(f"experiment {experiment_id!r} has no loop {loop}")
+
+
+def _experiment_view(experiment: dict) -> dict:
+    return dict(experiment, url=url_for("api.get_experiment", experiment_id=experiment["id"]))
+
+
+def _loop_view(state: dict) -> dict:
+    eid, loop = state["experiment_id"], state["loop"]
+    view = {"stage": None, "progress": None, "started_at": None, "finished_at": None, "error": None, "metrics": None}
+    view.update(state)
+    view.pop("attempt", None)
+    job = _ctx()["runner"].active(eid)
+    view["cancel_requested"] = bool(job and job.loop == loop and job.cancel.is_set())
+    view["url"] = url_for("api.get_loop", experiment_id=eid, loop=loop)
+    return view
+
+
+# -- service ------------------------------------------------------------------
 
 
 @api.get("/health")
 def health():
     return jsonify({"status": "ok"})
+
+
+@api.get("/api/v1/openapi.json")
+def openapi_document():
+    from .openapi import document
+
+    return jsonify(document())
 
 
 @api.get("/api/v1/plugins")
@@ -29,3 +114,90 @@ def list_models():
             ]
         }
     )
+
+
+# -- experiments --------------------------------------------------------------
+
+
+@api.post("/api/v1/experiments")
+def create_experiment():
+    body = json_body("ExperimentCreate")
+    options = {k: body[k] for k in ("strategy", "batch_size", "initial", "loops", "seed", "config") if k in body}
+    try:
+        experiment = _ctx()["engine"].create_experiment(body["model"], experiment_id=body.get("id"), **options)
+    except (UnknownModelError, UnknownStrategyError) as exc:
+        return error_response(exc.code, exc.message, 400)  # a bad field, not a missing page
+    view = _experiment_view(experiment)
+    return jsonify(view), 201, {"Location": view["url"]}
+
+
+@api.get("/api/v1/experiments")
+def list_experiments():
+    return jsonify({"experiments": [_experiment_view(e) for e in _ctx()["storage"].list_experiments()]})
+
+
+@api.get("/api/v1/experiments/<experiment_id>")
+def get_experiment(experiment_id: str):
+    return jsonify(_experiment_view(_experiment(experiment_id)))
+
+
+@api.get("/api/v1/experiments/<experiment_id>/metrics")
+def learning_curve(experiment_id: str):
+    _experiment(experiment_id)
+    return jsonify({"experiment_id": experiment_id, "curve": _ctx()["engine"].learning_curve(experiment_id)})
+
+
+# -- loops --------------------------------------------------------------------
+
+
+@api.post("/api/v1/experiments/<experiment_id>/loops")
+def start_loop(experiment_id: str):
+    """Start the experiment's next loop in the background: 202 at once."""
+    experiment = _experiment(experiment_id)
+    body = json_body("LoopStart", required=False)
+    engine, runner, storage = _ctx()["engine"], _ctx()["runner"], _ctx()["storage"]
+    loop = engine.next_loop(experiment_id)
+    if loop >= int(experiment["loops"]):
+        raise ConflictError(f"experiment {experiment_id!r} has run all of its {experiment['loops']} loops")
+    selected = body.get("selected")
+
+    def prepare() -> None:
+        """Store the loop's selection before it is queued (a queued loop's is fixed)."""
+        if selected is not None:
+            engine.record_selection(experiment_id, loop, selected)
+            return
+        try:
+            storage.get_selection(experiment_id, loop)
+        except NotFoundError:
+            if loop == 0:
+                engine.initial_selection(experiment_id)  # `initial` seeded-random records
+                return
+            how = "its strategy picked none" if experiment.get("strategy") else "it has no strategy"
+            raise ConflictError(f"loop {loop} has no selection ({how}); send the records to label as 'selected'") from None
+
+    runner.submit(experiment_id, loop, lambda cancel: engine.run_loop(experiment_id, loop, cancel=cancel), prepare=prepare)
+    url = url_for("api.get_loop", experiment_id=experiment_id, loop=loop)
+    return jsonify({"experiment_id": experiment_id, "loop": loop, "status": "queued", "url": url}), 202, {"Location": url}
+
+
+@api.get("/api/v1/experiments/<experiment_id>/loops")
+def list_loops(experiment_id: str):
+    _experiment(experiment_id)
+    return jsonify({"loops": [_loop_view(s) for s in _ctx()["storage"].list_loop_states(experiment_id)]})
+
+
+@api.get("/api/v1/experiments/<experiment_id>/loops/<int:loop>")
+def get_loop(experiment_id: str, loop: int):
+    return jsonify(_loop_view(_loop_state(experiment_id, loop)))
+
+
+@api.post("/api/v1/experiments/<experiment_id>/loops/<int:loop>/cancel")
+def cancel_loop(experiment_id: str, loop: int):
+    """Ask a queued or running loop to stop (202); it stops between stages
+    or at infer's next progress report."""
+    state = _loop_state(experiment_id, loop)
+    if _ctx()["runner"].cancel(experiment_id, loop) is None:
+        if state["status"] in ("queued", "running"):
+            raise ConflictError(f"loop {loop} is {state['status']} in another process; cancel it there")
+        raise ConflictError(f"loop {loop} is already {state['status']}; nothing to cancel")
+    return jsonify(_loop_view(_loop_state(experiment_id, loop))), 202

@@ -1,0 +1,208 @@
+"""Loops as background jobs: a bounded pool of worker threads.
+
+``JobRunner.submit(experiment_id, loop, fn)`` marks the loop ``queued`` in
+storage and returns at once; a worker later calls ``fn(cancel)`` where
+``cancel`` is a :class:`threading.Event` the function must honour (the
+engine's ``run_loop(..., cancel=cancel)`` does). Status, stage and progress
+live in storage, so any reader (the HTTP API, ``alectio`` in another
+process) sees them; the runner itself only knows which jobs are active in
+this process.
+
+One experiment has at most one active job; the pool (``server.workers``)
+bounds how many experiments run at the same time, the rest wait
+``queued``. Not HTTP-specific: the REST API and platform mode both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .engine import Engine, now
+from .errors import AlectioError, ConflictError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    experiment_id: str
+    loop: int
+    fn: Callable[[threading.Event], Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+
+
+class JobRunner:
+    """Runs loop jobs on at most ``workers`` threads."""
+
+    def __init__(self, engine: Engine, workers: int = 2):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.engine = engine
+        self.workers = workers
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._active: dict[str, Job] = {}  # experiment id -> its queued or running job
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- submitting ---------------------------------------------------------
+
+    def submit(
+        self,
+        experiment_id: str,
+        loop: int,
+        fn: Callable[[threading.Event], Any],
+        prepare: Callable[[], Any] | None = None,
+    ) -> Job:
+        """Queue ``fn(cancel)`` as loop ``loop`` of the experiment.
+
+        ``prepare()`` (e.g. storing the loop's selection) runs while the
+        experiment is reserved, before the loop is marked queued; if it
+        raises, nothing is queued. Raises ``ConflictError`` when the
+        experiment already has a job queued or running here.
+        """
+        job = Job(experiment_id, loop, fn)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise ConflictError("the server is shutting down; no new loops start")
+                busy = self._active.get(experiment_id)
+                if busy is None:
+                    self._active[experiment_id] = job
+                    break
+            if not self._finishing(busy):
+                raise ConflictError(
+                    f"experiment {experiment_id!r} is busy: loop {busy.loop} is {'running' if busy.started else 'queued'}"
+                )
+            busy.finished.wait(5.0)  # its outcome is stored; its thread is returning
+        try:
+            if prepare is not None:
+                prepare()
+            self.engine.queue_loop(experiment_id, loop)
+        except BaseException:
+            self._release(job)
+            raise
+        self._start_workers()
+        self._queue.put(job)
+        log.info("experiment %s loop %d queued", experiment_id, loop)
+        return job
+
+    def _start_workers(self) -> None:
+        with self._lock:
+            while len(self._threads) < self.workers:
+                thread = threading.Thread(target=self._work, name=f"alectio-loop-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _release(self, job: Job) -> None:
+        with self._lock:
+            if self._active.get(job.experiment_id) is job:
+                del self._active[job.experiment_id]
+        job.finished.set()
+
+    def _finishing(self, job: Job) -> bool:
+        """A job whose loop already shows its outcome (done, failed,
+        cancelled) in storage: a client that saw it may start the next."""
+        if not job.started or job.finished.is_set():
+            return job.finished.is_set()
+        try:
+            state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
+        except NotFoundError:
+            return False
+        return state.get("status") in ("done", "failed", "cancelled")
+
+    # -- running ------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            with self._lock:
+                if job.cancel.is_set():  # cancelled while queued; already recorded
+                    continue
+                job.started = True
+            started = time.perf_counter()
+            log.info("experiment %s loop %d running", job.experiment_id, job.loop)
+            try:
+                job.fn(job.cancel)
+            except Exception as exc:
+                self._record_failure(job, exc)
+            finally:
+                self._release(job)
+                log.info(
+                    "experiment %s loop %d job ended after %.3fs", job.experiment_id, job.loop, time.perf_counter() - started
+                )
+
+    def _record_failure(self, job: Job, exc: Exception) -> None:
+        """The engine records its own failures; cover those before it starts."""
+        try:
+            state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
+        except NotFoundError:
+            state = {"experiment_id": job.experiment_id, "loop": job.loop, "status": "queued", "stage": None}
+        except Exception:
+            log.exception("experiment %s loop %d failed and its state cannot be read", job.experiment_id, job.loop)
+            return
+        if state.get("status") not in ("queued", "running"):
+            return  # already recorded (failed or cancelled) by the engine
+        message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
+        state.update(status="failed", error=message, finished_at=now())
+        log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, message)
+        try:
+            self.engine.storage.put_loop_state(job.experiment_id, job.loop, state)
+        except Exception:
+            log.exception("could not record the failure of experiment %s loop %d", job.experiment_id, job.loop)
+
+    # -- looking and cancelling -----------------------------------------------
+
+    def active(self, experiment_id: str) -> Job | None:
+        """The experiment's queued or running job in this process, if any."""
+        return self._active.get(experiment_id)
+
+    def cancel(self, experiment_id: str, loop: int) -> Job | None:
+        """Ask loop ``loop`` to stop; None when it is not active here.
+
+        A queued loop is cancelled at once; a running one stops at the
+        engine's next check (between stages, or in infer's progress).
+        """
+        with self._lock:
+            job = self._active.get(experiment_id)
+            if job is None or job.loop != loop:
+                return None
+            job.cancel.set()
+            if not job.started:
+                del self._active[experiment_id]
+                job.finished.set()
+                state = {
+                    "experiment_id": experiment_id,
+                    "loop": loop,
+                    "status": "cancelled",
+                    "stage": None,
+                    "error": "cancelled before it started",
+                    "finished_at": now(),
+                }
+                self.engine.storage.put_loop_state(experiment_id, loop, state)
+        log.info("experiment %s loop %d: cancel requested", experiment_id, loop)
+        return job
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Refuse new jobs, cancel the active ones and wait up to ``timeout``
+        seconds for them to record it. A loop stuck in a long hook is left
+        behind (daemon thread); the next start marks it interrupted."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._active.values())
+        for job in jobs:
+            self.cancel(job.experiment_id, job.loop)
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,192 @@
+"""The OpenAPI 3.1 document of the API (``GET /api/v1/openapi.json``).
+
+Request and response bodies are the schemas of :mod:`.schemas`, the ones
+the server validates with; a test compares the paths here with the app's
+real routes so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+from .schemas import ID_PATTERN, SCHEMAS
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*statuses: int) -> dict:
+    what = {
+        400: "invalid request: malformed JSON, wrong types, missing or unknown fields, bad indices",
+        401: "missing or invalid API token",
+        404: "unknown experiment or loop",
+        409: "conflict with the current state (a loop is running, already done, no selection, ...)",
+        413: "body over server.max_body_bytes",
+        415: "body not sent as application/json",
+    }
+    return {str(s): _json("Error", what[s]) for s in (401, *statuses)}
+
+
+_EXPERIMENT_ID = {"name": "experiment_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+_LOOP = {"name": "loop", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+
+PATHS = {
+    "/health": {
+        "get": {
+            "operationId": "health",
+            "summary": "Liveness; needs no token",
+            "security": [],
+            "responses": {"200": _json("Health", "the server is up")},
+        }
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}},
+                **_errors(),
+            },
+        }
+    },
+    "/api/v1/plugins": {
+        "get": {
+            "operationId": "listPlugins",
+            "summary": "Every discovered plugin and model, with load errors",
+            "responses": {"200": _json("PluginList", "plugins"), **_errors()},
+        }
+    },
+    "/api/v1/models": {
+        "get": {
+            "operationId": "listModels",
+            "summary": "Installed models",
+            "responses": {"200": _json("ModelList", "models"), **_errors()},
+        }
+    },
+    "/api/v1/experiments": {
+        "post": {
+            "operationId": "createExperiment",
+            "summary": "Create an experiment (stores the model's pool)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ExperimentCreate")}}},
+            "responses": {"201": _json("Experiment", "created"), **_errors(400, 409, 413, 415)},
+        },
+        "get": {
+            "operationId": "listExperiments",
+            "summary": "Every experiment, oldest first",
+            "responses": {"200": _json("ExperimentList", "experiments"), **_errors()},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}": {
+        "parameters": [_EXPERIMENT_ID],
+        "get": {
+            "operationId": "getExperiment",
+            "summary": "One experiment",
+            "responses": {"200": _json("Experiment", "the experiment"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/metrics": {
+        "parameters": [_EXPERIMENT_ID],
+        "get": {
+            "operationId": "learningCurve",
+            "summary": "The learning curve: metrics of every finished loop",
+            "responses": {"200": _json("LearningCurve", "the curve"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/loops": {
+        "parameters": [_EXPERIMENT_ID],
+        "post": {
+            "operationId": "startLoop",
+            "summary": "Start the next loop in the background",
+            "description": (
+                "Answers 202 at once. Without `selected`, loop 0 takes `initial` seeded-random records and "
+                "later loops what the strategy picked after the previous loop."
+            ),
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("LoopStart")}}},
+            "responses": {
+                "202": {
+                    **_json("LoopAccepted", "queued; poll `url`"),
+                    "headers": {"Location": {"schema": {"type": "string"}, "description": "the loop's URL"}},
+                },
+                **_errors(400, 404, 409, 413, 415),
+            },
+        },
+        "get": {
+            "operationId": "listLoops",
+            "summary": "Every started loop's state",
+            "responses": {"200": _json("LoopList", "loops"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/loops/{loop}": {
+        "parameters": [_EXPERIMENT_ID, _LOOP],
+        "get": {
+            "operationId": "getLoop",
+            "summary": "A loop's status, stage, progress, timestamps, metrics and error",
+            "responses": {"200": _json("LoopState", "the loop"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/loops/{loop}/cancel": {
+        "parameters": [_EXPERIMENT_ID, _LOOP],
+        "post": {
+            "operationId": "cancelLoop",
+            "summary": "Cancel a queued or running loop",
+            "description": "A running loop stops between stages or at infer's next progress report.",
+            "responses": {"202": _json("LoopState", "cancel requested"), **_errors(404, 409)},
+        },
+    },
+}
+
+
+def _platform_paths() -> tuple[dict, dict]:
+    try:
+        from ..platform import ONE_LOOP_SCHEMA
+    except ImportError:  # pragma: no cover - a tree without platform mode
+        return {}, {}
+
+    return {
+        "/one_loop": {
+            "post": {
+                "operationId": "oneLoop",
+                "summary": "Platform mode: run loop `cur_loop` of a platform experiment",
+                "description": (
+                    "The seed's protocol: selections are read from the platform's bucket, results written "
+                    "beside them, then `end_of_task` is called back. Answers 202 at once; poll `url`."
+                ),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OneLoop")}}},
+                "responses": {"202": _json("LoopAccepted", "queued; poll `url`"), **_errors(400, 409, 413, 415)},
+            }
+        }
+    }, {"OneLoop": ONE_LOOP_SCHEMA}
+
+
+@lru_cache(maxsize=1)
+def _document() -> dict:
+    try:
+        release = version("alectio")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout
+        release = "0"
+    platform_paths, platform_schemas = _platform_paths()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "alectio",
+            "version": release,
+            "description": "Self-hosted active-learning loops. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        },
+        "paths": {**PATHS, **platform_paths},
+        "components": {
+            "schemas": {**SCHEMAS, **platform_schemas},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "alectio token create"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def document() -> dict:
+    return copy.deepcopy(_document())

@@ -1,0 +1,153 @@
+"""``GET /api/v1/openapi.json``: a valid OpenAPI 3.1 document that matches
+the app's real routes, and responses that match the documented schemas."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
+from test_server_support import api, slow_model  # noqa: F401 (fixtures)
+
+from alectio_core.errors import ValidationError
+from alectio_core.server.schemas import SCHEMAS, validate
+
+BASE = "/api/v1/experiments"
+
+
+@pytest.fixture
+def doc(api):
+    response = api.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    return response.json
+
+
+def _documented_schema(doc, path, method, status):
+    operation = doc["paths"][path][method]
+    content = operation["responses"][str(status)]["content"]["application/json"]
+    return {**content["schema"], "components": doc["components"]}
+
+
+def check_response(doc, path, method, response):
+    """The response's body validates against the documented schema for its status."""
+    assert str(response.status_code) in doc["paths"][path][method]["responses"], (path, method, response.status_code)
+    OAS31Validator(_documented_schema(doc, path, method, response.status_code)).validate(response.json)
+
+
+def test_the_document_is_valid_openapi(doc):
+    validate_spec(doc)
+    assert doc["openapi"].startswith("3.")
+
+
+def test_the_document_describes_exactly_the_apps_routes(api, doc):
+    routes = set()
+    for rule in api.app.url_map.iter_rules():
+        path = re.sub(r"<(?:[a-z]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((path, method.lower()))
+    documented = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
+    assert documented == routes
+    for path, item in doc["paths"].items():
+        declared = {p["name"] for p in item.get("parameters", [])}
+        assert declared == set(re.findall(r"{([^}]+)}", path)), path
+
+
+def test_every_operation_but_health_documents_auth_and_errors(doc):
+    assert doc["security"] == [{"bearer": []}]
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            if path == "/health":
+                assert operation["security"] == []
+                continue
+            assert "401" in operation["responses"], (path, method)
+            if "requestBody" in operation or "{" in path:
+                assert {"400", "404"} & set(operation["responses"]), (path, method)
+
+
+def test_real_responses_match_the_documented_schemas(api, doc):
+    check_response(doc, "/health", "get", api.client.get("/health"))
+    check_response(doc, "/api/v1/models", "get", api.get("/api/v1/models"))
+    check_response(doc, "/api/v1/plugins", "get", api.get("/api/v1/plugins"))
+    created = api.post(BASE, json={"model": "slow_test", "initial": 10, "batch_size": 5, "loops": 3})
+    check_response(doc, BASE, "post", created)
+    eid = created.json["id"]
+    check_response(doc, BASE, "post", api.post(BASE, json={"model": 3}))
+    check_response(doc, BASE, "post", api.post(BASE, data="{", content_type="application/json"))
+    check_response(doc, BASE, "get", api.get(BASE))
+    check_response(doc, BASE, "get", api.client.get(BASE))  # 401
+    one = f"{BASE}/{{experiment_id}}"
+    check_response(doc, one, "get", api.get(f"{BASE}/{eid}"))
+    check_response(doc, one, "get", api.get(f"{BASE}/missing"))
+    loops = f"{BASE}/{{experiment_id}}/loops"
+    check_response(doc, loops, "post", api.start(eid))
+    check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/0"))
+    api.wait_status(eid, 0)
+    check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/0"))
+    check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/7"))
+    check_response(doc, loops, "get", api.get(f"{BASE}/{eid}/loops"))
+    check_response(doc, loops, "post", api.start(eid, selected=[-1]))
+    check_response(doc, f"{loops}/{{loop}}/cancel", "post", api.post(f"{BASE}/{eid}/loops/0/cancel"))
+    check_response(doc, f"{BASE}/{{experiment_id}}/metrics", "get", api.get(f"{BASE}/{eid}/metrics"))
+    check_response(doc, "/api/v1/openapi.json", "get", api.get("/api/v1/openapi.json"))
+
+
+# The server's request validator and a real JSON Schema validator agree on
+# the documented request schemas, so the document cannot promise what the
+# server does not check (or the other way round).
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
+    st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=12),
+    st.sampled_from(["slow_test", "random", "abc-1", "", "x" * 70]),
+)
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+def _plausible(schema):
+    """Values near the schema's edges: often valid, often just not."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    options = [_json]
+    if "integer" in types:
+        low, high = schema.get("minimum", -5), schema.get("maximum", 2**64)
+        options += [st.integers(low - 2, low + 3), st.sampled_from([high, high + 1])]
+    if "string" in types:
+        options.append(st.sampled_from(["slow_test", "random", "abc-1", "", "x" * 70, "-x", "a b"]))
+    if "object" in types:
+        options.append(st.dictionaries(st.text(max_size=5), _scalars, max_size=3))
+    if "array" in types:
+        options.append(st.lists(_plausible(schema["items"]), max_size=5))
+    return st.one_of(options)
+
+
+def _bodies(name):
+    schema = SCHEMAS[name]
+    properties = schema["properties"]
+    required = {k: _plausible(properties[k]) for k in schema.get("required", ())}
+    optional = {k: _plausible(v) for k, v in properties.items() if k not in required}
+    optional["extra"] = _scalars
+    objects = st.fixed_dictionaries(required, optional=optional)
+    missing = st.fixed_dictionaries({}, optional={k: _plausible(v) for k, v in properties.items()})
+    return st.one_of(_json, objects, objects, missing)
+
+
+@pytest.mark.parametrize("name", ["ExperimentCreate", "LoopStart"])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_server_validator_agrees_with_json_schema(name, data):
+    body = data.draw(_bodies(name))
+    expected = OAS31Validator(SCHEMAS[name]).is_valid(body)
+    try:
+        validate(body, name)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == expected, body

@@ -1,0 +1,171 @@
+"""Fixtures and helpers shared by the server tests (``from test_server_support import ...``).
+
+The ``slow_test`` model (``tests/packages/alectio-test-slow``) is
+pip-installed for real, like a user's plugin; tests steer it through the
+experiment's ``config``: ``hold_file`` keeps a loop in train while the file
+exists, ``infer_hold_file`` pauses infer after its first chunk,
+``train_seconds`` sleeps, ``fail_in`` makes a hook raise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alectio_core import plugins
+from alectio_core.config import parse_config
+from alectio_core.server import create_app
+from alectio_core.tokens import create_token
+
+SLOW_PACKAGE = Path(__file__).parent / "packages" / "alectio-test-slow"
+
+
+def _installed_matches_source() -> bool:
+    try:
+        dist = importlib.metadata.distribution("alectio-test-slow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    installed = dist.locate_file("alectio_test_slow/__init__.py")
+    source = SLOW_PACKAGE / "alectio_test_slow" / "__init__.py"
+    return Path(installed).is_file() and Path(installed).read_bytes() == source.read_bytes()
+
+
+def install_slow_model(workdir: Path) -> str:
+    """pip-install the slow test model (from a copy, keeping the tree clean)."""
+    if not _installed_matches_source():
+        copy = workdir / "alectio-test-slow"
+        shutil.copytree(SLOW_PACKAGE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(copy)],
+            check=True,
+            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        )
+        importlib.invalidate_caches()
+        sys.modules.pop("alectio_test_slow", None)
+        plugins.reset_plugins()
+    return "slow_test"
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory):
+    return install_slow_model(tmp_path_factory.mktemp("slow-model"))
+
+
+def wait_for(check, timeout: float = 60.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``check()`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class Api:
+    """The app's test client with a token, and shortcuts for the loop API."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token
+        self.client = app.test_client()
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    @property
+    def engine(self):
+        return self.app.extensions["alectio"]["engine"]
+
+    @property
+    def storage(self):
+        return self.app.extensions["alectio"]["storage"]
+
+    def get(self, path, **kw):
+        return self.client.get(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def post(self, path, **kw):
+        return self.client.post(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def create(self, model: str = "slow_test", **fields) -> dict:
+        response = self.post("/api/v1/experiments", json={"model": model, **fields})
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def start(self, experiment_id: str, **body):
+        return self.post(f"/api/v1/experiments/{experiment_id}/loops", json=body or None)
+
+    def loop(self, experiment_id: str, loop: int) -> dict:
+        response = self.get(f"/api/v1/experiments/{experiment_id}/loops/{loop}")
+        assert response.status_code == 200, response.json
+        return response.json
+
+    def wait_status(self, experiment_id: str, loop: int, *statuses: str, timeout: float = 60.0) -> dict:
+        statuses = statuses or ("done", "failed", "cancelled")
+
+        def reached():
+            state = self.loop(experiment_id, loop)
+            return state if state["status"] in statuses else None
+
+        return wait_for(reached, timeout, what=f"loop {loop} of {experiment_id} to be {'/'.join(statuses)}")
+
+
+def make_app(tmp_path: Path, **server) -> Api:
+    config = parse_config({"server": server}, "test")
+    app = create_app(config, storage=f"sqlite:///{tmp_path}/alectio.db")
+    return Api(app, create_token(app.extensions["alectio"]["storage"], "tests"))
+
+
+@pytest.fixture
+def api(tmp_path, slow_model):
+    made = make_app(tmp_path)
+    yield made
+    made.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+@pytest.fixture
+def hold(tmp_path):
+    """``hold("name")`` creates a hold file and returns its path; every one
+    is removed at teardown so no worker thread stays blocked."""
+    made = []
+
+    def make(name: str = "hold") -> str:
+        path = tmp_path / f"{name}.hold"
+        path.touch()
+        made.append(path)
+        return str(path)
+
+    yield make
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+def release(path: str) -> None:
+    Path(path).unlink()
+
+
+def snapshot(db_path: Path) -> dict:
+    """Every stored row of a SQLite backend (tokens without ``last_used``)."""
+    db = sqlite3.connect(db_path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    finally:
+        db.close()
+    rows["tokens"] = [(name, {k: v for k, v in json.loads(data).items() if k != "last_used"}) for name, data in rows.get("tokens", [])]
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
