@@ -309,6 +309,17 @@ class StorageContract:
         assert first[0].tolist() == chunks[0][0].tolist()  # a stream, not one concatenated array
         assert_chunks_equal(storage.iter_outputs(eid, 0), chunks)
 
+    def test_chunks_a_reader_keeps_part_of_stay_intact(self, storage: Storage, experiment: dict):
+        """A reader may keep slices of each chunk while the stream goes on; a
+        backend that recycles buffers must not write over them."""
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_chunks(n_chunks=6, rows=9, width=3)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        kept = [(idx[:4], val[:, 1]) for idx, val in storage.iter_outputs(eid, 0)]
+        assert [k[0].tolist() for k in kept] == [c[0][:4].tolist() for c in chunks]
+        assert [k[1].tobytes() for k in kept] == [c[1][:, 1].tobytes() for c in chunks]
+
     def test_outputs_through_the_writer(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
         pool, labeled = 1000, np.arange(0, 1000, 7)

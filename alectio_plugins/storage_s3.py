@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -255,6 +256,35 @@ class S3Storage(Storage):
         finally:
             body.close()
 
+    def _get_array_into(self, key: str, missing: str, dtype: np.dtype, ndim: int, buffer: np.ndarray | None):
+        """Stream one ``.npy`` object of ``dtype`` and ``ndim`` into ``buffer``
+        (or a new one if it is too small); returns (the array, its buffer)."""
+        body = self._get_body(key, missing)
+        try:
+            version = np.lib.format.read_magic(body)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, stored = read_header(body)
+            if stored != dtype or len(shape) != ndim or (fortran and ndim > 1):
+                raise StorageError(f"s3://{self.bucket}/{key} holds {stored} {shape}, expected {ndim}-d {dtype}")
+            if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1:] != tuple(shape[1:]):
+                buffer = np.empty(shape, dtype=dtype)
+            array = buffer[: shape[0]]
+            target, filled = memoryview(array).cast("B"), 0
+            while filled < target.nbytes:  # small pieces: no second copy of the chunk
+                data = body.read(min(1 << 16, target.nbytes - filled))
+                if not data:
+                    raise StorageError(f"s3://{self.bucket}/{key} ended after {filled} of {target.nbytes} bytes")
+                target[filled : filled + len(data)] = data
+                filled += len(data)
+            body.read()  # drain: botocore checks the length it was promised
+            return array, buffer
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+        finally:
+            body.close()
+
     def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict]:
         """Objects (and with ``delimiter``, sub-folders as ``{"Prefix": ...}``)."""
         args = {"Bucket": self.bucket, "Prefix": prefix}
@@ -410,39 +440,45 @@ class S3Storage(Storage):
         if not names:
             return
         # Chunk p+1 downloads while the caller works on chunk p, and starts
-        # only once the caller has let go of chunk p-1: two chunks in memory
-        # at most. A caller that keeps chunks (list()) just gets no overlap.
+        # only once the caller has let go of chunk p-1, into p-1's buffers
+        # when nothing refers to them any more: two chunks of memory, reused.
+        # A caller that keeps chunks (list()) gets fresh buffers and no overlap.
         released = [threading.Event() for _ in names]
+        buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-        def fetch(position: int) -> tuple[np.ndarray, np.ndarray]:
+        def fetch(position: int, reuse: tuple[np.ndarray, np.ndarray] | None):
             if position >= 2:
                 released[position - 2].wait()
-            return self._get_chunk(experiment_id, loop, names[position])
+            if reuse is not None and not all(sys.getrefcount(reuse[i]) == 2 for i in (0, 1)):
+                reuse = None  # the caller still holds (a view of) them
+            return self._get_chunk(experiment_id, loop, names[position], reuse)
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="alectio-s3-read")
         try:
-            ahead = pool.submit(fetch, 0)
+            ahead = pool.submit(fetch, 0, None)
             for position in range(len(names)):
                 if position >= 2:
                     released[position - 2].set()  # asked for chunk p: no reason to wait any longer
-                chunk = ahead.result()
+                indices, values, buffers[position] = ahead.result()
                 if position + 1 < len(names):
-                    ahead = pool.submit(fetch, position + 1)
-                weakref.finalize(chunk[1], released[position].set)
-                yield chunk
-                del chunk
+                    ahead = pool.submit(fetch, position + 1, buffers.pop(position - 1, None))
+                weakref.finalize(values, released[position].set)
+                yield indices, values
+                del indices, values
         finally:
             for event in released:
                 event.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _get_chunk(self, experiment_id: str, loop: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def _get_chunk(self, experiment_id: str, loop: int, name: str, reuse=None):
+        """A chunk's (indices, values) as views on buffers (``reuse``'s when
+        they are large enough), and the buffers."""
         missing = f"experiment {experiment_id!r} loop {loop}: output chunk {name} is missing"
-        indices = self._get_array(f"{name}.idx.npy", missing)
-        values = self._get_array(f"{name}.val.npy", missing)
-        if indices.ndim != 1 or values.ndim != 2 or values.shape[0] != indices.shape[0]:
+        indices, idx_buffer = self._get_array_into(f"{name}.idx.npy", missing, np.dtype("<i8"), 1, reuse and reuse[0])
+        values, val_buffer = self._get_array_into(f"{name}.val.npy", missing, np.dtype("<f4"), 2, reuse and reuse[1])
+        if values.shape[0] != indices.shape[0]:
             raise StorageError(f"s3://{self.bucket}/{name}: index and value arrays do not match")
-        return indices.astype(np.int64, copy=False), values.astype(np.float32, copy=False)
+        return indices, values, (idx_buffer, val_buffer)
 
     # -- checkpoints ----------------------------------------------------
 
