@@ -96,7 +96,7 @@ def health():
 def openapi_document():
     from .openapi import document
 
-    return jsonify(document())
+    return jsonify(document(platform="platform.one_loop" in current_app.view_functions))
 
 
 @api.get("/api/v1/plugins")

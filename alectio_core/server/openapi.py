@@ -143,11 +143,11 @@ PATHS = {
 }
 
 
-def _platform_paths() -> tuple[dict, dict]:
-    try:
-        from ..platform import ONE_LOOP_SCHEMA
-    except ImportError:  # pragma: no cover - a tree without platform mode
+def _platform_paths(included: bool) -> tuple[dict, dict]:
+    """``POST /one_loop``, when the app serves platform mode."""
+    if not included:
         return {}, {}
+    from ..platform import ONE_LOOP_SCHEMA
 
     return {
         "/one_loop": {
@@ -165,13 +165,13 @@ def _platform_paths() -> tuple[dict, dict]:
     }, {"OneLoop": ONE_LOOP_SCHEMA}
 
 
-@lru_cache(maxsize=1)
-def _document() -> dict:
+@lru_cache(maxsize=2)
+def _document(platform: bool) -> dict:
     try:
         release = version("alectio")
     except PackageNotFoundError:  # pragma: no cover - running from a checkout
         release = "0"
-    platform_paths, platform_schemas = _platform_paths()
+    platform_paths, platform_schemas = _platform_paths(platform)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -188,5 +188,6 @@ def _document() -> dict:
     }
 
 
-def document() -> dict:
-    return copy.deepcopy(_document())
+def document(platform: bool = True) -> dict:
+    """The document; ``platform``: include ``POST /one_loop``."""
+    return copy.deepcopy(_document(platform))
