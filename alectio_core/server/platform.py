@@ -1,0 +1,33 @@
+"""Platform mode over HTTP: ``POST /one_loop`` (the seed's protocol).
+
+Token-protected like every route. The loop runs as a job on the server's
+runner and the answer is 202 at once; what happens next (the loop, the
+results written to the platform's bucket, the ``end_of_task`` callback)
+shows in the loop's state at the returned ``url``. See
+:mod:`alectio_core.platform`.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, url_for
+
+from ..platform import ONE_LOOP_SCHEMA, Platform
+from .api import json_body
+
+platform = Blueprint("platform", __name__)
+
+
+def _platform() -> Platform:
+    ctx = current_app.extensions["alectio"]
+    if "platform" not in ctx:
+        ctx["platform"] = Platform(ctx["engine"], ctx["config"], ctx["runner"].submit)
+    return ctx["platform"]
+
+
+@platform.post("/one_loop")
+def one_loop():
+    """Run loop ``cur_loop`` of a platform experiment in the background."""
+    body = json_body(ONE_LOOP_SCHEMA)
+    started = _platform().start(body)
+    url = url_for("api.get_loop", experiment_id=started["experiment_id"], loop=started["loop"])
+    return jsonify({**started, "url": url}), 202, {"Location": url}

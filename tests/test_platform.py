@@ -1,0 +1,320 @@
+"""Platform mode end to end: ``POST /one_loop`` against a moto S3 server (the
+platform's bucket) and a stand-in platform on 127.0.0.1 that records the
+``end_of_task`` callback."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from alectio_core.config import parse_config
+from alectio_core.server import create_app
+from alectio_core.storage import open_storage
+from alectio_core.testing import MotoS3
+from alectio_core.tokens import create_token
+
+POOL = 30
+PLATFORM_TOKEN = "platform-secret-123"
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+class StandIn:
+    """The platform's backend: records every end_of_task call; answers the
+    first ``fail`` of them with ``status`` (or sleeps ``delay`` seconds)."""
+
+    def __init__(self, fail: int = 0, status: int = 503, delay: float = 0.0):
+        self.calls: list[dict] = []
+        self.fail, self.status, self.delay = fail, status, delay
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stand_in.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(body)})
+                if len(stand_in.calls) <= stand_in.fail:
+                    if stand_in.delay:
+                        time.sleep(stand_in.delay)
+                    self.send_response(stand_in.status)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *args: None
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stand_in():
+    servers = []
+
+    def make(**kw):
+        servers.append(StandIn(**kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def platform_model(fake_model):
+    fake_model("platform_model", pool=POOL)
+    return "platform_model"
+
+
+@pytest.fixture
+def seed_bucket(moto_s3, monkeypatch):
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ALECTIO_PLATFORM_TOKEN", PLATFORM_TOKEN)
+    bucket = moto_s3.create_bucket()
+    client = moto_s3.client()
+
+    def put_selection(k: int, indices, project="proj-1", experiment="exp-1"):
+        client.put_object(Bucket=bucket, Key=f"{project}/{experiment}/selected_indices_{k}.json", Body=json.dumps(indices))
+
+    def get(name: str, project="proj-1", experiment="exp-1") -> bytes:
+        return client.get_object(Bucket=bucket, Key=f"{project}/{experiment}/{name}")["Body"].read()
+
+    def keys() -> list[str]:
+        return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+    return type("SeedBucket", (), {"name": bucket, "put_selection": staticmethod(put_selection), "get": staticmethod(get), "keys": staticmethod(keys)})
+
+
+class Client:
+    def __init__(self, app, token):
+        self.app, self.client, self.headers = app, app.test_client(), {"Authorization": f"Bearer {token}"}
+
+    def one_loop(self, bucket: str, cur_loop: int, **extra):
+        payload = {
+            "experiment_id": "exp-1",
+            "project_id": "proj-1",
+            "cur_loop": cur_loop,
+            "user_id": 42,
+            "bucket_name": bucket,
+            "type": "Image Classification",
+            "n_rec": 5,
+            "n_loop": 4,
+        }
+        payload.update(extra)
+        return self.client.post("/one_loop", json=payload, headers=self.headers)
+
+    def wait(self, url: str, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.client.get(url, headers=self.headers).json
+            settled = state.get("platform", {}).get("callback") in ("sent", "failed", "not sent")
+            if state["status"] in ("failed", "cancelled") or (state["status"] == "done" and settled):
+                return state
+            time.sleep(0.05)
+        raise AssertionError(f"{url} did not settle: {state}")
+
+
+@pytest.fixture
+def make_client(tmp_path, platform_model):
+    apps = []
+
+    def make(backend_url: str | None, retries: int = 2, timeout: float = 2.0, model: str | None = platform_model, options=None):
+        config = parse_config(
+            {
+                "platform": {"model": model, "backend_url": backend_url, "callback_retries": retries, "callback_timeout": timeout},
+                "storage_options": options or {},
+            }
+        )
+        storage = open_storage(f"sqlite:///{tmp_path}/alectio-{len(apps)}.db")
+        app = create_app(config, storage)
+        apps.append(app)
+        client = Client(app, create_token(storage, "platform"))
+        return client
+
+    yield make
+    for app in apps:
+        app.extensions["alectio"]["runner"].shutdown()
+
+
+def test_one_loop_runs_writes_results_beside_the_selections_and_calls_back(make_client, seed_bucket, stand_in, moto_s3, monkeypatch):
+    platform = stand_in()
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the bucket is found through storage_options.endpoint_url
+    api = make_client(platform.url, options={"endpoint_url": moto_s3.endpoint_url})
+    seed_bucket.put_selection(0, [3, 1, 4, 15, 9])
+
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 202, answer.json
+    assert answer.json["status"] == "queued" and answer.headers["Location"] == answer.json["url"]
+    state = api.wait(answer.json["url"])
+    assert state["status"] == "done", state
+    assert state["platform"] == {"export": "done", "callback": "sent", "callback_attempts": 1, "callback_at": state["platform"]["callback_at"]}
+
+    assert platform.calls == [
+        {
+            "path": "/api/end_of_task",
+            "auth": f"Bearer {PLATFORM_TOKEN}",
+            "body": {"experiment_id": "exp-1", "project_id": "proj-1", "user_id": 42, "n_rec": 5, "n_loop": 4},
+        }
+    ]
+    data_map = json.loads(seed_bucket.get("data_map.json"))
+    assert data_map == {str(i): f"r{i}" for i in range(POOL)}
+    assert json.loads(seed_bucket.get("insights_0.json"))["num_labeled"] == 5
+    assert json.loads(seed_bucket.get("test_predictions_0.json")) == [0, 1, 1, 0]
+    assert json.loads(seed_bucket.get("test_ground_truth.json")) == [0, 1, 0, 0]
+    assert json.loads(seed_bucket.get("metrics_0.json")) == state["metrics"]
+    indices = np.load(io.BytesIO(seed_bucket.get("infer_outputs_0/indices.npy")), allow_pickle=False)
+    outputs = np.load(io.BytesIO(seed_bucket.get("infer_outputs_0/outputs.npy")), allow_pickle=False)
+    unlabeled = sorted(set(range(POOL)) - {1, 3, 4, 9, 15})
+    assert indices.dtype == np.int64 and sorted(indices.tolist()) == unlabeled
+    assert outputs.dtype == np.float32 and outputs.shape == (len(unlabeled), 2)
+    np.testing.assert_array_equal(outputs[:, 0], indices % 3)  # the model's rows, matched to their indices
+
+    # the platform picks loop 1's records and asks again
+    seed_bucket.put_selection(1, [0, 2, 28])
+    answer = api.one_loop(seed_bucket.name, 1)
+    assert answer.status_code == 202, answer.json
+    state = api.wait(answer.json["url"])
+    assert state["status"] == "done" and state["labeled"] == 8
+    assert len(platform.calls) == 2
+    indices = np.load(io.BytesIO(seed_bucket.get("infer_outputs_1/indices.npy")), allow_pickle=False)
+    assert sorted(indices.tolist()) == sorted(set(unlabeled) - {0, 2, 28})
+    assert json.loads(seed_bucket.get("insights_1.json"))["num_labeled"] == 8
+    assert {k.split("/")[-1] for k in seed_bucket.keys()} >= {"metrics_0.json", "metrics_1.json", "test_predictions_1.json"}
+
+
+def test_one_loop_needs_a_token(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url)
+    seed_bucket.put_selection(0, [1, 2])
+    api.headers = {}
+    assert api.one_loop(seed_bucket.name, 0).status_code == 401
+    api.headers = {"Authorization": "Bearer nope.nope"}
+    assert api.one_loop(seed_bucket.name, 0).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"cur_loop": -1}, "cur_loop"),
+        ({"cur_loop": "0"}, "cur_loop must be integer"),
+        ({"experiment_id": "../etc"}, "experiment_id"),
+        ({"project_id": "a/b"}, "project_id"),
+        ({"bucket_name": "Not_A_Bucket"}, "bucket_name"),
+        ({"n_loop": 0}, "n_loop"),
+        ({"cur_loop": 4}, "cur_loop (4) must be below n_loop (4)"),
+        ({"user_id": None}, "user_id"),
+    ],
+)
+def test_bad_payloads_are_400_and_start_nothing(make_client, seed_bucket, stand_in, change, message):
+    api = make_client(stand_in().url)
+    seed_bucket.put_selection(0, [1, 2])
+    answer = api.one_loop(seed_bucket.name, **{"cur_loop": 0, **change})
+    assert answer.status_code == 400, answer.json
+    assert message in answer.json["error"]["message"]
+    assert api.app.extensions["alectio"]["storage"].list_experiments() == []
+
+
+def test_a_missing_field_is_named(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url)
+    answer = api.client.post("/one_loop", json={"experiment_id": "e", "project_id": "p"}, headers=api.headers)
+    assert answer.status_code == 400 and "required field 'cur_loop'" in answer.json["error"]["message"]
+
+
+def test_a_missing_selection_names_its_key(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url)
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 404
+    assert f"s3://{seed_bucket.name}/proj-1/exp-1/selected_indices_0.json does not exist" in answer.json["error"]["message"]
+    seed_bucket.put_selection(0, "not a list")
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 400 and "selected_indices_0.json must be a list of integer indices" in answer.json["error"]["message"]
+
+
+def test_a_loop_must_follow_the_one_before(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url)
+    seed_bucket.put_selection(0, [1, 2])
+    seed_bucket.put_selection(1, [3])
+    answer = api.one_loop(seed_bucket.name, 1)
+    assert answer.status_code == 409 and "needs loop 0 done first" in answer.json["error"]["message"]
+
+
+def test_platform_mode_not_configured(make_client, seed_bucket, stand_in, monkeypatch):
+    seed_bucket.put_selection(0, [1, 2])
+    answer = make_client(stand_in().url, model=None).one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 400 and "platform.model" in answer.json["error"]["message"]
+    answer = make_client(None).one_loop(seed_bucket.name, 0)
+    assert "platform.backend_url" in answer.json["error"]["message"]
+    monkeypatch.delenv("ALECTIO_PLATFORM_TOKEN")
+    answer = make_client(stand_in().url).one_loop(seed_bucket.name, 0)
+    assert "ALECTIO_PLATFORM_TOKEN" in answer.json["error"]["message"]
+
+
+def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, seed_bucket, stand_in):
+    platform = stand_in(fail=100, status=500)
+    api = make_client(platform.url, retries=2)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "done"  # the loop itself worked and its results are out
+    assert state["platform"]["export"] == "done" and json.loads(seed_bucket.get("metrics_0.json"))
+    assert state["platform"]["callback"] == "failed" and state["platform"]["callback_attempts"] == 3
+    assert "end_of_task callback failed after 3 attempt(s)" in state["error"] and "answered 500" in state["error"]
+    assert len(platform.calls) == 3
+
+
+def test_a_slow_then_failing_platform_is_retried_until_it_answers(make_client, seed_bucket, stand_in):
+    platform = stand_in(fail=2, status=503, delay=0.0)
+    api = make_client(platform.url, retries=3)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["platform"]["callback"] == "sent" and state["platform"]["callback_attempts"] == 3
+    assert state["error"] is None and len(platform.calls) == 3
+
+
+def test_a_callback_that_times_out_is_retried(make_client, seed_bucket, stand_in):
+    platform = stand_in(fail=1, status=200, delay=1.5)
+    api = make_client(platform.url, retries=1, timeout=0.5)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["platform"]["callback"] == "sent" and state["platform"]["callback_attempts"] == 2
+    assert len(platform.calls) == 2
+
+
+def test_a_failed_loop_sends_no_callback_and_can_be_asked_again(make_client, seed_bucket, stand_in, fake_model):
+    platform = stand_in()
+    calls = {"n": 0}
+
+    def train(labeled):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("GPU fell off")
+        return {"labels": [i % 2 for i in labeled]}
+
+    fake_model("platform_model", pool=POOL, train=train)  # replaces the fixture's model
+    api = make_client(platform.url)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "failed" and "GPU fell off" in state["error"]
+    assert platform.calls == [] and "metrics_0.json" not in {k.split("/")[-1] for k in seed_bucket.keys()}
+
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "done" and state["platform"]["callback"] == "sent"
+    assert len(platform.calls) == 1
