@@ -51,7 +51,7 @@ class OutputWriter:
         self.on_chunk = on_chunk  # called with rows written so far; may raise to cancel
         self._state = np.zeros(pool_size, dtype=np.uint8)
         self._state[unlabeled] = _EXPECTED
-        self._marker: np.ndarray | None = None
+        self._seen = 0  # records given so far
         self._expected = len(unlabeled)
         self.width: int | None = None
         self._buf_idx: np.ndarray | None = None
@@ -129,22 +129,27 @@ class OutputWriter:
             if state[pos] == _SEEN:
                 raise self._error(f"index {i} was given more than once", i)
             raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
-        if idx.size > 1:
-            # Duplicates inside one batch: the last write of a repeated index
-            # wins, so an earlier position reads back someone else's number.
-            if self._marker is None:
-                self._marker = np.empty(self.pool_size, dtype=np.int32)
-            positions = np.arange(idx.size, dtype=np.int32)
-            self._marker[idx] = positions
-            clash = self._marker[idx] != positions
-            if clash.any():
-                i = int(idx[clash.argmax()])
-                raise self._error(f"index {i} was given more than once", i)
+        self._mark(idx)
         finite = np.isfinite(values)
         if not finite.all():
             row = int(finite.all(axis=1).argmin())
             raise self._error("output holds NaN or inf", int(idx[row]))
+
+    def _mark(self, idx: np.ndarray) -> None:
+        """Mark a batch given; a record named twice in it is an error. Small
+        batches sort; large ones count the pool's marks (O(pool) bytes,
+        amortised over >= 1024 rows), so no per-record index is kept."""
         self._state[idx] = _SEEN
+        if idx.size < 1024:
+            ordered = np.sort(idx)
+            repeated = bool((ordered[1:] == ordered[:-1]).any())
+        else:
+            repeated = np.count_nonzero(self._state == _SEEN) != self._seen + idx.size
+        if repeated:
+            uniq, counts = np.unique(idx, return_counts=True)
+            i = int(uniq[counts.argmax()])
+            raise self._error(f"index {i} was given more than once", i)
+        self._seen += idx.size
 
     # -- storage -------------------------------------------------------------
 

@@ -86,3 +86,19 @@ def test_sql_client_outside_a_loop_writes_a_real_file(tmp_path):
     rows = list(sql_client.read_outputs(path))
     assert [i for i, _ in rows] == [1, 3]
     np.testing.assert_array_equal(rows[1][1], np.array([0.5, 1.5], np.float32))
+
+
+@pytest.mark.parametrize("size", [3, 5000])
+def test_a_record_repeated_inside_one_batch_is_named(size):
+    writer, _, unlabeled = writer_for(pool=10_000, chunk_rows=64)
+    idx = unlabeled[:size].copy()
+    idx[-1] = idx[1]
+    with pytest.raises(PluginError, match=f"index {idx[1]}: index {idx[1]} was given more than once"):
+        writer.extend(idx, np.zeros((size, 2)))
+
+
+def test_a_record_repeated_across_batches_is_named():
+    writer, _, unlabeled = writer_for(pool=10_000)
+    writer.extend(unlabeled[:2000], np.zeros((2000, 2)))
+    with pytest.raises(PluginError, match=f"index {unlabeled[5]} was given more than once"):
+        writer.extend(unlabeled[5:3000], np.zeros((2995, 2)))
