@@ -4,7 +4,8 @@ seed's commit-per-row pickled inserts.
     python benchmarks/bench_outputs.py [--records 1000000] [--width 10]
 
 Each measurement runs in its own process so peak RSS is its own; RSS is
-reported as growth over the process's baseline after imports.
+reported as growth over the process's baseline once the outputs to store
+exist in memory (as a model's batches, or one array for np.save).
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def bench_alectio(folder: str, records: int, width: int) -> dict:
 
     storage = open_storage(f"sqlite:///{folder}/alectio.db")
     storage.create_experiment({"id": "bench"})
+    batches = list(chunks(records, width))  # the model's outputs, made before the clock starts
     base = rss_mb()
     t0 = time.perf_counter()
     sink = storage.open_output_sink("bench", 0, "a1")
     writer = OutputWriter(sink, model="bench", pool_size=records, unlabeled=np.arange(records))
-    for idx, values in chunks(records, width):
+    for idx, values in batches:
         writer.extend(idx, values)
     writer.close()
     storage.commit_loop("bench", 0, "a1", {"status": "done"})
@@ -63,8 +65,8 @@ def bench_alectio(folder: str, records: int, width: int) -> dict:
 
 
 def bench_numpy(folder: str, records: int, width: int) -> dict:
-    base = rss_mb()
     array = np.concatenate([v for _, v in chunks(records, width)])
+    base = rss_mb()
     path = os.path.join(folder, "outputs.npy")
     t0 = time.perf_counter()
     np.save(path, array)
@@ -77,11 +79,12 @@ def bench_numpy(folder: str, records: int, width: int) -> dict:
 
 def bench_seed(folder: str, records: int, width: int) -> dict:
     """The seed SDK's add_index: one pickled array per row, one commit per row."""
+    batches = list(chunks(records, width))
     base = rss_mb()
     db = sqlite3.connect(os.path.join(folder, "seed.db"))
     db.execute("CREATE TABLE indexes (id INTEGER PRIMARY KEY, output BLOB)")
     t0 = time.perf_counter()
-    for idx, values in chunks(records, width):
+    for idx, values in batches:
         for i, row in zip(idx.tolist(), values):
             db.execute("INSERT INTO indexes VALUES (?, ?)", (i, pickle.dumps(row)))
             db.commit()
