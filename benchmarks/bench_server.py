@@ -9,8 +9,9 @@ polling the loop's status back to back over a keep-alive connection for
 
     python benchmarks/bench_server.py [--clients 50] [--seconds 10]
 
-The clients run in ``--processes`` processes so the client side's own GIL
-does not inflate the latencies it measures. The ``slow_test`` model
+The clients are keep-alive connections multiplexed by one selector loop
+(``--processes`` to spread them), light enough that the two cores go to
+the server being measured rather than to the load generator. The ``slow_test`` model
 (``tests/packages/alectio-test-slow``) is pip-installed when missing.
 """
 
@@ -23,11 +24,11 @@ import multiprocessing
 import os
 import shutil
 import socket
+import selectors
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,15 @@ def ensure_slow_model(tmp: Path) -> None:
         copy = tmp / "alectio-test-slow"
         shutil.copytree(SLOW_PACKAGE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info"))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(copy)], check=True)
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -62,36 +72,45 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, token: str
     return response.status, json.loads(response.read() or b"{}")
 
 
-def client_process(port: int, path: str, token: str, threads: int, start_at: float, stop_at: float, out) -> None:
-    """``threads`` pollers; send back every latency (seconds) and the errors."""
+def clients(port: int, path: str, token: str, count: int, start_at: float, stop_at: float, out) -> None:
+    """``count`` keep-alive connections, each polling back to back, driven
+    by one selector loop: a light client (a few tens of microseconds per
+    request), so the machine's cores go to the server being measured.
+    Sends back every latency (seconds) and the number of non-200 answers."""
+    request_bytes = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    selector = selectors.DefaultSelector()
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, {"buf": b"", "sent": 0.0})
     latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def poll():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, bad = [], 0
-        while time.time() < start_at:
-            time.sleep(0.001)
-        headers = {"Authorization": f"Bearer {token}"}
-        while time.time() < stop_at:
-            t0 = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - t0)
-            bad += response.status != 200
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    workers = [threading.Thread(target=poll) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    out.put((latencies, errors[0]))
+    errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    for key in list(selector.get_map().values()):
+        key.data["sent"] = time.perf_counter()
+        key.fileobj.send(request_bytes)
+    while time.time() < stop_at:
+        for key, _ in selector.select(timeout=0.1):
+            conn = key.data
+            chunk = key.fileobj.recv(65536)
+            if not chunk:
+                raise SystemExit("the server closed a connection")
+            conn["buf"] += chunk
+            head_end = conn["buf"].find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            head = conn["buf"][:head_end].decode("latin-1")
+            length = next(int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:"))
+            if len(conn["buf"]) < head_end + 4 + length:
+                continue
+            latencies.append(time.perf_counter() - conn["sent"])
+            errors += head.split(" ", 2)[1] != "200"
+            conn["buf"] = conn["buf"][head_end + 4 + length :]
+            conn["sent"] = time.perf_counter()
+            key.fileobj.send(request_bytes)
+    out.put((latencies, errors))
 
 
 def main() -> None:
@@ -99,7 +118,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--train-seconds", type=float, default=None, help="default: --seconds + 3")
-    parser.add_argument("--processes", type=int, default=2, help="client processes sharing --clients")
+    parser.add_argument("--processes", type=int, default=1, help="client processes sharing --clients")
     parser.add_argument("--threads", type=int, default=None, help="waitress threads (default: config, 16)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
@@ -148,10 +167,12 @@ def main() -> None:
             start_at = time.time() + 1.0
             stop_at = start_at + args.seconds
             share = [args.clients // args.processes + (i < args.clients % args.processes) for i in range(args.processes)]
-            procs = [multiprocessing.Process(target=client_process, args=(port, path, token, n, start_at, stop_at, out)) for n in share if n]
+            procs = [multiprocessing.Process(target=clients, args=(port, path, token, n, start_at, stop_at, out)) for n in share if n]
             for p in procs:
                 p.start()
+            cpu_before = server_cpu(server.pid)
             results = [out.get() for _ in procs]
+            cpu_used = server_cpu(server.pid) - cpu_before
             for p in procs:
                 p.join()
             status, state = request(conn, "GET", path, token)
@@ -163,6 +184,7 @@ def main() -> None:
             print(f"requests {len(latencies)}, non-200 {errors}")
             print(f"requests/s {len(latencies) / args.seconds:.0f}")
             print(f"latency p50 {q[49] * 1000:.1f} ms, p90 {q[89] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+            print(f"server CPU {cpu_used / len(latencies) * 1e6:.0f} us per request ({cpu_used / args.seconds:.2f} cores)")
             print(f"loop stage at the end: {state['status']}/{state['stage']}")
         finally:
             server.terminate()

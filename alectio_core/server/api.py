@@ -80,7 +80,8 @@ def _loop_view(state: dict) -> dict:
     view.pop("attempt", None)
     job = _ctx()["runner"].active(eid)
     view["cancel_requested"] = bool(job and job.loop == loop and job.cancel.is_set())
-    view["url"] = url_for("api.get_loop", experiment_id=eid, loop=loop)
+    # What url_for("api.get_loop") builds, without its cost on the polling path (ids need no quoting).
+    view["url"] = f"{request.script_root}/api/v1/experiments/{eid}/loops/{loop}"
     return view
 
 
