@@ -1,0 +1,119 @@
+"""The alectio hooks of ``digits_cnn``.
+
+Settings come from the model's section of alectio's ``config.yaml``; every key
+is optional (see ``DEFAULTS``)::
+
+    models:
+      digits_cnn:
+        epochs: 40
+        device: cpu
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data import CLASS_NAMES, load_splits
+from .model import DigitsCNN, fit, logits_in_batches, pick_device
+
+try:
+    from alectio_core import hookimpl
+except ImportError:  # an older core that does not re-export it yet
+    from alectio_core.hookspecs import hookimpl
+
+DEFAULTS: dict[str, Any] = {
+    "epochs": 40,  # passes over the labeled records, every loop
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "width": 32,  # channels of the first convolution
+    "seed": 0,
+    "device": "auto",  # "auto" = cuda when available, else cpu
+    "eval_batch_size": 512,
+}
+
+
+def settings(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    unknown = set(config or {}) - set(DEFAULTS)
+    if unknown:
+        warnings.warn(
+            f"digits_cnn: ignoring unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}",
+            stacklevel=3,
+        )
+    return {**DEFAULTS, **(config or {})}
+
+
+def _build(cfg: Mapping[str, Any], weights: Optional[str], device: torch.device) -> DigitsCNN:
+    model = DigitsCNN(num_classes=len(CLASS_NAMES), width=int(cfg["width"]))
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.to(device)
+
+
+@hookimpl
+def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, loop: int, config):
+    cfg = settings(config)
+    pool, _ = load_splits()
+    idx = np.asarray(labeled, dtype=np.int64)
+    device = pick_device(cfg["device"])
+    seed = int(cfg["seed"]) + 1000 * int(loop)
+    torch.manual_seed(seed)  # weight initialisation and dropout
+    model = _build(cfg, resume_from, device)
+    fit(
+        model,
+        pool.images[idx],
+        pool.labels[idx],
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg["weight_decay"]),
+        seed=seed,
+        device=device,
+    )
+    torch.save(model.cpu().state_dict(), ckpt_file)
+    return {"labels": pool.labels[idx].tolist()}
+
+
+@hookimpl
+def test(ckpt_file: str, config):
+    cfg = settings(config)
+    _, split = load_splits()
+    device = pick_device(cfg["device"])
+    model = _build(cfg, ckpt_file, device)
+    predictions = [
+        logits.argmax(axis=1)
+        for _, logits in logits_in_batches(model, split.images, int(cfg["eval_batch_size"]), device)
+    ]
+    return {
+        "predictions": np.concatenate(predictions).tolist(),
+        "labels": split.labels.tolist(),
+    }
+
+
+@hookimpl
+def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
+    cfg = settings(config)
+    pool, _ = load_splits()
+    idx = np.asarray(unlabeled, dtype=np.int64)
+    device = pick_device(cfg["device"])
+    model = _build(cfg, ckpt_file, device)
+    batch = int(cfg["eval_batch_size"])
+    for start, logits in logits_in_batches(model, pool.images[idx], batch, device):
+        writer.extend(idx[start : start + len(logits)].tolist(), logits)
+    return None
+
+
+@hookimpl
+def assign_index():
+    """Pool index -> position of the image in ``sklearn.datasets.load_digits()``."""
+    pool, _ = load_splits()
+    return pool.source.tolist()
+
+
+@hookimpl
+def model_info():
+    return {"task": "classification", "labels": list(CLASS_NAMES)}

