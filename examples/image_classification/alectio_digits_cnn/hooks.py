@@ -20,10 +20,7 @@ import torch
 from .data import CLASS_NAMES, load_splits
 from .model import DigitsCNN, fit, logits_in_batches, pick_device
 
-try:
-    from alectio_core import hookimpl
-except ImportError:  # an older core that does not re-export it yet
-    from alectio_core.hookspecs import hookimpl
+from alectio_core import hookimpl
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 40,  # passes over the labeled records, every loop

@@ -20,10 +20,7 @@ import torch
 from .data import CLASS_NAMES, IMAGE_SIZE, make_split
 from .model import STRIDE, CenterNet, decode, loss_fn, make_targets, peak_logits, pick_device
 
-try:
-    from alectio_core import hookimpl
-except ImportError:  # an older core that does not re-export it yet
-    from alectio_core.hookspecs import hookimpl
+from alectio_core import hookimpl
 
 DEFAULTS: dict[str, Any] = {
     "pool_size": 2000,  # synthetic training pool, indices 0..pool_size-1

@@ -20,10 +20,7 @@ import torch
 from .data import load_corpus
 from .model import BagClassifier, fit, logits_in_batches, pick_device
 
-try:
-    from alectio_core import hookimpl
-except ImportError:  # an older core that does not re-export it yet
-    from alectio_core.hookspecs import hookimpl
+from alectio_core import hookimpl
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 20,  # passes over the labeled records, every loop
