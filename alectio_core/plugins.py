@@ -30,10 +30,8 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-try:  # Python >= 3.10 has it, the backport keeps older ones and is a dependency
-    import importlib_metadata as metadata
-except ImportError:  # pragma: no cover
-    from importlib import metadata  # type: ignore[no-redef]
+# The backport (a dependency) behaves the same on every Python we support.
+import importlib_metadata as metadata
 
 from .errors import (
     AlectioError,
