@@ -68,6 +68,7 @@ def serve(config_path, storage, host, port, log_level):
     ``/health`` needs an API token; when none exists, one is created and
     printed once.
     """
+    import gc
     import signal
 
     import waitress
@@ -93,11 +94,19 @@ def serve(config_path, storage, host, port, log_level):
     def stop(signum, frame):
         raise KeyboardInterrupt  # waitress shuts down cleanly on it
 
-    signal.signal(signal.SIGTERM, stop)
+    # What start-up created lives as long as the server: keep it out of the
+    # cyclic collector, so a full collection takes microseconds, not ~10 ms
+    # in the middle of someone's request.
+    gc.collect()
+    gc.freeze()
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         waitress.serve(app, host=host, port=port, threads=server["threads"], ident="alectio")
     finally:
         app.extensions["alectio"]["runner"].shutdown()
+        signal.signal(signal.SIGTERM, previous)
+        gc.unfreeze()
 
 
 @cli.command("plugins")
