@@ -69,6 +69,7 @@ class JobRunner:
         experiment already has a job queued or running here.
         """
         job = Job(experiment_id, loop, fn)
+        waited = False
         while True:
             with self._lock:
                 if self._closed:
@@ -77,11 +78,12 @@ class JobRunner:
                 if busy is None:
                     self._active[experiment_id] = job
                     break
-            if not self._finishing(busy):
+            if waited or not self._finishing(busy):
                 raise ConflictError(
                     f"experiment {experiment_id!r} is busy: loop {busy.loop} is {'running' if busy.started else 'queued'}"
                 )
             busy.finished.wait(5.0)  # its outcome is stored; its thread is returning
+            waited = True
         try:
             if prepare is not None:
                 prepare()

@@ -4,10 +4,13 @@ background jobs, selections, cancel, the worker pool, logs."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
 from test_server_support import api, hold, make_app, release, slow_model, wait_for  # noqa: F401 (fixtures)
+
+from alectio_core import hookimpl, plugins
 
 BASE = "/api/v1/experiments"
 
@@ -230,6 +233,46 @@ def test_a_failing_hook_fails_the_loop_which_can_run_again(api):
     assert api.client.get("/health").status_code == 200
     assert api.start(eid).status_code == 202  # a failed loop can be started again
     assert api.wait_status(eid, 0)["status"] == "failed"
+
+
+class SlowListener:
+    """Keeps a loop's job busy after its outcome is stored (as a slow
+    ``loop_finished`` listener does) until ``release`` is set."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    @hookimpl
+    def loop_finished(self, loop, status):
+        self.release.wait(30)
+
+
+def test_a_client_that_saw_done_can_start_the_next_loop_at_once(api, monkeypatch):
+    listener = SlowListener()
+    registry = plugins.load_plugins()
+    plugins.register_plugin(registry, "slow-listener", lambda: listener)
+    runner = api.app.extensions["alectio"]["runner"]
+    finishing = runner._finishing
+
+    def saw_finishing(job):  # the start request found the busy job: let it end now
+        answer = finishing(job)
+        listener.release.set()
+        return answer
+
+    monkeypatch.setattr(runner, "_finishing", saw_finishing)
+    try:
+        experiment = api.create(initial=10, batch_size=5, loops=3)
+        api.start(experiment["id"])
+        assert api.wait_status(experiment["id"], 0)["status"] == "done"
+        assert runner.active(experiment["id"]) is not None  # the job is still returning
+        response = api.start(experiment["id"])
+        assert response.status_code == 202, response.json
+        assert response.json["loop"] == 1
+        assert api.wait_status(experiment["id"], 1)["status"] == "done"
+    finally:
+        listener.release.set()
+        registry.pm.unregister(name="slow-listener")
+        registry.plugins = [p for p in registry.plugins if p["name"] != "slow-listener"]
 
 
 # -- cancel ----------------------------------------------------------------------
