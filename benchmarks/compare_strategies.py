@@ -6,7 +6,8 @@ strategy, at the same label budget, averaged over seeds.
         [--loops 8] [--initial 40] [--batch 40]
 
 Runs ``alectio run MODEL --json`` for every strategy and seed against a
-throw-away sqlite file and prints one row per strategy.
+throw-away sqlite file; prints the curve per loop (mean over seeds), then
+one row per strategy.
 """
 
 from __future__ import annotations
@@ -39,18 +40,25 @@ def main() -> None:
     parser.add_argument("--initial", type=int, default=40)
     parser.add_argument("--batch", type=int, default=40)
     args = parser.parse_args()
-    rows = {}
+    rows, per_loop = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for strategy in args.strategies:
-            means, finals = [], []
+            means, finals, values_by_seed = [], [], []
             for seed in args.seeds:
                 points = curve(args.model, strategy, seed, args, f"sqlite:///{folder}/{strategy}-{seed}.db")
                 values = [p["metrics"][args.metric] for p in points]
+                values_by_seed.append(values)
                 means.append(statistics.fmean(values))
                 finals.append(values[-1])
                 labeled = [p["labeled"] for p in points]
             rows[strategy] = (statistics.fmean(means), statistics.pstdev(means), statistics.fmean(finals))
+            per_loop[strategy] = [statistics.fmean(v) for v in zip(*values_by_seed)]
     print(f"model {args.model}, labeled per loop {labeled}, seeds {args.seeds}\n")
+    print(f"| labeled | " + " | ".join(args.strategies) + " |")
+    print("|---" * (len(args.strategies) + 1) + "|")
+    for i, n in enumerate(labeled):
+        print(f"| {n} | " + " | ".join(f"{per_loop[s][i]:.4f}" for s in args.strategies) + " |")
+    print()
     print(f"| strategy | mean {args.metric} over the curve (± sd over seeds) | final {args.metric} |")
     print("|---|---|---|")
     for strategy, (mean, sd, final) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
