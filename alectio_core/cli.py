@@ -68,45 +68,14 @@ def serve(config_path, storage, host, port, log_level):
     ``/health`` needs an API token; when none exists, one is created and
     printed once.
     """
-    import gc
-    import signal
-
-    import waitress
-
-    from .server import create_app
-    from .server.logs import log_in_background, quiet_waitress_queue
-    from .tokens import ensure_token
+    from .server.run import serve as run_server
 
     config = _config(config_path, storage)
     server = config.server
     host = host or server["host"]
     port = server["port"] if port is None else port
     _logging(log_level or server["log_level"])
-    log_in_background()
-    quiet_waitress_queue()
-    app = create_app(config)
-    new_token = ensure_token(app.extensions["alectio"]["storage"])
-    if new_token:
-        click.echo("No API token existed, so one named 'default' was created. It is shown only now:", err=True)
-        click.echo(new_token)
-    click.echo(f"alectio serving on http://{host}:{port} (storage {config.storage})", err=True)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt  # waitress shuts down cleanly on it
-
-    # What start-up created lives as long as the server: keep it out of the
-    # cyclic collector, so a full collection takes microseconds, not ~10 ms
-    # in the middle of someone's request.
-    gc.collect()
-    gc.freeze()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        waitress.serve(app, host=host, port=port, threads=server["threads"], ident="alectio")
-    finally:
-        app.extensions["alectio"]["runner"].shutdown()
-        signal.signal(signal.SIGTERM, previous)
-        gc.unfreeze()
+    run_server(config, host, port)
 
 
 @cli.command("plugins")
