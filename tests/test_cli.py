@@ -40,7 +40,6 @@ def test_config_errors_are_one_line(tmp_path):
 
 def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     import subprocess
-    import sys
     import venv
 
     from conftest import pip_install

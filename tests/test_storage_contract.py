@@ -112,7 +112,6 @@ class TestFolderContract(StorageContract):
     def storage(self, folder_plugin, tmp_path):
         store = open_storage(f"folder://{tmp_path}/store")
         assert type(store).__module__ == "alectio_storage_folder"
-        assert Path(type(store).__module__ and sys.modules["alectio_storage_folder"].__file__).is_relative_to(folder_plugin)
         yield store
         store.close()
 

@@ -60,7 +60,7 @@ def big_model(tmp_path, monkeypatch):
 def test_killed_mid_loop_leaves_earlier_loops_intact(tmp_path, big_model):
     db = tmp_path / "alectio.db"
     engine = Engine(open_storage(f"sqlite:///{db}"))
-    exp = engine.create_experiment("big", strategy=None, initial=1000, loops=3, experiment_id="exp1")
+    engine.create_experiment("big", strategy=None, initial=1000, loops=3, experiment_id="exp1")
     engine.record_selection("exp1", 0, list(range(1000)))
     engine.run_loop("exp1", 0)
     engine.record_selection("exp1", 1, list(range(5000, 6000)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
