@@ -55,6 +55,15 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> float:
+    """CPU seconds all processes used so far (Linux ``/proc/stat``)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +97,7 @@ def clients(port: int, path: str, token: str, count: int, start_at: float, stop_
     errors = 0
     while time.time() < start_at:
         time.sleep(0.001)
+    cpu_start = time.process_time()
     for key in list(selector.get_map().values()):
         key.data["sent"] = time.perf_counter()
         key.fileobj.send(request_bytes)
@@ -110,7 +120,7 @@ def clients(port: int, path: str, token: str, count: int, start_at: float, stop_
             conn["buf"] = conn["buf"][head_end + 4 + length :]
             conn["sent"] = time.perf_counter()
             key.fileobj.send(request_bytes)
-    out.put((latencies, errors))
+    out.put((latencies, errors, time.process_time() - cpu_start))
 
 
 def main() -> None:
@@ -170,14 +180,16 @@ def main() -> None:
             procs = [multiprocessing.Process(target=clients, args=(port, path, token, n, start_at, stop_at, out)) for n in share if n]
             for p in procs:
                 p.start()
-            cpu_before = server_cpu(server.pid)
+            cpu_before, busy_before, wall_before = server_cpu(server.pid), machine_busy(), time.monotonic()
             results = [out.get() for _ in procs]
             cpu_used = server_cpu(server.pid) - cpu_before
             for p in procs:
                 p.join()
             status, state = request(conn, "GET", path, token)
-            latencies = sorted(x for lat, _ in results for x in lat)
-            errors = sum(e for _, e in results)
+            latencies = sorted(x for lat, _, _ in results for x in lat)
+            errors = sum(e for _, e, _ in results)
+            client_cpu = sum(c for _, _, c in results)
+            machine = (machine_busy() - busy_before) / (time.monotonic() - wall_before)
             q = statistics.quantiles(latencies, n=100)
             print(f"clients {args.clients} ({len(procs)} processes), {args.seconds:.0f} s while train ran ({train_seconds:.0f} s)")
             print(f"POST /loops answered 202 in {accepted * 1000:.1f} ms")
@@ -185,6 +197,10 @@ def main() -> None:
             print(f"requests/s {len(latencies) / args.seconds:.0f}")
             print(f"latency p50 {q[49] * 1000:.1f} ms, p90 {q[89] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
             print(f"server CPU {cpu_used / len(latencies) * 1e6:.0f} us per request ({cpu_used / args.seconds:.2f} cores)")
+            print(
+                f"cores busy: server {cpu_used / args.seconds:.2f}, load generator {client_cpu / args.seconds:.2f}, "
+                f"whole machine {machine:.2f} of {os.cpu_count()}"
+            )
             print(f"loop stage at the end: {state['status']}/{state['stage']}")
         finally:
             server.terminate()
