@@ -21,7 +21,7 @@ from alectio_core.server.schemas import SCHEMAS
 BASE = "/api/v1/experiments"
 POOL = 500
 MAX_BODY = 4096
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,8 @@ def test_malformed_json_is_refused(world, raw):
     prefix=st.sampled_from(["/api/v1/", "/api/v1/experiments/", "/", "/api/v2/"]),
 )
 def test_unknown_routes_methods_and_ids_are_refused(world, method, segments, prefix):
-    path = prefix + "/".join(segments)
+    # "//host/..." would be read by the test client as a URL with a host name.
+    path = "/" + (prefix + "/".join(segments)).lstrip("/")
     if world.eid in path:
         return
     with Unchanged(world):
