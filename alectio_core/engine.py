@@ -111,8 +111,9 @@ class Engine:
             "pool_size": len(references),
             "created": now(),
         }
-        self.storage.create_experiment(experiment)
+        # The pool first: an experiment is never visible without one.
         self.storage.put_index_map(experiment["id"], references)
+        self.storage.create_experiment(experiment)
         log.info("experiment %s created: model %s, pool %d records", experiment["id"], model, len(references))
         return experiment
 

@@ -316,3 +316,24 @@ def test_cancel_between_stages_and_inside_infer(engine, fake_model):
     with pytest.raises(LoopCancelled):
         engine.run_loop(exp["id"], 0, cancel=cancel)
     assert len(calls) == 3 and engine.get_loop(exp["id"], 0)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ({0: "a", 2: "c"}, "model 'm', hook 'assign_index', index 2: keys must be exactly 0..1, found 2"),
+        ({0: "a", "one": "b"}, "hook 'assign_index': key 'one' is not an integer index"),
+        ("a.png,b.png", "hook 'assign_index': must return a mapping index -> reference, got str"),
+    ],
+)
+def test_bad_index_maps_are_refused_and_nothing_is_created(engine, fake_model, pool, message):
+    fake_model("m", assign_index=lambda: pool)
+    with pytest.raises(PluginError, match=message):
+        engine.create_experiment("m", strategy=None, initial=1, loops=1)
+    assert engine.storage.list_experiments() == []
+
+
+def test_index_map_keys_may_be_strings_of_integers(engine, fake_model):
+    fake_model("m", assign_index=lambda: {"1": "b.png", "0": "a.png"})
+    exp = engine.create_experiment("m", strategy=None, initial=1, loops=1)
+    assert engine.storage.get_index_map(exp["id"]) == ["a.png", "b.png"]
