@@ -189,16 +189,17 @@ def main() -> None:
             latencies = sorted(x for lat, _, _ in results for x in lat)
             errors = sum(e for _, e, _ in results)
             client_cpu = sum(c for _, _, c in results)
-            machine = (machine_busy() - busy_before) / (time.monotonic() - wall_before)
+            elapsed = time.monotonic() - wall_before
+            machine = (machine_busy() - busy_before) / elapsed
             q = statistics.quantiles(latencies, n=100)
             print(f"clients {args.clients} ({len(procs)} processes), {args.seconds:.0f} s while train ran ({train_seconds:.0f} s)")
             print(f"POST /loops answered 202 in {accepted * 1000:.1f} ms")
             print(f"requests {len(latencies)}, non-200 {errors}")
             print(f"requests/s {len(latencies) / args.seconds:.0f}")
             print(f"latency p50 {q[49] * 1000:.1f} ms, p90 {q[89] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
-            print(f"server CPU {cpu_used / len(latencies) * 1e6:.0f} us per request ({cpu_used / args.seconds:.2f} cores)")
+            print(f"server CPU {cpu_used / len(latencies) * 1e6:.0f} us per request")
             print(
-                f"cores busy: server {cpu_used / args.seconds:.2f}, load generator {client_cpu / args.seconds:.2f}, "
+                f"cores busy: server {cpu_used / elapsed:.2f}, load generator {client_cpu / args.seconds:.2f}, "
                 f"whole machine {machine:.2f} of {os.cpu_count()}"
             )
             print(f"loop stage at the end: {state['status']}/{state['stage']}")
