@@ -49,7 +49,10 @@ def as_indices(values: Any, what: str) -> np.ndarray:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ValidationError(f"{what} must hold integer indices, got {v!r}")
-    return np.asarray(values, dtype=np.int64).reshape(-1)
+    try:
+        return np.asarray(values, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        raise ValidationError(f"{what} holds an index too large for any pool") from None
 
 
 class Engine:
@@ -181,7 +184,7 @@ class Engine:
             state = self.storage.get_loop_state(experiment_id, loop)
         except NotFoundError:
             state = None
-        if state and state["status"] in ("running", "queued", "done"):
+        if state and state["status"] in ("running", "done"):
             raise ConflictError(f"loop {loop} is {state['status']}; its selection can no longer change")
         if loop > 0:
             earlier = self.labeled(experiment_id, loop - 1) if self.has_selection(experiment_id, loop - 1) else np.empty(0, np.int64)
@@ -364,6 +367,7 @@ class _LoopRun:
             "stage": None,
             "progress": None,
             "attempt": self.attempt,
+            "queued_at": self._queued_at(),
             "started_at": now(),
             "finished_at": None,
             "error": None,
@@ -372,6 +376,13 @@ class _LoopRun:
         self._last_progress = 0.0
 
     # -- bookkeeping -----------------------------------------------------
+
+    def _queued_at(self) -> str | None:
+        try:
+            previous = self.storage.get_loop_state(self.eid, self.loop)
+        except NotFoundError:
+            return None
+        return previous.get("queued_at") if previous.get("status") == "queued" else None
 
     def _save_state(self) -> None:
         self.storage.put_loop_state(self.eid, self.loop, self.state)

@@ -343,7 +343,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$")
 
 def _validate_named(kind: str) -> Callable[..., tuple[str, Any]]:
     def validate(name: Any, value: Any = None) -> tuple[str, Any]:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise TypeError(f"{kind} name must be a short identifier string, got {name!r}")
         if not callable(value):
             raise TypeError(f"register({name!r}, ...) needs a callable {kind}; did you forget to pass it?")
@@ -356,7 +356,7 @@ def _validate_strategy(strategy: Any = None) -> tuple[str, Any]:
     name = getattr(strategy, "name", None)
     if inspect.isclass(strategy):
         raise TypeError(f"register() needs a strategy instance, got the class {strategy.__name__}; forgotten the '()'?")
-    if not isinstance(name, str) or not _NAME.match(name) or not callable(getattr(strategy, "select", None)):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or not callable(getattr(strategy, "select", None)):
         raise TypeError(f"register() needs an object with a 'name' string and a 'select' method, got {strategy!r}")
     return name, strategy
 

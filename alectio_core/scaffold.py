@@ -151,7 +151,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 def scaffold(name: str, parent: Path) -> Path:
     """Write the package ``alectio-NAME`` under ``parent`` and return its folder."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValidationError(
             f"invalid model name {name!r}: use lowercase letters, digits and '_', starting with a letter"
         )

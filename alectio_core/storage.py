@@ -39,7 +39,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 def check_id(value: Any, what: str = "experiment id") -> str:
     """Identifiers become file names and object keys: allow a safe alphabet."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValidationError(
             f"invalid {what} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )

@@ -36,7 +36,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
             f"invalid token name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
@@ -99,7 +99,7 @@ class TokenVerifier:
         if not token or "." not in token or len(token) > 200:
             return None
         name, _, secret = token.rpartition(".")
-        if not _NAME.match(name) or not secret:
+        if not _NAME.fullmatch(name) or not secret:
             return None
         digest = hashlib.sha256(token.encode()).digest()
         if self._cached(name, digest):

@@ -337,3 +337,26 @@ def test_index_map_keys_may_be_strings_of_integers(engine, fake_model):
     fake_model("m", assign_index=lambda: {"1": "b.png", "0": "a.png"})
     exp = engine.create_experiment("m", strategy=None, initial=1, loops=1)
     assert engine.storage.get_index_map(exp["id"]) == ["a.png", "b.png"]
+
+
+def test_a_queued_loop_0_takes_its_initial_records_when_it_runs(engine, fake_model):
+    fake_model("m")
+    exp = engine.create_experiment("m", strategy=None, initial=4, loops=1)
+    queued = engine.queue_loop(exp["id"], 0)
+    state = engine.run_loop(exp["id"], 0)
+    assert state["status"] == "done" and state["labeled"] == 4
+    assert state["queued_at"] == queued["queued_at"] <= state["started_at"]
+
+
+@pytest.mark.parametrize("bad", [[2**70], ["7\n"], [1.5]])
+def test_selections_that_are_not_indices_are_400s_not_crashes(engine, fake_model, bad):
+    fake_model("m")
+    exp = engine.create_experiment("m", strategy=None, initial=1, loops=1)
+    with pytest.raises(ValidationError):
+        engine.record_selection(exp["id"], 0, bad)
+
+
+def test_identifiers_with_a_trailing_newline_are_refused(engine, fake_model):
+    fake_model("m")
+    with pytest.raises(ValidationError, match="invalid experiment id"):
+        engine.create_experiment("m", strategy=None, initial=1, loops=1, experiment_id="abc\n")

@@ -395,3 +395,10 @@ def test_a_log_line_per_loop_stage(api, caplog):
     stage_lines = [r.getMessage() for r in caplog.records if " stage " in r.getMessage()]
     for stage in ("train", "test", "metrics", "infer", "select"):
         assert any(line.startswith(f"experiment {experiment['id']} loop 0 stage {stage} took ") for line in stage_lines), stage
+
+
+def test_a_wrong_method_is_405_and_says_what_is_allowed(api):
+    response = api.client.delete("/api/v1/experiments", headers=api.headers)
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}

@@ -77,7 +77,11 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(code, exc.description or exc.name, exc.code or 500)
+        response = error_response(code, exc.description or exc.name, exc.code or 500)
+        allowed = getattr(exc, "valid_methods", None)  # a 405 says what is allowed
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
