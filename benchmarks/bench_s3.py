@@ -253,7 +253,7 @@ def main() -> None:
     print(
         f"one chunk = {chunk:.1f} MB ({DEFAULT_CHUNK_ROWS:,} rows), so 2 chunks = {2 * chunk:.1f} MB; "
         f"baseline RSS {results['alectio', 'write'][0]['baseline'] / MB:.0f} MB (imports, client, warm-up); "
-        f"the write peak includes OutputWriter's per-record bookkeeping, {args.rows * 5 / MB:.1f} MB for this pool"
+        f"the write peak includes OutputWriter's per-record bookkeeping, {args.rows / MB:.1f} MB for this pool"
     )
 
 
