@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import UnknownTaskError, ValidationError
+from .errors import ValidationError
 
 
 def compute_metrics(
@@ -36,12 +36,9 @@ def compute_metrics(
     :raises ValidationError: (a ``ValueError``) the lengths differ or there are
         no records.
     """
-    from .plugins import get_metrics
+    from .plugins import get_metrics_function
 
-    functions = get_metrics()
-    if task not in functions:
-        known = ", ".join(sorted(functions)) or "none"
-        raise UnknownTaskError(f"no metrics for task {task!r}; known tasks: {known}")
+    function = get_metrics_function(task)
     predictions, labels = list(predictions), list(labels)
     if len(predictions) != len(labels):
         raise ValidationError(
@@ -49,7 +46,7 @@ def compute_metrics(
         )
     if not predictions:
         raise ValidationError("test returned no records; metrics need at least one prediction and label")
-    result = functions[task](predictions, labels, class_labels=class_labels)
+    result = function(predictions, labels, class_labels=class_labels)
     if not isinstance(result, dict):
         raise TypeError(f"the metrics function for task {task!r} must return a dict, got {type(result).__name__}")
     return jsonable(result)

@@ -369,8 +369,18 @@ def _validate_metrics(task: Any = None, function: Any = None) -> tuple[str, Any]
     return task, function
 
 
+def _pick(found: dict, name: str, error: type, what: str, listed: str = "known") -> Any:
+    if name not in found:
+        raise error(f"{what} {name!r}; {listed}: {', '.join(sorted(found)) or 'none'}")
+    return found[name]
+
+
 def get_storage_factories() -> dict[str, Callable]:
     return load_plugins().contributions("register_storage", _validate_named("storage factory"))
+
+
+def get_storage_factory(scheme: str) -> Callable:
+    return _pick(get_storage_factories(), scheme, UnknownStorageError, "no storage backend for scheme", "installed")
 
 
 def get_strategies() -> dict[str, Any]:
@@ -378,10 +388,7 @@ def get_strategies() -> dict[str, Any]:
 
 
 def get_strategy(name: str) -> Any:
-    strategies = get_strategies()
-    if name not in strategies:
-        raise UnknownStrategyError(f"unknown strategy {name!r}; known: {', '.join(sorted(strategies)) or 'none'}")
-    return strategies[name]
+    return _pick(get_strategies(), name, UnknownStrategyError, "unknown strategy")
 
 
 def get_metrics() -> dict[str, Callable]:
@@ -389,19 +396,7 @@ def get_metrics() -> dict[str, Callable]:
 
 
 def get_metrics_function(task: str) -> Callable:
-    metrics = get_metrics()
-    if task not in metrics:
-        raise UnknownTaskError(f"no metrics for task {task!r}; known tasks: {', '.join(sorted(metrics)) or 'none'}")
-    return metrics[task]
-
-
-def get_storage_factory(scheme: str) -> Callable:
-    factories = get_storage_factories()
-    if scheme not in factories:
-        raise UnknownStorageError(
-            f"no storage backend for scheme {scheme!r}; installed: {', '.join(sorted(factories)) or 'none'}"
-        )
-    return factories[scheme]
+    return _pick(get_metrics(), task, UnknownTaskError, "no metrics for task")
 
 
 def notify(hook: str, **kwargs: Any) -> None:
