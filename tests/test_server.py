@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from test_server_support import api, hold, make_app, release, slow_model, wait_for  # noqa: F401 (fixtures)
+from server_support import api, hold, make_app, release, slow_model, wait_for  # noqa: F401 (fixtures)
 
 from alectio_core import hookimpl, plugins
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
-from test_server_support import make_app, slow_model, snapshot  # noqa: F401 (fixtures)
+from server_support import make_app, slow_model, snapshot  # noqa: F401 (fixtures)
 
 from alectio_core.server.schemas import SCHEMAS
 

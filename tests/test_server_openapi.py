@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
-from test_server_support import api, slow_model  # noqa: F401 (fixtures)
+from server_support import api, slow_model  # noqa: F401 (fixtures)
 
 from alectio_core.errors import ValidationError
 from alectio_core.server.schemas import SCHEMAS, validate

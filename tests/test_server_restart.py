@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_server_support import free_port, slow_model, wait_for  # noqa: F401 (fixtures)
+from server_support import free_port, slow_model, wait_for  # noqa: F401 (fixtures)
 
 from alectio_core.engine import Engine
 from alectio_core.storage import open_storage

@@ -9,7 +9,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from test_server_support import api, slow_model  # noqa: F401 (fixtures)
+from server_support import api, slow_model  # noqa: F401 (fixtures)
 
 from alectio_core import cli as cli_module
 from alectio_core import tokens

@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the server tests (``from test_server_support import ...``).
+"""Fixtures and helpers shared by the server tests (``from server_support import ...``).
 
 The ``slow_test`` model (``tests/packages/alectio-test-slow``) is
 pip-installed for real, like a user's plugin; tests steer it through the
