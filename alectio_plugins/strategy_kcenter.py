@@ -9,11 +9,14 @@ covers the pool instead of piling onto one uncertain region.
 
 Memory bound: the greedy works on a seeded uniform subsample of
 ``m = max(k, min(max_rows, max_bytes // (4 * width)))`` records (defaults:
-50,000 rows, 64 MiB), drawn while streaming by keeping the m smallest hash
-keys (see ``alectio_core.strategies.hash_keys``). Peak memory is one chunk
-plus at most ``4 * m * width * 4`` bytes (merging while streaming, then the
-sorted, activated and transposed copies of the sample), 256 MiB at the
-defaults, whatever the pool size; a pool of at most m records is used whole. Time is O(k * m * width), single-threaded.
+25,000 rows and 64 MiB: 25 candidates a pick for a batch of 1,000), drawn
+while streaming by keeping the m smallest hash keys (see
+``alectio_core.strategies.hash_keys``); once the sample is full, a chunk's
+rows whose key cannot enter it are dropped before any merge. Peak memory is
+one chunk plus at most ``4 * m * width * 4`` bytes (merging while
+streaming, then the sorted, activated and transposed copies of the sample),
+whatever the pool size; a pool of at most m records is used whole. Time is
+O(k * m * width), single-threaded.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class KCenterGreedy:
 
     name = "kcenter"
 
-    def __init__(self, max_rows: int = 50_000, max_bytes: int = 64 << 20):
+    def __init__(self, max_rows: int = 25_000, max_bytes: int = 64 << 20):
         self.max_rows = max_rows
         self.max_bytes = max_bytes
 
@@ -52,6 +55,7 @@ class KCenterGreedy:
         idx = np.empty(0, np.int64)
         vals: Optional[np.ndarray] = None
         seen = 0
+        threshold = np.inf  # the largest key kept once the sample is full
         for chunk_idx, chunk_vals in chunks:
             chunk_idx = np.asarray(chunk_idx, np.int64)
             chunk_vals = np.asarray(chunk_vals, np.float32)
@@ -60,6 +64,9 @@ class KCenterGreedy:
                 vals = np.empty((0, chunk_vals.shape[1]), np.float32)
                 limit = max(k, min(self.max_rows, self.max_bytes // (4 * max(1, chunk_vals.shape[1]))))
             chunk_keys = hash_keys(chunk_idx, salt)
+            if threshold < np.inf:  # a full sample: only keys that could still enter it are merged
+                entering = chunk_keys <= threshold
+                chunk_keys, chunk_idx, chunk_vals = chunk_keys[entering], chunk_idx[entering], chunk_vals[entering]
             if len(chunk_idx) > limit:  # thin the chunk first: at most 2m rows are ever merged
                 keep = top_k_positions(-chunk_keys, chunk_idx, limit, ordered=False)
                 chunk_keys, chunk_idx, chunk_vals = chunk_keys[keep], chunk_idx[keep], chunk_vals[keep]
@@ -69,6 +76,7 @@ class KCenterGreedy:
             if len(idx) > limit:
                 keep = top_k_positions(-keys, idx, limit, ordered=False)
                 keys, idx, vals = keys[keep], idx[keep], vals[keep]
+                threshold = float(keys.max())
         check_pool(k, seen)
         order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index
         return idx[order][self.greedy(_activate(vals[order], task), k, rng)]
