@@ -18,6 +18,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -53,6 +54,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
+#: Seconds a loop state read stays fresh for readers in this process.
+STATE_TTL = 0.25
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
@@ -63,6 +68,7 @@ class SQLiteStorage(Storage):
         self.url = f"sqlite:///{self.path}"
         self.checkpoint_root = self.path.with_name(self.path.stem + "-checkpoints")
         self._local = threading.local()
+        self._states: dict[tuple[str, int], tuple[str, float]] = {}  # see get_loop_state
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db().executescript(SCHEMA)
@@ -133,19 +139,27 @@ class SQLiteStorage(Storage):
 
     def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:
         check_id(experiment_id)
+        data = _dumps(dict(state))
         with self._tx() as db:
             db.execute(
                 "INSERT INTO loops (experiment_id, loop, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (experiment_id, loop) DO UPDATE SET data = excluded.data",
-                (experiment_id, check_loop(loop), _dumps(dict(state))),
+                (experiment_id, check_loop(loop), data),
             )
+        self._states[(experiment_id, loop)] = (data, time.monotonic())
 
     def get_loop_state(self, experiment_id: str, loop: int) -> dict:
+        # Status polling is the hot path: a state read within STATE_TTL of
+        # the last one is served from memory (this process's own writes
+        # update it at once; another process's show within STATE_TTL).
+        key = (experiment_id, check_loop(loop))
+        cached = self._states.get(key)
+        if cached is not None and time.monotonic() - cached[1] < STATE_TTL:
+            return json.loads(cached[0])
         row = self._one(
-            "SELECT data FROM loops WHERE experiment_id = ? AND loop = ?",
-            (experiment_id, check_loop(loop)),
-            f"experiment {experiment_id!r} has no loop {loop}",
+            "SELECT data FROM loops WHERE experiment_id = ? AND loop = ?", key, f"experiment {experiment_id!r} has no loop {loop}"
         )
+        self._states[key] = (row[0], time.monotonic())
         return json.loads(row[0])
 
     def list_loop_states(self, experiment_id: str) -> list[dict]:
@@ -193,14 +207,16 @@ class SQLiteStorage(Storage):
 
     def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
         key = (check_id(experiment_id), check_loop(loop))
+        data = _dumps(dict(state))
         with self._tx() as db:
             db.execute(
                 "INSERT INTO loops VALUES (?, ?, ?, ?) ON CONFLICT (experiment_id, loop) "
                 "DO UPDATE SET data = excluded.data, committed_attempt = excluded.committed_attempt",
-                (*key, _dumps(dict(state)), attempt),
+                (*key, data, attempt),
             )
             for table in ("results", "output_chunks"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt != ?", (*key, attempt))
+        self._states[key] = (data, time.monotonic())
 
     def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
         with self._tx() as db:
