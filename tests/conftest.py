@@ -31,6 +31,13 @@ def pip_install(path: Path, *extra: str, python: str = sys.executable) -> None:
     )
 
 
+def install_aside(path: Path, target: Path) -> dict:
+    """pip-install a package into ``target`` and return an environment whose
+    Python sees it on top of this one (as a user's extra install would)."""
+    pip_install(path, "--target", str(target))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def installed_test_model():
     """Install the digits model package the way a user would."""

@@ -40,31 +40,27 @@ def test_config_errors_are_one_line(tmp_path):
 
 def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     import subprocess
-    import venv
+    import sys
 
-    from conftest import pip_install
+    from conftest import install_aside
 
     result = CliRunner().invoke(cli, ["init", "my_model", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     package = tmp_path / "alectio-my-model"
     assert (package / "my_model" / "hooks.py").exists()
 
-    env = tmp_path / "venv"
-    venv.create(env, system_site_packages=True, with_pip=False)
-    site = subprocess.run([str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    pip_install(package, "--target", site)
+    env = install_aside(package, tmp_path / "site")
     run = subprocess.run(
-        [str(env / "bin" / "python"), "-m", "alectio_core", "run", "my_model", "--loops", "2", "--initial", "30",
+        [sys.executable, "-m", "alectio_core", "run", "my_model", "--loops", "2", "--initial", "30",
          "--batch", "30", "--json", "--storage", f"sqlite:///{tmp_path}/a.db"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert run.returncode == 0, run.stderr
     curve = json.loads(run.stdout)
     assert [p["labeled"] for p in curve] == [30, 60] and curve[-1]["metrics"]["accuracy"] > 0.5
     # its own test passes too
-    tests = subprocess.run([str(env / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert tests.returncode == 0, tests.stdout
 
 

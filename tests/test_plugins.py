@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import types
-import venv
 
 import pytest
 
 from alectio_core import hookimpl, plugins
 from alectio_core.errors import PluginError, UnknownModelError
 
-from conftest import PACKAGES, pip_install
+from conftest import PACKAGES, install_aside
 
 
 @pytest.fixture(scope="module")
 def broken_env(tmp_path_factory):
-    """A throw-away venv that sees this environment's packages plus the
-    broken plugin package, installed for real with pip."""
-    root = tmp_path_factory.mktemp("venv")
-    venv.create(root, system_site_packages=True, with_pip=False)
-    python = str(root / "bin" / "python")
-    # This interpreter's pip installs into the venv's site-packages.
-    pip_install(PACKAGES / "alectio-test-broken", "--target", _site_packages(python))
-    return python
+    """An environment that sees this one's packages plus the broken plugin
+    package, installed for real with pip."""
+    return install_aside(PACKAGES / "alectio-test-broken", tmp_path_factory.mktemp("site"))
 
 
-def _site_packages(python: str) -> str:
+def alectio(env: dict, *args: str, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def alectio(python: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [python, "-m", "alectio_core", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+        [sys.executable, "-m", "alectio_core", *args], capture_output=True, text=True, env={**env, **extra}, timeout=120
     )
 
 
@@ -93,7 +80,7 @@ def test_broken_plugins_do_not_stop_a_loop(broken_env, tmp_path):
         "x = e.create_experiment('digits_lr', strategy=None, initial=30, loops=1)\n"
         "print(e.run_loop(x['id'], 0)['status'])\n"
     )
-    result = subprocess.run([broken_env, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=broken_env)
     assert result.stdout.strip() == "done", result.stderr
 
 
