@@ -34,8 +34,6 @@ import re
 import sys
 import threading
 import time
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -439,36 +437,21 @@ class S3Storage(Storage):
             names = sorted(o["Key"][: -len(".idx.npy")] for o in self._list(f"{folder}/") if o["Key"].endswith(".idx.npy"))
         if not names:
             return
-        # Chunk p+1 downloads while the caller works on chunk p, and starts
-        # only once the caller has let go of chunk p-1, into p-1's buffers
-        # when nothing refers to them any more: two chunks of memory, reused.
-        # A caller that keeps chunks (list()) gets fresh buffers and no overlap.
-        released = [threading.Event() for _ in names]
-        buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        def fetch(position: int, reuse: tuple[np.ndarray, np.ndarray] | None):
-            if position >= 2:
-                released[position - 2].wait()
+        # Two sets of buffers, alternating, and no thread: chunk p+1 is read
+        # (when the caller asks for it) into chunk p-1's buffers, which a
+        # for-loop has let go of by then. Buffers something still points at
+        # (a view the caller kept) are never overwritten: fresh ones instead.
+        spare = held = None  # the buffers of chunks p-1 and p
+        for name in names:
+            reuse, spare = spare, None
             if reuse is not None and not all(sys.getrefcount(reuse[i]) == 2 for i in (0, 1)):
-                reuse = None  # the caller still holds (a view of) them
-            return self._get_chunk(experiment_id, loop, names[position], reuse)
-
-        pool = ThreadPoolExecutor(1, thread_name_prefix="alectio-s3-read")
-        try:
-            ahead = pool.submit(fetch, 0, None)
-            for position in range(len(names)):
-                if position >= 2:
-                    released[position - 2].set()  # asked for chunk p: no reason to wait any longer
-                indices, values, buffers[position] = ahead.result()
-                if position + 1 < len(names):
-                    ahead = pool.submit(fetch, position + 1, buffers.pop(position - 1, None))
-                weakref.finalize(values, released[position].set)
-                yield indices, values
-                del indices, values
-        finally:
-            for event in released:
-                event.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+                reuse = None
+            indices, values, buffers = self._get_chunk(experiment_id, loop, name, reuse)
+            del reuse
+            spare, held = held, buffers
+            del buffers
+            yield indices, values
+            del indices, values
 
     def _get_chunk(self, experiment_id: str, loop: int, name: str, reuse=None):
         """A chunk's (indices, values) as views on buffers (``reuse``'s when
