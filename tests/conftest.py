@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -24,11 +26,15 @@ PACKAGES = Path(__file__).parent / "packages"
 
 
 def pip_install(path: Path, *extra: str, python: str = sys.executable) -> None:
-    subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", *extra, str(path)],
-        check=True,
-        env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    """pip-install a package from a copy, so no build output lands in the tree."""
+    with tempfile.TemporaryDirectory(prefix="alectio-pkg-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copytree(path, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", *extra, str(copy)],
+            check=True,
+            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        )
 
 
 def install_aside(path: Path, target: Path) -> dict:
