@@ -1,2 +1,0 @@
-def train(labeled):
-    pass

@@ -1,1 +1,0 @@
-import a_library_nobody_installed  # noqa: F401
