@@ -12,8 +12,9 @@ from alectio_core.cli import cli
 def test_help_lists_the_commands():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "plugins", "run"):
-        assert command in result.output
+    listed = result.output.split("Commands:", 1)[1].split()
+    for command in ("serve", "plugins", "run", "token", "init"):
+        assert command in listed, command
 
 
 def test_serve_help_documents_its_options():
