@@ -31,6 +31,13 @@ class ValidationError(AlectioError, ValueError):
     status = 400
 
 
+class UnauthorizedError(AlectioError):
+    """An API token that cannot be accepted, with the reason a user can act on."""
+
+    code = "unauthorized"
+    status = 401
+
+
 class NotFoundError(AlectioError, KeyError):
     code = "not_found"
     status = 404

@@ -171,7 +171,7 @@ class Storage(ABC):
         """Local path of a committed loop's checkpoint, downloading it if
         it is not on this machine; None when the loop has none."""
 
-    # -- API tokens (salted hashes only) --------------------------------
+    # -- API tokens (keyed hashes only) ----------------------------------
 
     @abstractmethod
     def put_token(self, record: Mapping[str, Any]) -> None:
@@ -180,7 +180,13 @@ class Storage(ABC):
 
     @abstractmethod
     def list_tokens(self) -> list[dict]:
-        """Every token record."""
+        """Every token record, with its ``last_used`` (None when never used)."""
+
+    def get_token(self, name: str) -> dict | None:
+        """The record of the token ``name`` as ``put_token`` stored it, or
+        None. Every request with a token not yet cached costs one call, so a
+        backend should read one record by name; this default scans them all."""
+        return next((t for t in self.list_tokens() if t["name"] == name), None)
 
     @abstractmethod
     def delete_token(self, name: str) -> None:
@@ -188,7 +194,9 @@ class Storage(ABC):
 
     @abstractmethod
     def touch_token(self, name: str, when: str) -> None:
-        """Record the last time a token was used."""
+        """Record the last time a token was used, without rewriting its
+        record: a touch racing a ``delete_token`` must never bring the
+        token back. Nothing to do for an unknown name."""
 
     def close(self) -> None:
         """Release connections."""

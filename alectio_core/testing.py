@@ -523,17 +523,21 @@ class StorageContract:
         records = [{"name": n, "salt": "s" + n, "hash": "h" + n, "created": "2024-01-01"} for n in ("ci", "alice")]
         for r in records:
             storage.put_token(r)
-        assert storage.list_tokens() == sorted(records, key=lambda r: r["name"])
+        assert storage.list_tokens() == [{**r, "last_used": None} for r in sorted(records, key=lambda r: r["name"])]
+        assert storage.get_token("ci") == records[0] and storage.get_token("ghost") is None
         with pytest.raises(ConflictError):
             storage.put_token({**records[0], "hash": "other"})
         storage.touch_token("ci", "2024-02-02T00:00:00")
-        assert {t["name"]: t.get("last_used") for t in storage.list_tokens()}["ci"] == "2024-02-02T00:00:00"
+        assert {t["name"]: t["last_used"] for t in storage.list_tokens()} == {"ci": "2024-02-02T00:00:00", "alice": None}
+        assert {k: v for k, v in storage.get_token("ci").items() if k != "last_used"} == records[0]
         storage.delete_token("ci")
-        assert [t["name"] for t in storage.list_tokens()] == ["alice"]
+        assert [t["name"] for t in storage.list_tokens()] == ["alice"] and storage.get_token("ci") is None
         with pytest.raises(NotFoundError):
             storage.delete_token("ci")
-        storage.touch_token("ci", "later")  # a revoked token: nothing to record, no error
-        assert [t["name"] for t in storage.list_tokens()] == ["alice"]
+        storage.touch_token("ci", "later")  # a revoked token: it stays revoked, no error
+        assert [t["name"] for t in storage.list_tokens()] == ["alice"] and storage.get_token("ci") is None
+        storage.put_token(records[0])  # the name again: a new token, never used
+        assert {t["name"]: t["last_used"] for t in storage.list_tokens()} == {"ci": None, "alice": None}
 
 
 def assert_chunks_equal(got, expected) -> None:

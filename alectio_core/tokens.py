@@ -1,17 +1,23 @@
-"""API tokens: created once, stored as salted scrypt hashes, checked fast.
+"""API tokens: created once, stored as keyed hashes, checked fast.
 
 A token reads ``<name>.<secret>``: the name finds the one stored record to
-check (no scan over every hash), the secret is 32 random bytes. Storage
-keeps only ``name``, ``salt``, the scrypt ``hash``, its parameters,
-``created`` and ``last_used``; the token itself is shown once, to whoever
-created it, and never logged.
+check (one read by name, no scan), the secret is 32 random bytes. Storage
+keeps only ``name``, a random per-record key (``salt``), the HMAC-SHA-256
+of the secret under that key (``hash``) and ``created``; the token
+itself is shown once, to whoever created it, and never logged. A 256-bit
+random secret cannot be guessed, so a keyed hash is enough: a password KDF
+(scrypt, ~0.1 s) would only hand anyone sending made-up tokens a way to
+keep the server's cores busy.
 
-Checking a salted slow hash takes ~0.1 s, so :class:`TokenVerifier`
-remembers a verified token in memory as the SHA-256 of the token, for
-``cache_seconds``: a request then costs one SHA-256 and one
-``hmac.compare_digest``. After ``cache_seconds`` the stored record is read
-again (no hashing unless it changed), so a token revoked from another
-process stops working within that time.
+Records made by alectio 0.1.0 (``"algorithm": "scrypt"``) are refused with a
+message saying to create a new token: checking them would take a scrypt per
+request again.
+
+:class:`TokenVerifier` keeps each stored record it read for
+``cache_seconds``, so a known token costs one HMAC; after that the record is
+read again, so a token revoked from another process stops working within
+that time. ``last_used`` is recorded beside the record
+(``Storage.touch_token``), never by rewriting it.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import time
 from typing import Any
 
 from .engine import now
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, UnauthorizedError, ValidationError
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+ALGORITHM = "hmac-sha256"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -43,25 +49,17 @@ def check_name(name: Any) -> str:
     return name
 
 
-def _hash(secret: str, salt: bytes, params: dict) -> bytes:
-    return hashlib.scrypt(secret.encode(), salt=salt, n=params["n"], r=params["r"], p=params["p"], dklen=32)
+def _hash(secret: str, key: bytes) -> bytes:
+    return hmac.new(key, secret.encode(), hashlib.sha256).digest()
 
 
 def create_token(storage: Storage, name: str) -> str:
-    """Store a new token's salted hash and return the token (the only copy)."""
+    """Store a new token's keyed hash and return the token (the only copy)."""
     check_name(name)
     secret = secrets.token_urlsafe(32)
-    salt = secrets.token_bytes(16)
+    key = secrets.token_bytes(32)
     storage.put_token(
-        {
-            "name": name,
-            "algorithm": "scrypt",
-            "params": dict(SCRYPT),
-            "salt": salt.hex(),
-            "hash": _hash(secret, salt, SCRYPT).hex(),
-            "created": now(),
-            "last_used": None,
-        }
+        {"name": name, "algorithm": ALGORITHM, "salt": key.hex(), "hash": _hash(secret, key).hex(), "created": now()}
     )
     log.info("API token %r created", name)
     return f"{name}.{secret}"
@@ -78,66 +76,62 @@ def revoke_token(storage: Storage, name: str) -> None:
 
 
 class TokenVerifier:
-    """Checks bearer tokens against storage, caching the ones that passed."""
+    """Checks bearer tokens against storage, keeping the records it read."""
 
     #: Seconds between ``last_used`` writes for one token.
     TOUCH_INTERVAL = 60.0
 
-    def __init__(self, storage: Storage, cache_seconds: float = 10.0, max_concurrent_hashes: int = 2):
+    def __init__(self, storage: Storage, cache_seconds: float = 10.0):
         self.storage = storage
         self.cache_seconds = cache_seconds
-        # name -> (sha256 of the token, the stored hash it matched, when to re-read storage)
-        self._cache: dict[str, tuple[bytes, str, float]] = {}
+        self._cache: dict[str, tuple[dict, float]] = {}  # name -> (stored record, when to read it again)
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
-        # Each scrypt check takes ~0.1 s and 16 MB: bound how many run at once.
-        self._hashing = threading.BoundedSemaphore(max_concurrent_hashes)
-        self._dummy = {"salt": "00" * 16, "hash": "00" * 32, "params": SCRYPT}
+        self._dummy = secrets.token_bytes(32)
 
     def verify(self, token: str | None) -> str | None:
-        """The token's name when ``token`` is valid, else None."""
+        """The token's name when ``token`` is valid, else None.
+
+        Raises :class:`UnauthorizedError` for a token made by alectio 0.1.0,
+        saying what to do."""
         if not token or "." not in token or len(token) > 200:
             return None
         name, _, secret = token.rpartition(".")
         if not _NAME.fullmatch(name) or not secret:
             return None
-        digest = hashlib.sha256(token.encode()).digest()
-        if self._cached(name, digest):
-            return self._used(name)
-        cached = self._cache.get(name)
-        if cached is not None and hmac.compare_digest(digest, cached[0]):
-            # Expired: re-read the record (revoked? replaced?), no hashing.
-            record = self._record(name)
-            if record is None or record["hash"] != cached[1]:
-                self.forget(name)
-                return None
-            self._remember(name, digest, record)
-            return self._used(name)
-        with self._hashing:
-            if self._cached(name, digest):  # verified while this one waited
-                return self._used(name)
-            record = self._record(name)
-            known = record is not None
-            record = record or self._dummy  # the same work for an unknown name
-            computed = _hash(secret, bytes.fromhex(record["salt"]), record.get("params") or SCRYPT)
-            if not (hmac.compare_digest(computed, bytes.fromhex(record["hash"])) and known):
-                return None
-            self._remember(name, digest, record)
+        record = self._record(name)
+        if record is None:
+            _hash(secret, self._dummy)  # the same work as for a known name
+            return None
+        if record.get("algorithm") != ALGORITHM:
+            raise UnauthorizedError(
+                f"the API token {name!r} was made by an older alectio (scrypt) and is no longer accepted: "
+                f"create a new one with 'alectio token create --name NAME', then 'alectio token revoke {name}'"
+            )
+        try:
+            expected, key = bytes.fromhex(record["hash"]), bytes.fromhex(record["salt"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("API token %r has a malformed stored record; refusing it", name)
+            return None
+        if not hmac.compare_digest(_hash(secret, key), expected):
+            return None
         return self._used(name)
 
-    def _cached(self, name: str, digest: bytes) -> bool:
-        cached = self._cache.get(name)
-        return cached is not None and time.monotonic() < cached[2] and hmac.compare_digest(digest, cached[0])
-
     def _record(self, name: str) -> dict | None:
-        return next((t for t in self.storage.list_tokens() if t["name"] == name), None)
-
-    def _remember(self, name: str, digest: bytes, record: dict) -> None:
+        """The stored record, from memory while it is fresh."""
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        record = self.storage.get_token(name)
         with self._lock:
-            self._cache[name] = (digest, record["hash"], time.monotonic() + self.cache_seconds)
+            if record is None:
+                self._cache.pop(name, None)
+            else:
+                self._cache[name] = (record, time.monotonic() + self.cache_seconds)
+        return record
 
     def forget(self, name: str | None = None) -> None:
-        """Drop cached verifications (all, or one name's)."""
+        """Drop cached records (all, or one name's)."""
         with self._lock:
             if name is None:
                 self._cache.clear()
@@ -157,6 +151,11 @@ class TokenVerifier:
         except Exception:  # last-used bookkeeping must never fail a request
             log.warning("could not record the use of token %r", name, exc_info=True)
         return name
+
+
+def outdated_tokens(storage: Storage) -> list[str]:
+    """Names of the tokens made by alectio 0.1.0, which are refused."""
+    return [t["name"] for t in storage.list_tokens() if t.get("algorithm") != ALGORITHM]
 
 
 def ensure_token(storage: Storage, name: str = "default") -> str | None:

@@ -18,6 +18,7 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
+    tokens/{name}.used.json                     {"last_used": ...}, beside the record
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -529,10 +530,10 @@ class S3Storage(Storage):
 
     # -- tokens ---------------------------------------------------------
 
-    def _token_key(self, name: str) -> str:
-        if not isinstance(name, str) or not name:
+    def _token_key(self, name: str, suffix: str = ".json") -> str:
+        if not isinstance(name, str) or not name or "." in name:
             raise ValidationError(f"invalid token name {name!r}")
-        return self.key("tokens", quote(name, safe="") + ".json")
+        return self.key("tokens", quote(name, safe="") + suffix)
 
     def put_token(self, record: Mapping[str, Any]) -> None:
         key = self._token_key(record["name"])
@@ -540,34 +541,44 @@ class S3Storage(Storage):
             self._put_json(key, dict(record), IfNoneMatch="*")
         except ConflictError:
             raise ConflictError(f"a token named {record['name']!r} exists") from None
+        self._delete_keys([self._token_key(record["name"], ".used.json")])  # an earlier token's, if any
 
     def list_tokens(self) -> list[dict]:
-        keys = [o["Key"] for o in self._list(self.key("tokens", "")) if o["Key"].endswith(".json")]
+        keys = {o["Key"] for o in self._list(self.key("tokens", ""))}
         records = []
-        for key in keys:
+        for key in sorted(k for k in keys if k.endswith(".json") and not k.endswith(".used.json")):
             try:
-                records.append(self._get_json(key, ""))
+                record = {"last_used": None, **self._get_json(key, "")}
+                used = key[: -len(".json")] + ".used.json"
+                if used in keys:
+                    record["last_used"] = self._get_json(used, "")["last_used"]
             except NotFoundError:  # revoked meanwhile
                 continue
+            records.append(record)
         return sorted(records, key=lambda r: r["name"])
+
+    def get_token(self, name: str) -> dict | None:
+        try:
+            return self._get_json(self._token_key(name), "")
+        except NotFoundError:
+            return None
 
     def delete_token(self, name: str) -> None:
         key = self._token_key(name)
         self._get_json(key, f"no token named {name!r}")
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            raise self._error(exc, "delete", key) from exc
+        self._delete_keys([key, self._token_key(name, ".used.json")])
 
     def touch_token(self, name: str, when: str) -> None:
-        key = self._token_key(name)
-        with self._lock:
-            try:
-                record = self._get_json(key, "")
-            except NotFoundError:
-                return
-            record["last_used"] = when
-            self._put_json(key, record)
+        # A separate object, written blind: rewriting the record itself could
+        # bring back a token revoked between our read and our write. A stamp
+        # left by a touch racing a revoke belongs to no record and is ignored.
+        self._put_json(self._token_key(name, ".used.json"), {"last_used": when})
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        try:
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+        except Exception as exc:
+            raise self._error(exc, "delete", keys[0]) from exc
 
     def close(self) -> None:
         self.client.close()

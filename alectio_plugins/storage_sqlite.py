@@ -302,7 +302,11 @@ class SQLiteStorage(Storage):
             db.execute("INSERT INTO tokens VALUES (?, ?)", (record["name"], _dumps(dict(record))))
 
     def list_tokens(self) -> list[dict]:
-        return [json.loads(r[0]) for r in self._db().execute("SELECT data FROM tokens ORDER BY name")]
+        return [{"last_used": None, **json.loads(r[0])} for r in self._db().execute("SELECT data FROM tokens ORDER BY name")]
+
+    def get_token(self, name: str) -> dict | None:
+        row = self._db().execute("SELECT data FROM tokens WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def delete_token(self, name: str) -> None:
         with self._tx() as db:
@@ -310,12 +314,9 @@ class SQLiteStorage(Storage):
                 raise NotFoundError(f"no token named {name!r}")
 
     def touch_token(self, name: str, when: str) -> None:
+        # One statement: it changes an existing row or nothing, never brings a deleted one back.
         with self._tx() as db:
-            row = db.execute("SELECT data FROM tokens WHERE name = ?", (name,)).fetchone()
-            if row:
-                record = json.loads(row[0])
-                record["last_used"] = when
-                db.execute("UPDATE tokens SET data = ? WHERE name = ?", (_dumps(record), name))
+            db.execute("UPDATE tokens SET data = json_set(data, '$.last_used', ?) WHERE name = ?", (when, name))
 
     def delete_checkpoints(self, experiment_id: str) -> None:
         shutil.rmtree(self.checkpoint_root / check_id(experiment_id), ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
+from ..errors import UnauthorizedError
 from ..tokens import TokenVerifier
 
 PUBLIC_ENDPOINTS = {"api.health"}
@@ -29,7 +30,10 @@ def init_auth(app: Flask, verifier: TokenVerifier) -> None:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return unauthorized("send an API token as 'Authorization: Bearer TOKEN' (create one with 'alectio token create')")
-        name = verifier.verify(token)
+        try:
+            name = verifier.verify(token)
+        except UnauthorizedError as exc:
+            return unauthorized(exc.message)
         if name is None:
             return unauthorized("the API token is not valid (revoked, or mistyped)")
         g.token_name = name

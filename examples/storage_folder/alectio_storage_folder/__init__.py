@@ -14,6 +14,7 @@ Layout::
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
     experiments/{id}/loops/{k}/checkpoint      the working copy train writes
     tokens/{name}.json
+    tokens/{name}.used.json                   {"last_used": ...}, beside the record
 
 Every file is written to a temporary name and renamed into place, so a
 reader never sees half a file. A loop's results become visible when
@@ -226,10 +227,10 @@ class FolderStorage(Storage):
 
     # -- tokens ---------------------------------------------------------------
 
-    def _token(self, name: str) -> Path:
-        if not isinstance(name, str) or not name:
+    def _token(self, name: str, suffix: str = ".json") -> Path:
+        if not isinstance(name, str) or not name or "." in name:
             raise ValidationError(f"invalid token name {name!r}")
-        return self.root / "tokens" / (quote(name, safe="") + ".json")
+        return self.root / "tokens" / (quote(name, safe="") + suffix)
 
     def put_token(self, record: Mapping[str, Any]) -> None:
         path = self._token(record["name"])
@@ -237,25 +238,40 @@ class FolderStorage(Storage):
             if path.exists():
                 raise ConflictError(f"a token named {record['name']!r} exists")
             self._write_json(path, dict(record))
+            self._token(record["name"], ".used.json").unlink(missing_ok=True)  # an earlier token's, if any
 
     def list_tokens(self) -> list[dict]:
-        records = [json.loads(p.read_bytes()) for p in (self.root / "tokens").glob("*.json")]
+        records = []
+        for path in (self.root / "tokens").glob("*.json"):
+            if path.name.endswith(".used.json"):
+                continue
+            try:
+                record = {"last_used": None, **json.loads(path.read_bytes())}
+                used = path.with_name(path.name[: -len(".json")] + ".used.json")
+                if used.exists():
+                    record["last_used"] = json.loads(used.read_bytes())["last_used"]
+            except FileNotFoundError:  # revoked meanwhile
+                continue
+            records.append(record)
         return sorted(records, key=lambda r: r["name"])
+
+    def get_token(self, name: str) -> dict | None:
+        try:
+            return json.loads(self._token(name).read_bytes())
+        except FileNotFoundError:
+            return None
 
     def delete_token(self, name: str) -> None:
         try:
             self._token(name).unlink()
         except FileNotFoundError:
             raise NotFoundError(f"no token named {name!r}") from None
+        self._token(name, ".used.json").unlink(missing_ok=True)
 
     def touch_token(self, name: str, when: str) -> None:
-        with self._lock:
-            try:
-                record = self._read_json(self._token(name), "")
-            except NotFoundError:
-                return
-            record["last_used"] = when
-            self._write_json(self._token(name), record)
+        # Beside the record, never rewriting it: a touch racing a revoke
+        # cannot bring the token back (a stray stamp belongs to no record).
+        self._write_json(self._token(name, ".used.json"), {"last_used": when})
 
 
 class FolderSink(OutputSink):
