@@ -66,7 +66,8 @@ def serve(config_path, storage, host, port, log_level):
 
     Loops run on ``server.workers`` background threads. Every endpoint but
     ``/health`` needs an API token; when none exists, one is created and
-    printed once.
+    written to $ALECTIO_HOME/first-token (~/.alectio by default), readable
+    only by you.
     """
     from .server.run import serve as run_server
 

@@ -140,15 +140,14 @@ def main() -> None:
         port = free_port()
         config = tmp / "config.yaml"
         config.write_text(f"server:\n  threads: {args.threads}\n" if args.threads else "{}\n")
-        env = {**os.environ, "ALECTIO_LOAD_PLUGINS": "slow_test"}
+        env = {**os.environ, "ALECTIO_LOAD_PLUGINS": "slow_test", "ALECTIO_HOME": str(tmp)}
         log = open(tmp / "server.log", "w")
         server = subprocess.Popen(
             [sys.executable, "-m", "alectio_core", "serve", "--port", str(port), "--config", str(config),
              "--storage", f"sqlite:///{tmp}/alectio.db", "--log-level", args.log_level],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=tmp,
+            stdout=log, stderr=log, text=True, env=env, cwd=tmp,
         )
         try:
-            token = server.stdout.readline().strip()  # no token existed: serve prints the one it made
             deadline = time.time() + 60
             while True:
                 try:
@@ -160,6 +159,7 @@ def main() -> None:
                     if time.time() > deadline or server.poll() is not None:
                         raise SystemExit(f"server did not start; see {tmp / 'server.log'}")
                     time.sleep(0.1)
+            token = (tmp / "first-token").read_text().strip()  # no token existed: serve wrote the one it made
             status, experiment = request(conn, "POST", "/api/v1/experiments", token,
                                          {"model": "slow_test", "initial": 100, "config": {"train_seconds": train_seconds}})
             assert status == 201, experiment

@@ -33,7 +33,7 @@ class Server:
             stdout=self.stdout,
             stderr=self.stderr,
             cwd=tmp,
-            env={**os.environ, "ALECTIO_CONFIG": "", "ALECTIO_LOAD_PLUGINS": "slow_test"},
+            env={**os.environ, "ALECTIO_CONFIG": "", "ALECTIO_LOAD_PLUGINS": "slow_test", "ALECTIO_HOME": str(tmp / "home")},
         )
         wait_for(self._up, timeout=60, interval=0.1, what=f"server {name} to answer")
 
@@ -87,8 +87,8 @@ def test_a_loop_interrupted_by_kill_9_is_failed_after_restart_and_runs_again(tmp
     hold = tmp_path / "train.hold"
     first = Server(tmp_path, storage, "first")
     try:
-        # No token existed: serve made one and printed it once, on stdout.
-        token = first.output().strip().splitlines()[-1]
+        # No token existed: serve made one and wrote it to a file only we can read.
+        token = (tmp_path / "home" / "first-token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         assert requests.get(f"{first.url}/api/v1/experiments", timeout=5).status_code == 401
         body = {"model": "slow_test", "initial": 20, "batch_size": 10, "loops": 3, "config": {"hold_file": str(hold)}}
@@ -111,7 +111,7 @@ def test_a_loop_interrupted_by_kill_9_is_failed_after_restart_and_runs_again(tmp
 
     second = Server(tmp_path, storage, "second")
     try:
-        assert second.output() == ""  # a token exists: none is printed
+        assert "first-token" not in second.log()  # a token exists: none is made
         loop_url = lambda k: f"{second.url}/api/v1/experiments/{eid}/loops/{k}"  # noqa: E731
         state = requests.get(loop_url(1), headers=headers, timeout=5).json()
         assert state["status"] == "failed"
@@ -144,7 +144,7 @@ def test_sigterm_stops_the_server_and_cancels_its_loops(tmp_path, slow_model):
     hold.touch()
     server = Server(tmp_path, storage, "server")
     try:
-        headers = {"Authorization": f"Bearer {server.output().strip().splitlines()[-1]}"}
+        headers = {"Authorization": f"Bearer {(tmp_path / 'home' / 'first-token').read_text().strip()}"}
         body = {"model": "slow_test", "initial": 10, "config": {"hold_file": str(hold)}}
         eid = requests.post(f"{server.url}/api/v1/experiments", json=body, headers=headers, timeout=30).json()["id"]
         requests.post(f"{server.url}/api/v1/experiments/{eid}/loops", headers=headers, timeout=5)

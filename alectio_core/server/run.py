@@ -1,6 +1,9 @@
 """``alectio serve``: the app on waitress, set up for a long-running process.
 
-* an API token is created (and printed once) when none exists;
+* an API token is created when none exists and written to a file only its
+  owner can read (``$ALECTIO_HOME/first-token``, ``~/.alectio`` by
+  default); only the file's path is printed, since a service manager keeps
+  a server's output in its journal;
 * log records are written by a background thread (:mod:`.logs`);
 * objects made at start-up are frozen out of the cyclic garbage collector,
   so a full collection takes microseconds rather than ~10 ms mid-request;
@@ -12,11 +15,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
+from pathlib import Path
 
 import click
 
 from ..config import Config, parse_config
+from ..errors import ConfigError
 from . import create_app
 from .logs import log_in_background, quiet_waitress_queue
 
@@ -24,7 +30,7 @@ from .logs import log_in_background, quiet_waitress_queue
 def serve(config: Config, host: str, port: int) -> None:
     import waitress
 
-    from ..tokens import ensure_token
+    from ..tokens import ensure_token, outdated_tokens
 
     restore_logging = log_in_background()
     quiet_waitress_queue()
@@ -32,10 +38,30 @@ def serve(config: Config, host: str, port: int) -> None:
     app = None
     try:
         app = create_app(config)
-        new_token = ensure_token(app.extensions["alectio"]["storage"])
+        storage = app.extensions["alectio"]["storage"]
+        new_token = ensure_token(storage)
         if new_token:
-            click.echo("No API token existed, so one named 'default' was created. It is shown only now:", err=True)
-            click.echo(new_token)
+            path = first_token_file()
+            try:
+                write_private(path, new_token + "\n")
+            except OSError as exc:
+                storage.delete_token("default")  # nobody could ever know it
+                raise ConfigError(
+                    f"cannot write the first API token to {path} ({exc.strerror or exc}): set ALECTIO_HOME to a "
+                    f"folder this user can write, or create a token with 'alectio token create --name NAME'"
+                ) from None
+            click.echo(
+                f"No API token existed, so one named 'default' was created and written to {path} "
+                f"(readable only by you). Use it as 'Authorization: Bearer $(cat {path})'.",
+                err=True,
+            )
+        outdated = outdated_tokens(storage)
+        if outdated:
+            click.echo(
+                f"API token(s) {', '.join(outdated)} were made by alectio 0.1.0 and are refused: create new ones "
+                "with 'alectio token create --name NAME' and revoke these with 'alectio token revoke NAME'.",
+                err=True,
+            )
         click.echo(f"alectio serving on http://{host}:{port} (storage {config.storage})", err=True)
 
         def stop(signum, frame):
@@ -53,3 +79,18 @@ def serve(config: Config, host: str, port: int) -> None:
             signal.signal(signal.SIGTERM, previous)
         gc.unfreeze()
         restore_logging()
+
+
+def first_token_file() -> Path:
+    home = os.environ.get("ALECTIO_HOME") or os.path.join(os.path.expanduser("~"), ".alectio")
+    return Path(home) / "first-token"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file that only its owner can read: created
+    with mode 0600, so it is never readable by others, not even for a moment."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a file (or a link) left from an earlier store
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
