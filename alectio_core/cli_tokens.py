@@ -1,6 +1,6 @@
 """``alectio token create/list/revoke``: API tokens for the HTTP server.
 
-Tokens are kept as salted hashes in the storage backend the server uses;
+Tokens are kept as keyed hashes (HMAC-SHA-256) in the storage backend the server uses;
 a new token is printed once, alone on the last line of stdout, so scripts
 can take it with ``| tail -n 1``.
 """
