@@ -43,6 +43,7 @@ SCHEMA: dict[str, Any] = {
         "backend_url": (str, None),
         "callback_timeout": (float, 10.0),
         "callback_retries": (int, 3),
+        "max_selection_bytes": (int, 64 * 1024 * 1024),
     },
 }
 

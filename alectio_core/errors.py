@@ -38,6 +38,13 @@ class UnauthorizedError(AlectioError):
     status = 401
 
 
+class TooLargeError(ValidationError):
+    """An input over a configured size limit."""
+
+    code = "too_large"
+    status = 413
+
+
 class NotFoundError(AlectioError, KeyError):
     code = "not_found"
     status = 404

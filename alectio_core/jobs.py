@@ -36,6 +36,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    runs_loop: bool = True  # False: work for a loop already done (its state is not the job's)
 
 
 class JobRunner:
@@ -60,6 +61,7 @@ class JobRunner:
         loop: int,
         fn: Callable[[threading.Event], Any],
         prepare: Callable[[], Any] | None = None,
+        runs_loop: bool = True,
     ) -> Job:
         """Queue ``fn(cancel)`` as loop ``loop`` of the experiment.
 
@@ -67,8 +69,10 @@ class JobRunner:
         experiment is reserved, before the loop is marked queued; if it
         raises, nothing is queued. Raises ``ConflictError`` when the
         experiment already has a job queued or running here.
+        ``runs_loop=False``: ``fn`` works on a loop that is already done
+        (platform mode sending its results again); its state is left alone.
         """
-        job = Job(experiment_id, loop, fn)
+        job = Job(experiment_id, loop, fn, runs_loop=runs_loop)
         waited = False
         while True:
             with self._lock:
@@ -87,7 +91,8 @@ class JobRunner:
         try:
             if prepare is not None:
                 prepare()
-            self.engine.queue_loop(experiment_id, loop)
+            if runs_loop:
+                self.engine.queue_loop(experiment_id, loop)
         except BaseException:
             self._release(job)
             raise
@@ -112,7 +117,7 @@ class JobRunner:
     def _finishing(self, job: Job) -> bool:
         """A job whose loop already shows its outcome (done, failed,
         cancelled) in storage: a client that saw it may start the next."""
-        if not job.started or job.finished.is_set():
+        if not job.started or job.finished.is_set() or not job.runs_loop:
             return job.finished.is_set()
         try:
             state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
@@ -182,6 +187,8 @@ class JobRunner:
             if not job.started:
                 del self._active[experiment_id]
                 job.finished.set()
+                if not job.runs_loop:
+                    return job
                 state = {
                     "experiment_id": experiment_id,
                     "loop": loop,

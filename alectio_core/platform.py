@@ -13,11 +13,21 @@ the selections 0..cur_loop, writes the results beside them:
 * ``infer_outputs_{k}/indices.npy`` (int64) and ``infer_outputs_{k}/outputs.npy``
   (float32, one row per index), uploaded as streams: never all in memory
 
-then calls ``POST {platform.backend_url}/end_of_task`` with ``experiment_id,
+written in that order from the bottom up: the infer outputs first, the
+data map, predictions, ground truth and insights next, ``metrics_{k}.json``
+last, so a platform that sees the metrics finds everything else there. Then
+``POST {platform.backend_url}/end_of_task`` with ``experiment_id,
 project_id, user_id, n_rec, n_loop`` and ``Authorization: Bearer
 $ALECTIO_PLATFORM_TOKEN``, with a timeout and retries. The outcome shows in
-the loop's state (``platform.callback``); a loop that fails sends no
-callback (the protocol has no way to say it failed), its state says why.
+the loop's state (``platform.export``, ``platform.callback``); a loop that
+fails sends no callback (the protocol has no way to say it failed), its
+state says why. A ``/one_loop`` sent again for a done loop whose export or
+callback failed does them again (202); for one whose results were sent it
+is a 409.
+
+A selection file is read only when its size is at most
+``platform.max_selection_bytes`` (64 MiB by default), and outside the lock
+that makes the first requests for an experiment create it once.
 
 The loop itself runs on alectio's own storage like any other, as experiment
 ``plat-<hash of bucket, project and experiment>`` (``strategy`` None: the
@@ -44,7 +54,7 @@ import numpy as np
 
 from .config import Config
 from .engine import Engine, as_indices, now
-from .errors import ConfigError, ConflictError, NotFoundError, StorageError, ValidationError
+from .errors import ConfigError, ConflictError, NotFoundError, StorageError, TooLargeError, ValidationError
 from .storage import check_id, check_loop
 
 log = logging.getLogger(__name__)
@@ -152,12 +162,29 @@ class PlatformBucket:
             return StorageError(f"cannot {action} {where} (after {self.attempts} attempts): {type(exc).__name__}: {exc}")
         return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {exc}")
 
-    def read_selection(self, loop: int) -> np.ndarray:
+    def read_selection(self, loop: int, max_bytes: int) -> np.ndarray:
+        """Loop ``loop``'s selection; ``TooLargeError``, before reading it,
+        when the object is over ``max_bytes``."""
         name = f"selected_indices_{loop}.json"
         try:
-            data = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")["Body"].read()
+            response = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
         except Exception as exc:
             raise self._fail(exc, "read", name) from exc
+        body = response["Body"]
+        try:
+            size = int(response.get("ContentLength") or 0)
+            if size > max_bytes:
+                raise TooLargeError(
+                    f"{self.url(name)} is {size:,} bytes, over platform.max_selection_bytes ({max_bytes:,}); "
+                    "raise that setting in config.yaml if the selection is right"
+                )
+            data = body.read()
+        except TooLargeError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, "read", name) from exc
+        finally:
+            body.close()
         try:
             values = json.loads(data)
         except ValueError as exc:
@@ -237,7 +264,8 @@ class Platform:
 
     def __init__(self, engine: Engine, config: Config, submit: Callable[..., Any], backoff: float = 0.5):
         self.engine, self.storage = engine, engine.storage
-        self.settings = {"model": None, "backend_url": None, "callback_timeout": 10.0, "callback_retries": 3, **(config.platform or {})}
+        defaults = {"model": None, "backend_url": None, "callback_timeout": 10.0, "callback_retries": 3, "max_selection_bytes": 64 * 2**20}
+        self.settings = {**defaults, **(config.platform or {})}
         self.options = dict(config.storage_options or {})
         self.submit = submit  # JobRunner.submit
         self.backoff = backoff
@@ -258,13 +286,17 @@ class Platform:
         model, _ = self._check_configured()
         bucket = PlatformBucket(task, self.options)
         eid = task.local_id
+        done = self._done(eid, task.cur_loop)
+        if done is not None:
+            return self._send_again(task, done, model)
+        first = self._selection(bucket, 0)  # before the lock: it may take a while
         with self._lock:  # two first requests for one experiment create it once
-            first = self._selection(bucket, 0)
             try:
                 experiment = self.engine.get_experiment(eid)
             except NotFoundError:
+                initial = max(1, int(np.unique(first).size))
                 experiment = self.engine.create_experiment(
-                    model, strategy=None, batch_size=task.n_rec, initial=max(1, len(first)), loops=task.n_loop, experiment_id=eid
+                    model, strategy=None, batch_size=task.n_rec, initial=initial, loops=task.n_loop, experiment_id=eid
                 )
             if experiment.get("platform") is None:
                 platform = {k: v for k, v in asdict(task).items() if k not in ("cur_loop",)}
@@ -288,23 +320,60 @@ class Platform:
         self.submit(eid, task.cur_loop, lambda cancel: self.run(task, cancel), prepare=prepare)
         return {"experiment_id": eid, "loop": task.cur_loop, "status": "queued"}
 
-    @staticmethod
-    def _selection(bucket: PlatformBucket, loop: int) -> np.ndarray:
-        return bucket.read_selection(loop)
+    def _done(self, eid: str, loop: int) -> dict | None:
+        """The loop's state when it is done, else None."""
+        try:
+            state = self.storage.get_loop_state(eid, loop)
+        except NotFoundError:
+            return None
+        return state if state.get("status") == "done" else None
+
+    def _send_again(self, task: Task, state: dict, model: str) -> dict:
+        """A done loop asked again: export and call back again what did not
+        go through (the platform never heard back); 409 if everything did."""
+        eid, loop = task.local_id, task.cur_loop
+        experiment = self.engine.get_experiment(eid)
+        if experiment["model"] != model:
+            raise ConflictError(f"experiment {task.prefix} runs model {experiment['model']!r}, not {model!r}")
+        report = state.get("platform") or {}
+        export = report.get("export") != "done"
+        if not export and report.get("callback") == "sent":
+            raise ConflictError(
+                f"loop {loop} of platform experiment {task.prefix} is already done; its results were written "
+                f"to s3://{task.bucket_name}/{task.prefix}/ and end_of_task was sent at {report.get('callback_at')}"
+            )
+        pending = {"export": "queued" if export else "done", "callback": "pending", "callback_attempts": 0}
+        self.submit(
+            eid, loop, lambda cancel: self.deliver(task, export=export),
+            prepare=lambda: self._report(eid, loop, state, pending),  # the state says so from the 202 on
+            runs_loop=False,
+        )
+        return {"experiment_id": eid, "loop": loop, "status": "done", "sending_again": ["export", "callback"] if export else ["callback"]}
+
+    def _selection(self, bucket: PlatformBucket, loop: int) -> np.ndarray:
+        return bucket.read_selection(loop, int(self.settings["max_selection_bytes"]))
 
     def run(self, task: Task, cancel: threading.Event | None = None) -> dict:
         """The job: the loop, the export, the callback."""
+        state = self.engine.run_loop(task.local_id, task.cur_loop, select_next=False, cancel=cancel)
+        return self.deliver(task, state)
+
+    def deliver(self, task: Task, state: dict | None = None, export: bool = True) -> dict:
+        """Write a done loop's results to the platform's bucket (unless
+        ``export`` is False: they are there) and call back."""
         eid, loop = task.local_id, task.cur_loop
-        state = self.engine.run_loop(eid, loop, select_next=False, cancel=cancel)
-        report: dict[str, Any] = {"export": "running", "callback": "pending", "callback_attempts": 0}
+        if state is None:
+            state = self.storage.get_loop_state(eid, loop)
+        report: dict[str, Any] = {"export": "running" if export else "done", "callback": "pending", "callback_attempts": 0}
         self._report(eid, loop, state, report)
-        try:
-            self.export(task, PlatformBucket(task, self.options))
-            report["export"] = "done"
-        except Exception as exc:
-            report.update(export="failed", callback="not sent")
-            return self._report(eid, loop, state, report, error=f"results could not be written to the platform's bucket: {exc}")
-        self._report(eid, loop, state, report)
+        if export:
+            try:
+                self.export(task, PlatformBucket(task, self.options))
+                report["export"] = "done"
+            except Exception as exc:
+                report.update(export="failed", callback="not sent")
+                return self._report(eid, loop, state, report, error=f"results could not be written to the platform's bucket: {exc}")
+            self._report(eid, loop, state, report)
         attempts, error = self.callback(task)
         report.update(callback="sent" if error is None else "failed", callback_attempts=attempts)
         if error is not None:
@@ -313,10 +382,9 @@ class Platform:
         return self._report(eid, loop, state, report)
 
     def _report(self, eid: str, loop: int, state: dict, report: dict, error: str | None = None) -> dict:
-        state = dict(state, platform=dict(report))
+        state = dict(state, platform=dict(report), error=error)  # a done loop's only error is its export's or callback's
         if error is not None:
             state["platform"]["error"] = error
-            state["error"] = error
             log.error("experiment %s loop %d: %s", eid, loop, error)
         self.storage.put_loop_state(eid, loop, state)
         return state
@@ -324,15 +392,17 @@ class Platform:
     # -- results out ----------------------------------------------------------
 
     def export(self, task: Task, bucket: PlatformBucket) -> None:
+        """The loop's results, metrics last: a platform that sees them
+        finds everything else written."""
         eid, k = task.local_id, task.cur_loop
         results = self.engine.results(eid, k)
+        self._export_outputs(task, bucket)
         if k == 0:
             bucket.put_json("data_map.json", {str(i): ref for i, ref in enumerate(self.storage.get_index_map(eid))})
-        bucket.put_json(f"insights_{k}.json", results["insights"])
         bucket.put_json(f"test_predictions_{k}.json", results["predictions"])
         bucket.put_json("test_ground_truth.json", results["ground_truth"])
+        bucket.put_json(f"insights_{k}.json", results["insights"])
         bucket.put_json(f"metrics_{k}.json", results["metrics"])
-        self._export_outputs(task, bucket)
 
     def _export_outputs(self, task: Task, bucket: PlatformBucket) -> None:
         eid, k = task.local_id, task.cur_loop

@@ -4,11 +4,13 @@ platform's bucket) and a stand-in platform on 127.0.0.1 that records the
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import io
 import json
 import threading
 import time
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -64,6 +66,94 @@ class StandIn:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class S3Proxy:
+    """Between alectio and moto on 127.0.0.1: forwards every request, logs
+    ``(method, key)`` in order, answers 403 AccessDenied to a PUT of a key
+    ending with one of ``deny``, and holds a GET of a key ending with a
+    name in ``hold`` until that event is set."""
+
+    def __init__(self, upstream: str):
+        self.log: list[tuple[str, str]] = []
+        self.deny: set[str] = set()
+        self.hold: dict[str, threading.Event] = {}
+        self.holding = threading.Event()
+        upstream_port = urlsplit(upstream).port
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(self, status: int, headers: list, data: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _forward(self):
+                body = self._body()
+                key = urlsplit(self.path).path
+                proxy.log.append((self.command, key))
+                if self.command == "PUT" and any(key.endswith(d) for d in proxy.deny):
+                    error = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>denied by the test</Message></Error>"
+                    return self._answer(403, [("Content-Type", "application/xml")], error)
+                held = next((e for name, e in proxy.hold.items() if self.command == "GET" and key.endswith(name)), None)
+                if held is not None:
+                    proxy.holding.set()
+                    held.wait(60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "transfer-encoding", "connection", "content-length")}
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    self._answer(response.status, response.getheaders(), response.read())
+                finally:
+                    conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def puts(self) -> list[str]:
+        """The names written, in order (``infer_outputs_0/indices.npy``, ``metrics_0.json``, ...)."""
+        return [key.split("/exp-1/", 1)[1] for method, key in self.log if method in ("PUT", "POST") and "/exp-1/" in key]
+
+    def close(self):
+        for event in self.hold.values():
+            event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def s3_proxy(moto_s3):
+    proxy = S3Proxy(moto_s3.endpoint_url)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
@@ -138,10 +228,10 @@ class Client:
 def make_client(tmp_path, platform_model):
     apps = []
 
-    def make(backend_url: str | None, retries: int = 2, timeout: float = 2.0, model: str | None = platform_model, options=None):
+    def make(backend_url: str | None, retries: int = 2, timeout: float = 2.0, model: str | None = platform_model, options=None, **platform):
         config = parse_config(
             {
-                "platform": {"model": model, "backend_url": backend_url, "callback_retries": retries, "callback_timeout": timeout},
+                "platform": {"model": model, "backend_url": backend_url, "callback_retries": retries, "callback_timeout": timeout, **platform},
                 "storage_options": options or {},
             }
         )
@@ -318,3 +408,130 @@ def test_a_failed_loop_sends_no_callback_and_can_be_asked_again(make_client, see
     state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
     assert state["status"] == "done" and state["platform"]["callback"] == "sent"
     assert len(platform.calls) == 1
+
+
+# -- sending again what did not go through -------------------------------------------
+
+
+def test_a_failed_export_shows_no_metrics_and_a_resent_one_loop_exports_and_calls_back(make_client, seed_bucket, stand_in, s3_proxy):
+    platform = stand_in()
+    api = make_client(platform.url, options={"endpoint_url": s3_proxy.url})
+    seed_bucket.put_selection(0, [3, 1, 4, 15, 9])
+    s3_proxy.deny = {"infer_outputs_0/outputs.npy"}
+
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "done"  # the loop ran; its results did not reach the platform
+    assert state["platform"]["export"] == "failed" and state["platform"]["callback"] == "not sent"
+    assert "AccessDenied" in state["error"] and "outputs.npy" in state["error"]
+    written = {k.split("/")[-1] for k in seed_bucket.keys()}
+    assert "metrics_0.json" not in written and "insights_0.json" not in written  # a platform sees no half export
+    assert platform.calls == []
+
+    s3_proxy.deny = set()
+    s3_proxy.log.clear()
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 202, answer.json
+    assert answer.json["status"] == "done" and answer.json["sending_again"] == ["export", "callback"]
+    state = api.wait(answer.json["url"])
+    assert state["status"] == "done" and state["error"] is None
+    assert state["platform"]["export"] == "done" and state["platform"]["callback"] == "sent"
+    assert len(platform.calls) == 1
+    puts = s3_proxy.puts()
+    assert puts[:2] == ["infer_outputs_0/indices.npy", "infer_outputs_0/outputs.npy"] and puts[-1] == "metrics_0.json"
+    assert set(puts) == {"infer_outputs_0/indices.npy", "infer_outputs_0/outputs.npy", "data_map.json", "test_predictions_0.json",
+                         "test_ground_truth.json", "insights_0.json", "metrics_0.json"}
+    assert json.loads(seed_bucket.get("metrics_0.json")) == state["metrics"]
+    assert json.loads(seed_bucket.get("insights_0.json"))["num_labeled"] == 5
+
+    again = api.one_loop(seed_bucket.name, 0)  # everything went through: nothing to do
+    assert again.status_code == 409
+    assert "already done" in again.json["error"]["message"] and "end_of_task was sent" in again.json["error"]["message"]
+    assert len(platform.calls) == 1
+
+
+def test_a_resent_one_loop_after_a_failed_callback_only_calls_back(make_client, seed_bucket, stand_in, s3_proxy):
+    platform = stand_in(fail=1, status=500)
+    api = make_client(platform.url, retries=0, options={"endpoint_url": s3_proxy.url})
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["platform"]["export"] == "done" and state["platform"]["callback"] == "failed"
+    assert len(platform.calls) == 1
+
+    s3_proxy.log.clear()
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 202, answer.json
+    assert answer.json["sending_again"] == ["callback"]
+    state = api.wait(answer.json["url"])
+    assert state["platform"]["callback"] == "sent" and state["error"] is None
+    assert len(platform.calls) == 2 and platform.calls[1]["body"]["experiment_id"] == "exp-1"
+    assert s3_proxy.puts() == []  # the results were there: not written again
+    assert api.one_loop(seed_bucket.name, 0).status_code == 409
+
+
+# -- selection files ---------------------------------------------------------------------
+
+
+def test_a_selection_over_max_selection_bytes_is_refused_naming_the_file_and_the_setting(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url, max_selection_bytes=100)
+    seed_bucket.put_selection(0, list(range(50)))  # 190 bytes
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 413, answer.json
+    assert answer.json["error"]["code"] == "too_large"
+    message = answer.json["error"]["message"]
+    assert f"s3://{seed_bucket.name}/proj-1/exp-1/selected_indices_0.json is 190 bytes" in message
+    assert "platform.max_selection_bytes (100)" in message
+    assert api.app.extensions["alectio"]["storage"].list_experiments() == []
+
+    seed_bucket.put_selection(0, [1, 2, 3])  # a later loop's file is checked too
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "done"
+    seed_bucket.put_selection(1, list(range(10, 60)))
+    answer = api.one_loop(seed_bucket.name, 1)
+    assert answer.status_code == 413 and "selected_indices_1.json is 200 bytes" in answer.json["error"]["message"]
+    loops = api.client.get(state["url"].rsplit("/", 1)[0], headers=api.headers).json["loops"]
+    assert [s["loop"] for s in loops] == [0]  # loop 1 never queued
+
+
+def test_the_size_limit_is_a_config_setting():
+    assert parse_config({}).platform["max_selection_bytes"] == 64 * 2**20
+    assert parse_config({"platform": {"max_selection_bytes": 1000}}).platform["max_selection_bytes"] == 1000
+
+
+def test_initial_counts_unique_indices(make_client, seed_bucket, stand_in):
+    api = make_client(stand_in().url)
+    seed_bucket.put_selection(0, [5, 1, 5, 1, 2, 2, 2])
+    answer = api.one_loop(seed_bucket.name, 0)
+    state = api.wait(answer.json["url"])
+    assert state["status"] == "done" and state["labeled"] == 3
+    experiment = api.client.get(f"/api/v1/experiments/{answer.json['experiment_id']}", headers=api.headers).json
+    assert experiment["initial"] == 3
+
+
+def test_a_slow_selection_read_does_not_hold_up_another_experiment(make_client, seed_bucket, stand_in, s3_proxy):
+    api = make_client(stand_in().url, options={"endpoint_url": s3_proxy.url})
+    seed_bucket.put_selection(0, [1, 2, 3], experiment="slow")
+    seed_bucket.put_selection(0, [4, 5, 6], experiment="quick")
+    release = threading.Event()
+    s3_proxy.hold = {"/slow/selected_indices_0.json": release}
+    answers = {}
+
+    def ask(name):
+        client = Client(api.app, "")
+        client.headers = api.headers
+        answers[name] = client.one_loop(seed_bucket.name, 0, experiment_id=name)
+
+    slow = threading.Thread(target=ask, args=("slow",))
+    slow.start()
+    try:
+        assert s3_proxy.holding.wait(30), "the slow read never started"
+        quick = threading.Thread(target=ask, args=("quick",))
+        quick.start()
+        quick.join(60)  # not a speed check: with the read under the lock it never ends while the slow one is held
+        assert not quick.is_alive(), "a /one_loop waited for another experiment's selection read"
+        assert answers["quick"].status_code == 202, answers["quick"].json
+    finally:
+        release.set()
+        slow.join(60)
+    assert answers["slow"].status_code == 202
+    for answer in answers.values():
+        assert api.wait(answer.json["url"])["status"] == "done"

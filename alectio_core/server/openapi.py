@@ -28,7 +28,7 @@ def _errors(*statuses: int) -> dict:
         401: "missing or invalid API token",
         404: "unknown experiment or loop",
         409: "conflict with the current state (a loop is running, already done, no selection, ...)",
-        413: "body over server.max_body_bytes",
+        413: "body over server.max_body_bytes (/one_loop: a selection file over platform.max_selection_bytes)",
         415: "body not sent as application/json",
     }
     return {str(s): _json("Error", what[s]) for s in (401, *statuses)}
@@ -156,7 +156,8 @@ def _platform_paths(included: bool) -> tuple[dict, dict]:
                 "summary": "Platform mode: run loop `cur_loop` of a platform experiment",
                 "description": (
                     "The seed's protocol: selections are read from the platform's bucket, results written "
-                    "beside them, then `end_of_task` is called back. Answers 202 at once; poll `url`."
+                    "beside them, then `end_of_task` is called back. Answers 202 at once; poll `url`. Sent again for a "
+                    "done loop whose export or callback failed, it does them again (202, `status` done)."
                 ),
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OneLoop")}}},
                 "responses": {"202": _json("LoopAccepted", "queued; poll `url`"), **_errors(400, 409, 413, 415)},
