@@ -13,9 +13,9 @@ the selections 0..cur_loop, writes the results beside them:
 * ``infer_outputs_{k}/indices.npy`` (int64) and ``infer_outputs_{k}/outputs.npy``
   (float32, one row per index), uploaded as streams: never all in memory
 
-written in that order from the bottom up: the infer outputs first, the
-data map, predictions, ground truth and insights next, ``metrics_{k}.json``
-last, so a platform that sees the metrics finds everything else there. Then
+The infer outputs are written first, then the data map, predictions,
+ground truth and insights, and ``metrics_{k}.json`` last, so a platform that
+sees the metrics finds everything else there. Then
 ``POST {platform.backend_url}/end_of_task`` with ``experiment_id,
 project_id, user_id, n_rec, n_loop`` and ``Authorization: Bearer
 $ALECTIO_PLATFORM_TOKEN``, with a timeout and retries. The outcome shows in

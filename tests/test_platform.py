@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from alectio_core.config import parse_config
+from alectio_core.jobs import JobRunner
 from alectio_core.server import create_app
 from alectio_core.storage import open_storage
 from alectio_core.testing import MotoS3
@@ -466,6 +467,26 @@ def test_a_resent_one_loop_after_a_failed_callback_only_calls_back(make_client, 
     assert len(platform.calls) == 2 and platform.calls[1]["body"]["experiment_id"] == "exp-1"
     assert s3_proxy.puts() == []  # the results were there: not written again
     assert api.one_loop(seed_bucket.name, 0).status_code == 409
+
+
+def test_a_send_again_job_cancelled_before_it_starts_leaves_the_done_loop_alone(engine, fake_model):
+    fake_model("runner_model", pool=10)
+    done = engine.create_experiment("runner_model", strategy=None, initial=2, loops=2)
+    engine.record_selection(done["id"], 0, [0, 1])
+    engine.run_loop(done["id"], 0)
+    busy = engine.create_experiment("runner_model", strategy=None, initial=2, loops=2)
+    engine.record_selection(busy["id"], 0, [0, 1])
+    runner, gate = JobRunner(engine, workers=1), threading.Event()
+    try:
+        runner.submit(busy["id"], 0, lambda cancel: gate.wait(60))  # holds the only worker
+        job = runner.submit(done["id"], 0, lambda cancel: None, runs_loop=False)
+        assert runner.cancel(done["id"], 0) is job  # e.g. the server shutting down
+        state = engine.get_loop(done["id"], 0)
+        assert state["status"] == "done" and state.get("error") is None
+        assert engine.results(done["id"], 0)["metrics"]
+    finally:
+        gate.set()
+        runner.shutdown()
 
 
 # -- selection files ---------------------------------------------------------------------
