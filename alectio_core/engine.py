@@ -28,6 +28,7 @@ from .config import Config
 from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, ValidationError
 from .outputs import DEFAULT_CHUNK_ROWS, OutputWriter, current_writer
 from .storage import Storage, check_id, check_loop
+from .strategies import DEFAULT_STRATEGY
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Engine:
         self,
         model: str,
         *,
-        strategy: str | None = "random",
+        strategy: str | None = DEFAULT_STRATEGY,
         batch_size: int = 100,
         initial: int = 100,
         loops: int = 5,
@@ -442,7 +443,7 @@ class _LoopRun:
         return self.state
 
     def _fail(self, exc: BaseException) -> None:
-        cancelled = isinstance(exc, LoopCancelled)
+        cancelled = isinstance(exc, (LoopCancelled, KeyboardInterrupt))  # Ctrl-C is the user cancelling
         if isinstance(exc, AlectioError):
             message = exc.message
         elif isinstance(exc, KeyboardInterrupt):

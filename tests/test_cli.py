@@ -71,3 +71,43 @@ def test_init_refuses_bad_names_and_existing_folders(tmp_path):
     CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
     again = CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+# -- the first hour: help and defaults ------------------------------------------
+
+
+def _commands(group, prefix=()):
+    """Every command path under the group, the group itself first."""
+    yield prefix
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_no_help_text_shows_markup():
+    for path in _commands(cli):
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "`" not in result.output, (path, result.output)
+
+
+def test_alectio_alone_prints_the_help_and_succeeds():
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 0
+    assert result.output == CliRunner().invoke(cli, ["--help"]).output
+    assert "Commands:" in result.output
+
+
+def test_run_help_lists_the_installed_strategies_the_default_and_the_storage():
+    from alectio_core import plugins
+    from alectio_core.strategies import DEFAULT_STRATEGY
+
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # unwrap
+    for name in plugins.get_strategies():
+        assert name in text, name
+    assert f"[default: {DEFAULT_STRATEGY}]" in text
+    assert "sqlite:///alectio.db" in text and "./alectio.db" in text

@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 from click.testing import CliRunner
+from server_support import slow_model  # noqa: F401 (fixture)
 
 from alectio_core import Engine, open_storage
 from alectio_core.cli import cli
@@ -124,3 +125,141 @@ def test_uncertainty_beats_random_on_digits(tmp_path):
     baseline = mean_accuracy("random")
     assert mean_accuracy("entropy") > baseline
     assert mean_accuracy("margin") > baseline
+
+
+def test_the_cli_and_the_server_default_to_one_documented_strategy(db):
+    from pathlib import Path
+
+    from alectio_core.server.schemas import SCHEMAS
+    from alectio_core.strategies import DEFAULT_STRATEGY
+
+    assert DEFAULT_STRATEGY == "margin"  # what the science issue's measurements chose
+    result = run("digits_lr", "--loops", "1", "--initial", "30", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert experiment["strategy"] == DEFAULT_STRATEGY
+    assert SCHEMAS["ExperimentCreate"]["properties"]["strategy"]["default"] == DEFAULT_STRATEGY
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"default strategy is `{DEFAULT_STRATEGY}`" in readme
+
+
+# -- --resume and the other arguments ----------------------------------------------
+
+
+@pytest.fixture
+def finished(db):
+    """A finished 2-loop digits_lr experiment."""
+    result = run("digits_lr", "--strategy", "random", "--loops", "2", "--initial", "30", "--batch", "20", "--seed", "4",
+                 "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    return experiment
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "entropy"], "--strategy entropy conflicts with experiment '{id}': it was created with --strategy random"),
+        (["--batch", "50"], "--batch 50 conflicts with experiment '{id}': it was created with --batch 20"),
+        (["--initial", "10"], "--initial 10 conflicts with experiment '{id}': it was created with --initial 30"),
+        (["--seed", "0"], "--seed 0 conflicts with experiment '{id}': it was created with --seed 4"),
+    ],
+)
+def test_resume_refuses_options_that_conflict_with_the_experiment(db, finished, args, message):
+    result = run("digits_lr", "--resume", finished["id"], *args, storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: " + message.format(id=finished["id"])
+    assert Engine(open_storage(db)).get_experiment(finished["id"]) == finished  # nothing changed
+
+
+def test_resume_refuses_another_model(db, finished, fake_model):
+    fake_model("other_model")
+    result = run("other_model", "--resume", finished["id"], storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: model other_model conflicts with experiment '{finished['id']}': it was created with model digits_lr"
+    )
+
+
+def test_resume_accepts_options_that_repeat_the_stored_ones(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--strategy", "random", "--batch", "20", "--initial", "30",
+                 "--seed", "4", "--loops", "2", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [30, 50]
+
+
+def test_resume_with_more_loops_extends_a_finished_experiment(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--loops", "4", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [30, 50, 70, 90]
+    assert Engine(open_storage(db)).get_experiment(finished["id"])["loops"] == 4
+
+
+def test_resume_refuses_fewer_loops_than_done(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--loops", "1", storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --loops 1 is fewer than the 2 loops experiment '{finished['id']}' has done"
+    )
+
+
+def test_an_exhausted_pool_ends_the_run_early_and_says_so(db):
+    # digits_lr's pool is 1,400 records: 1,000 + 390 + the last 10, then nothing is left for loop 3
+    result = run("digits_lr", "--loops", "4", "--initial", "1000", "--batch", "390", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [1000, 1390, 1400]
+    assert "pool exhausted after loop 2: 1,400 of 1,400 records labelled" in result.stderr.splitlines()
+
+
+def test_a_run_that_uses_all_its_loops_says_nothing_of_the_pool(db):
+    result = run("digits_lr", "--loops", "2", "--initial", "1000", "--batch", "400", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [1000, 1400]
+    assert "pool exhausted" not in result.stderr
+
+
+def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
+    import signal
+    import subprocess
+    import sys
+
+    from server_support import wait_for
+
+    hold = tmp_path / "train.hold"
+    hold.touch()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models:\n  slow_test:\n    hold_file: {hold}\n    pool_size: 60\n")
+    db = f"sqlite:///{tmp_path}/alectio.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alectio_core", "run", "slow_test", "--loops", "2", "--initial", "10", "--batch", "10",
+         "--config", str(config), "--storage", db],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        store = open_storage(db)
+
+        def training():
+            experiments = store.list_experiments()
+            if not experiments:
+                return None
+            states = store.list_loop_states(experiments[0]["id"])
+            return experiments[0] if states and states[0].get("stage") == "train" else None
+
+        experiment = wait_for(training, timeout=120, what="loop 0 in train")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Aborted!" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"Interrupted in loop 0 (continue with: alectio run slow_test --resume {experiment['id']})"
+    )
+    state = open_storage(db).get_loop_state(experiment["id"], 0)
+    assert (state["status"], state["error"]) == ("cancelled", "interrupted")
+
+    hold.unlink()  # the command it printed finishes the experiment
+    result = CliRunner().invoke(cli, ["run", "slow_test", "--resume", experiment["id"], "--storage", db, "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [10, 20]

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..engine import STAGES, STATUSES
 from ..errors import ValidationError
+from ..strategies import DEFAULT_STRATEGY
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_INT = 2**31 - 1
@@ -72,7 +73,7 @@ SCHEMAS: dict[str, dict] = {
                 "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": 200,
-                "default": "random",
+                "default": DEFAULT_STRATEGY,
                 "description": "query strategy; null when a labeller supplies every selection",
             },
             "batch_size": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 100},
