@@ -124,9 +124,11 @@ class StrategyOption(click.Option):
 @click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop; options given must match it, --loops may extend it.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the learning curve, as JSON, on stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw the learning curve to this PNG file.")
+@click.option("--metric", metavar="NAME", help="The metric the table and the plot show (default: the task's headline "
+              "metric: accuracy, or mAP_50 for object detection).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning", show_default=True)
 @domain_errors
-def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, log_level):
+def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, metric, log_level):
     """Run a self-driven experiment on MODEL: label INITIAL random records,
     then after each loop let STRATEGY pick BATCH more.
 
@@ -138,7 +140,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     Example:
       alectio run digits_cnn --loops 5 --batch 50 --initial 100
     """
-    from .driver import drive, headline, plot_curve, resume
+    from .driver import check_metric, drive, headline, plot_curve, resume
     from .engine import Engine
     from .progress import Progress
     from .storage import open_storage
@@ -165,9 +167,17 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     exhausted: list = []  # (loop, labeled, pool) once the pool runs out
     interrupted = False
     with Progress(experiment, enabled=sys.stderr.isatty() and not as_json) as progress:
+
+        def on_loop(loop: int) -> None:
+            if metric and loop > 0:  # loop 0's metrics are known: a misspelled name stops here
+                check_metric(engine.learning_curve(experiment["id"]), metric)
+            progress.loop(loop)
+
         try:
-            curve = drive(engine, experiment["id"], on_loop=progress.loop, on_stage=progress.stage,
+            curve = drive(engine, experiment["id"], on_loop=on_loop, on_stage=progress.stage,
                           on_exhausted=lambda *ended: exhausted.extend(ended))
+            if metric:
+                check_metric(curve, metric)
         except AlectioError as exc:
             raise click.ClickException(f"{exc.message} ({again})")
         except KeyboardInterrupt:  # Ctrl-C: the engine recorded the loop as cancelled
@@ -179,15 +189,15 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         loop, labeled, pool = exhausted
         click.echo(f"pool exhausted after loop {loop}: {labeled:,} of {pool:,} records labelled", err=True)
     if plot:
-        plot_curve(experiment, curve, plot)
+        plot_curve(experiment, curve, plot, metric)
     if as_json:
         click.echo(json.dumps(curve))
         return
-    name = headline(experiment, None)[0]
+    name = headline(experiment, None, metric)[0]
     click.echo(f"\nlearning curve ({experiment['strategy']}, experiment {experiment['id']})")
     click.echo(f"{'loop':>4}  {'labeled':>8}  {name:>10}")
     for point in curve:
-        value = headline(experiment, point["metrics"])[1]
+        value = headline(experiment, point["metrics"], metric)[1]
         click.echo(f"{point['loop']:>4}  {point['labeled']:>8}  {'-' if value is None else f'{value:.4f}':>10}")
     if plot:
         click.echo(f"plot written to {plot}")

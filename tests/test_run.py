@@ -263,3 +263,56 @@ def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
     result = CliRunner().invoke(cli, ["run", "slow_test", "--resume", experiment["id"], "--storage", db, "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     assert [p["labeled"] for p in json.loads(result.stdout)] == [10, 20]
+
+
+# -- the learning-curve table: the task's headline metric, or --metric ----------------------
+
+
+@pytest.fixture
+def detector(fake_model):
+    box = {"boxes": [[0, 0, 10, 10]], "objects": [0]}
+    near = {"boxes": [[0, 0, 10, 8]], "objects": [0], "scores": [0.9]}  # IoU 0.8: counted at 0.5, not at 0.95
+    fake_model(
+        "tiny_detector",
+        model_info=lambda: {"task": "object_detection", "labels": ["square", "disc"]},
+        test=lambda: {"predictions": [near, near], "labels": [box, box]},
+    )
+    return "tiny_detector"
+
+
+def _table(output):
+    lines = output.strip().splitlines()
+    return lines[1].split(), [line.split() for line in lines[2:]]
+
+
+def test_the_detection_table_shows_map_50_by_name(db, detector):
+    result = run(detector, "--loops", "2", "--initial", "4", "--batch", "4", storage=db)
+    assert result.exit_code == 0, result.output
+    header, rows = _table(result.stdout)
+    assert header == ["loop", "labeled", "mAP_50"]
+    curve = Engine(open_storage(db)).learning_curve(Engine(open_storage(db)).storage.list_experiments()[0]["id"])
+    assert [float(r[2]) for r in rows] == [round(p["metrics"]["mAP_50"], 4) for p in curve]
+    assert curve[0]["metrics"]["mAP"] != curve[0]["metrics"]["mAP_50"]  # the two differ here
+    # the detection example's README quotes the same metric as the table
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "examples" / "object_detection" / "README.md").read_text()
+    assert "| loop | labeled | mAP_50 |" in readme and "shows test **mAP_50** per loop" in readme
+
+
+def test_metric_picks_another_column(db, detector):
+    result = run(detector, "--loops", "1", "--initial", "4", "--metric", "mAP", storage=db)
+    assert result.exit_code == 0, result.output
+    header, rows = _table(result.stdout)
+    assert header == ["loop", "labeled", "mAP"]
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert float(rows[0][2]) == round(Engine(open_storage(db)).learning_curve(experiment["id"])[0]["metrics"]["mAP"], 4)
+
+
+def test_an_unknown_metric_lists_the_available_ones(db, detector):
+    result = run(detector, "--loops", "3", "--initial", "4", "--batch", "4", "--metric", "mAP50", storage=db)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: unknown metric 'mAP50'; available: mAP, mAP_50, mAP_75, precision, recall")
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert len(Engine(open_storage(db)).learning_curve(experiment["id"])) == 1  # stopped after loop 0, not at the end
