@@ -375,6 +375,7 @@ class _LoopRun:
             "stage_times": {},
         }
         self._last_progress = 0.0
+        self._at_once = False  # infer returned its outputs instead of streaming them
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -408,6 +409,8 @@ class _LoopRun:
 
     def _progress(self, done: int, total: int) -> None:
         self._check_cancel()
+        if self._at_once and done < total:
+            return  # rows the hook returned all at once: storing them is not infer progress
         t = time.monotonic()
         if t - self._last_progress >= PROGRESS_INTERVAL or done == total:
             self._last_progress = t
@@ -561,6 +564,7 @@ class _LoopRun:
         if result is not None:
             if not isinstance(result, Mapping) or not isinstance(result.get("outputs"), Mapping):
                 raise PluginError(self.model.name, "infer", "must return {'outputs': {index: output}} or None after using writer")
+            self._at_once = True
             for index, output in result["outputs"].items():
                 writer.add(index, output)
         writer.close()
