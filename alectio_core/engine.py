@@ -143,6 +143,33 @@ class Engine:
     def get_experiment(self, experiment_id: str) -> dict:
         return self.storage.get_experiment(check_id(experiment_id))
 
+    def summary(self, experiment: Mapping[str, Any]) -> dict:
+        """The experiment with ``loops_done`` (loops finished) and
+        ``latest_metrics`` (those of the last finished loop, or None)."""
+        done = [s for s in self.storage.list_loop_states(experiment["id"]) if s["status"] == "done"]
+        return dict(experiment, loops_done=len(done), latest_metrics=done[-1].get("metrics") if done else None)
+
+    def active_loops(self, experiment_id: str) -> list[dict]:
+        """The experiment's loops that a process is running or about to run."""
+        return [s for s in self.storage.list_loop_states(experiment_id) if s["status"] in ("queued", "running")]
+
+    def delete_experiment(self, experiment_id: str) -> int:
+        """Delete the experiment and everything stored for it; return how
+        many loops it had finished. ``ConflictError`` while a loop is queued
+        or running."""
+        experiment = self.get_experiment(experiment_id)
+        busy = self.active_loops(experiment_id)
+        if busy:
+            raise ConflictError(
+                f"experiment {experiment_id!r} has loop {busy[0]['loop']} {busy[0]['status']}; "
+                "cancel it or let it finish before deleting the experiment"
+            )
+        done = self.summary(experiment)["loops_done"]
+        self.storage.delete_experiment(experiment_id)
+        self._pools.pop(experiment_id, None)
+        log.info("experiment %s deleted", experiment_id)
+        return done
+
     def pool_size(self, experiment_id: str) -> int:
         if experiment_id not in self._pools:
             self._pools[experiment_id] = int(self.get_experiment(experiment_id)["pool_size"])

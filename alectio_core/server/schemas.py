@@ -100,6 +100,20 @@ SCHEMAS: dict[str, dict] = {
             "pool_size": {"type": "integer"},
             "created": {"type": "string"},
             "url": {"type": "string"},
+            "loops_done": {"type": "integer", "minimum": 0, "description": "loops finished (not in the list view)"},
+            "latest_metrics": {
+                "type": ["object", "null"],
+                "description": "metrics of the last finished loop, null before the first (not in the list view)",
+            },
+        },
+    },
+    "ExperimentDeleted": {
+        "type": "object",
+        "required": ["id", "deleted", "loops"],
+        "properties": {
+            "id": _id,
+            "deleted": {"type": "boolean", "enum": [True]},
+            "loops": {"type": "integer", "minimum": 0, "description": "finished loops it had"},
         },
     },
     "ExperimentList": {
