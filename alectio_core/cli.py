@@ -98,9 +98,11 @@ def list_plugins(show_all):
     click.echo(json.dumps(rows, indent=2))
 
 
-from .cli_tokens import token  # noqa: E402 (the group imports helpers from here)
+from .cli_experiments import experiments  # noqa: E402 (these groups import helpers from here)
+from .cli_tokens import token  # noqa: E402
 
 cli.add_command(token)
+cli.add_command(experiments)
 
 
 class StrategyOption(click.Option):
