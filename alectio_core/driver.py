@@ -91,10 +91,8 @@ def check_metric(curve: list[dict], metric: str) -> None:
     ``metric`` is not one of them (nothing to check on an empty curve)."""
     if not curve:
         return
-    names = sorted(
-        {k for p in curve for k, v in (p["metrics"] or {}).items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))},
-        key=str.lower,
-    )
+    scalar = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+    names = sorted({k for p in curve for k, v in (p["metrics"] or {}).items() if scalar(v)}, key=str.lower)
     if metric not in names:
         raise ValidationError(f"unknown metric {metric!r}; available: {', '.join(names)}")
 
