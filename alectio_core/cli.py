@@ -9,10 +9,12 @@ import logging
 import sys
 
 import click
+from click.core import ParameterSource
 
 from . import plugins
-from .config import LOG_LEVELS, Config, load_config
+from .config import DEFAULT_STORAGE, LOG_LEVELS, Config, load_config
 from .errors import AlectioError
+from .strategies import DEFAULT_STRATEGY
 
 
 def domain_errors(fn):
@@ -40,18 +42,25 @@ def _logging(level: str) -> None:
 
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config.yaml to read (default: $ALECTIO_CONFIG or ./config.yaml).")
-storage_option = click.option("--storage", help="Storage URL, e.g. sqlite:///alectio.db or s3://bucket/prefix (default: config, $ALECTIO_STORAGE).")
+storage_option = click.option(
+    "--storage",
+    help=f"Storage URL, e.g. sqlite:///alectio.db or s3://bucket/prefix (default: $ALECTIO_STORAGE, else config.yaml's "
+    f"storage, else {DEFAULT_STORAGE}, the file ./alectio.db).",
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(package_name="alectio")
-def cli():
+@click.pass_context
+def cli(ctx):
     """alectio: run active-learning loops around your own model.
 
-    Install a model plugin (a package with an ``alectio.models`` entry point),
-    then ``alectio run MODEL`` for a self-driven experiment or ``alectio
-    serve`` for the HTTP API.
+    Install a model plugin (a package with an alectio.models entry point),
+    then 'alectio run MODEL' for a self-driven experiment or 'alectio
+    serve' for the HTTP API.
     """
+    if ctx.invoked_subcommand is None:  # `alectio` alone: the help, not a usage error
+        click.echo(ctx.get_help())
 
 
 @cli.command()
@@ -64,8 +73,8 @@ def cli():
 def serve(config_path, storage, host, port, log_level):
     """Serve the HTTP API on a production WSGI server (waitress).
 
-    Loops run on ``server.workers`` background threads. Every endpoint but
-    ``/health`` needs an API token; when none exists, one is created and
+    Loops run on server.workers background threads. Every endpoint but
+    /health needs an API token; when none exists, one is created and
     written to $ALECTIO_HOME/first-token (~/.alectio by default), readable
     only by you.
     """
@@ -90,34 +99,51 @@ def list_plugins(show_all):
     click.echo(json.dumps(rows, indent=2))
 
 
-from .cli_tokens import token  # noqa: E402 (the group imports helpers from here)
+from .cli_experiments import experiments  # noqa: E402 (these groups import helpers from here)
+from .cli_tokens import token  # noqa: E402
 
 cli.add_command(token)
+cli.add_command(experiments)
+
+
+class StrategyOption(click.Option):
+    """``--strategy``: its help names the installed strategies, looked up
+    only when the help is shown (plugins load, models do not)."""
+
+    def get_help_record(self, ctx):
+        self.help = f"Query strategy choosing the next records: {', '.join(sorted(plugins.get_strategies()))}."
+        return super().get_help_record(ctx)
 
 
 @cli.command()
 @click.argument("model")
-@click.option("--strategy", default="entropy", show_default=True, help="Query strategy choosing the next records (see `alectio plugins --all`).")
+@click.option("--strategy", cls=StrategyOption, metavar="NAME", default=DEFAULT_STRATEGY, show_default=True)
 @click.option("--loops", type=click.IntRange(min=1), default=5, show_default=True, help="Loops to run.")
 @click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True, help="Records the strategy adds after each loop.")
 @click.option("--initial", type=click.IntRange(min=1), default=100, show_default=True, help="Seeded-random records labeled for loop 0.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the initial records and the strategy.")
 @storage_option
 @config_option
-@click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop.")
+@click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop; options given must match it, --loops may extend it.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the learning curve, as JSON, on stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw the learning curve to this PNG file.")
+@click.option("--metric", metavar="NAME", help="The metric the table and the plot show (default: the task's headline "
+              "metric: accuracy, or mAP_50 for object detection).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning", show_default=True)
 @domain_errors
-def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, log_level):
+def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, metric, log_level):
     """Run a self-driven experiment on MODEL: label INITIAL random records,
     then after each loop let STRATEGY pick BATCH more.
 
+    With --resume ID, continue that experiment instead: a --strategy,
+    --batch, --initial or --seed given must match what it was created with,
+    and --loops N runs it up to N loops (extending a finished one).
+
     \b
     Example:
-      alectio run digits_cnn --strategy entropy --loops 5 --batch 50 --initial 100
+      alectio run digits_cnn --loops 5 --batch 50 --initial 100
     """
-    from .driver import drive, headline, plot_curve
+    from .driver import check_metric, drive, headline, plot_curve, resume
     from .engine import Engine
     from .progress import Progress
     from .storage import open_storage
@@ -126,7 +152,13 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     config = _config(config_path, storage)
     engine = Engine(open_storage(config.storage, config.storage_options), config)
     if resume_id:
-        experiment = engine.get_experiment(resume_id)
+        ctx = click.get_current_context()
+        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed}
+        given = {"model": ("model", model)}
+        given.update({f"--{name}": ("batch_size" if name == "batch" else name, value) for name, value in options.items()
+                      if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT})
+        given_loops = None if ctx.get_parameter_source("loops") is ParameterSource.DEFAULT else loops
+        experiment = resume(engine, resume_id, given, given_loops)
         engine.recover_interrupted(resume_id)
     else:
         experiment = engine.create_experiment(
@@ -134,21 +166,41 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         )
     click.echo(f"experiment {experiment['id']}: model {experiment['model']}, strategy {experiment['strategy']}, "
                f"pool {experiment['pool_size']}, storage {config.storage}", err=True)
+    again = f"continue with: alectio run {experiment['model']} --resume {experiment['id']}"
+    exhausted: list = []  # (loop, labeled, pool) once the pool runs out
+    interrupted = False
     with Progress(experiment, enabled=sys.stderr.isatty() and not as_json) as progress:
+
+        def on_loop(loop: int) -> None:
+            if metric and loop > 0:  # loop 0's metrics are known: a misspelled name stops here
+                check_metric(engine.learning_curve(experiment["id"]), metric)
+            progress.loop(loop)
+
         try:
-            curve = drive(engine, experiment["id"], on_loop=progress.loop, on_stage=progress.stage)
+            curve = drive(engine, experiment["id"], on_loop=on_loop, on_stage=progress.stage,
+                          on_exhausted=lambda *ended: exhausted.extend(ended))
+            if metric:
+                check_metric(curve, metric)
         except AlectioError as exc:
-            raise click.ClickException(f"{exc.message} (continue with: alectio run {experiment['model']} --resume {experiment['id']})")
+            raise click.ClickException(f"{exc.message} ({again})")
+        except KeyboardInterrupt:  # Ctrl-C: the engine recorded the loop as cancelled
+            interrupted = True
+    if interrupted:
+        click.echo(f"Interrupted in loop {engine.next_loop(experiment['id'])} ({again})", err=True)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it
+    if exhausted:
+        loop, labeled, pool = exhausted
+        click.echo(f"pool exhausted after loop {loop}: {labeled:,} of {pool:,} records labelled", err=True)
     if plot:
-        plot_curve(experiment, curve, plot)
+        plot_curve(experiment, curve, plot, metric)
     if as_json:
         click.echo(json.dumps(curve))
         return
-    name = headline(experiment, None)[0]
+    name = headline(experiment, None, metric)[0]
     click.echo(f"\nlearning curve ({experiment['strategy']}, experiment {experiment['id']})")
     click.echo(f"{'loop':>4}  {'labeled':>8}  {name:>10}")
     for point in curve:
-        value = headline(experiment, point["metrics"])[1]
+        value = headline(experiment, point["metrics"], metric)[1]
         click.echo(f"{point['loop']:>4}  {point['labeled']:>8}  {'-' if value is None else f'{value:.4f}':>10}")
     if plot:
         click.echo(f"plot written to {plot}")
@@ -162,7 +214,7 @@ def init(name, parent):
     """Scaffold a new model plugin package for model NAME.
 
     The package works as generated (a small numpy model on synthetic data):
-    pip install it and `alectio run NAME`, then replace the data and model.
+    pip install it and 'alectio run NAME', then replace the data and model.
     """
     from pathlib import Path
 

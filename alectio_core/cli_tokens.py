@@ -23,7 +23,7 @@ def _storage(config_path, storage):
 
 @click.group()
 def token():
-    """Create, list and revoke API tokens (``Authorization: Bearer TOKEN``)."""
+    """Create, list and revoke API tokens (Authorization: Bearer TOKEN)."""
 
 
 @token.command("create")

@@ -6,15 +6,18 @@ an interrupted experiment from its last finished loop.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .engine import Engine
+from .errors import ConflictError, ValidationError
 
-#: The one number per task a learning curve plots.
+#: The one number per task a learning curve shows unless asked for another
+#: (for detection, mAP at IoU 0.5: what the detection literature and the
+#: example's README quote).
 HEADLINE = {
     "classification": "accuracy",
     "multilabel": "subset_accuracy",
-    "object_detection": "mAP",
+    "object_detection": "mAP_50",
     "segmentation": "mean_iou",
     "regression": "r2",
 }
@@ -26,15 +29,25 @@ def drive(
     *,
     on_loop: Callable[[int], None] | None = None,
     on_stage: Callable[[str, dict], None] | None = None,
+    on_exhausted: Callable[[int, int, int], None] | None = None,
 ) -> list[dict]:
-    """Run the experiment's remaining loops; return its learning curve."""
+    """Run the experiment's remaining loops; return its learning curve.
+
+    When every record is labelled before the last loop, the experiment ends
+    there: ``on_exhausted(loop, labeled, pool_size)`` is told which loop
+    was the last.
+    """
     experiment = engine.get_experiment(experiment_id)
     for loop in range(engine.next_loop(experiment_id), int(experiment["loops"])):
         if loop > 0 and not engine.has_selection(experiment_id, loop):
-            # The process stopped between a loop's commit and storing the
-            # strategy's pick: pick again (seeded, so the same records).
+            # No selection: the pool ran out, or the process stopped between
+            # a loop's commit and storing the strategy's pick (then pick
+            # again, seeded, so the same records).
             labeled = engine.labeled(experiment_id, loop - 1).size
             if not engine.wants_selection(experiment, loop - 1, labeled):
+                pool = int(experiment["pool_size"])
+                if on_exhausted and labeled >= pool:
+                    on_exhausted(loop - 1, int(labeled), pool)
                 break
             engine.record_selection(experiment_id, loop, engine.pick_next(experiment, loop - 1))
         if on_loop:
@@ -43,19 +56,55 @@ def drive(
     return engine.learning_curve(experiment_id)
 
 
-def headline(experiment: dict, metrics: dict | None) -> tuple[str, float | None]:
-    name = HEADLINE.get(experiment.get("task", "classification"), "accuracy")
+def resume(engine: Engine, experiment_id: str, given: Mapping[str, tuple[str, Any]], loops: int | None = None) -> dict:
+    """Check what was given along with a resume against the stored
+    experiment, and set its number of loops; return the experiment.
+
+    ``given`` maps the name the user knows a setting by (``--batch``) to the
+    stored field and the value given (``("batch_size", 50)``): a value other
+    than the stored one is a ``ConflictError``. ``loops`` may extend a
+    finished experiment or shorten an unfinished one, never below the loops
+    already done.
+    """
+    experiment = engine.get_experiment(experiment_id)
+    for name, (field, value) in given.items():
+        if value != experiment.get(field):
+            raise ConflictError(
+                f"{name} {value} conflicts with experiment {experiment_id!r}: it was created with {name} {experiment.get(field)}"
+            )
+    if loops is not None and loops != int(experiment["loops"]):
+        done = engine.next_loop(experiment_id)
+        if loops < done:
+            raise ValidationError(f"--loops {loops} is fewer than the {done} loops experiment {experiment_id!r} has done")
+        experiment = engine.storage.update_experiment(experiment_id, {"loops": loops})
+    return experiment
+
+
+def headline(experiment: dict, metrics: dict | None, metric: str | None = None) -> tuple[str, float | None]:
+    """The name and value of ``metric``, or of the task's headline metric."""
+    name = metric or HEADLINE.get(experiment.get("task", "classification"), "accuracy")
     return name, (metrics or {}).get(name)
 
 
-def plot_curve(experiment: dict, curve: list[dict], path: str) -> None:
-    """Draw the learning curve (labeled records vs. the headline metric)."""
+def check_metric(curve: list[dict], metric: str) -> None:
+    """A ``ValidationError`` listing the metrics the curve has when
+    ``metric`` is not one of them (nothing to check on an empty curve)."""
+    if not curve:
+        return
+    scalar = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+    names = sorted({k for p in curve for k, v in (p["metrics"] or {}).items() if scalar(v)}, key=str.lower)
+    if metric not in names:
+        raise ValidationError(f"unknown metric {metric!r}; available: {', '.join(names)}")
+
+
+def plot_curve(experiment: dict, curve: list[dict], path: str, metric: str | None = None) -> None:
+    """Draw the learning curve (labeled records vs. ``metric``, by default the headline one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name = HEADLINE.get(experiment.get("task", "classification"), "accuracy")
+    name = headline(experiment, None, metric)[0]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p["labeled"] for p in curve], [(p["metrics"] or {}).get(name) for p in curve], marker="o")
     ax.set_xlabel("labeled records")

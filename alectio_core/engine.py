@@ -28,6 +28,7 @@ from .config import Config
 from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, ValidationError
 from .outputs import DEFAULT_CHUNK_ROWS, OutputWriter, current_writer
 from .storage import Storage, check_id, check_loop
+from .strategies import DEFAULT_STRATEGY
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Engine:
         self,
         model: str,
         *,
-        strategy: str | None = "random",
+        strategy: str | None = DEFAULT_STRATEGY,
         batch_size: int = 100,
         initial: int = 100,
         loops: int = 5,
@@ -141,6 +142,33 @@ class Engine:
 
     def get_experiment(self, experiment_id: str) -> dict:
         return self.storage.get_experiment(check_id(experiment_id))
+
+    def summary(self, experiment: Mapping[str, Any]) -> dict:
+        """The experiment with ``loops_done`` (loops finished) and
+        ``latest_metrics`` (those of the last finished loop, or None)."""
+        done = [s for s in self.storage.list_loop_states(experiment["id"]) if s["status"] == "done"]
+        return dict(experiment, loops_done=len(done), latest_metrics=done[-1].get("metrics") if done else None)
+
+    def active_loops(self, experiment_id: str) -> list[dict]:
+        """The experiment's loops that a process is running or about to run."""
+        return [s for s in self.storage.list_loop_states(experiment_id) if s["status"] in ("queued", "running")]
+
+    def delete_experiment(self, experiment_id: str) -> int:
+        """Delete the experiment and everything stored for it; return how
+        many loops it had finished. ``ConflictError`` while a loop is queued
+        or running."""
+        experiment = self.get_experiment(experiment_id)
+        busy = self.active_loops(experiment_id)
+        if busy:
+            raise ConflictError(
+                f"experiment {experiment_id!r} has loop {busy[0]['loop']} {busy[0]['status']}; "
+                "cancel it or let it finish before deleting the experiment"
+            )
+        done = self.summary(experiment)["loops_done"]
+        self.storage.delete_experiment(experiment_id)
+        self._pools.pop(experiment_id, None)
+        log.info("experiment %s deleted", experiment_id)
+        return done
 
     def pool_size(self, experiment_id: str) -> int:
         if experiment_id not in self._pools:
@@ -374,6 +402,7 @@ class _LoopRun:
             "stage_times": {},
         }
         self._last_progress = 0.0
+        self._at_once = False  # infer returned its outputs instead of streaming them
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -407,6 +436,8 @@ class _LoopRun:
 
     def _progress(self, done: int, total: int) -> None:
         self._check_cancel()
+        if self._at_once and done < total:
+            return  # rows the hook returned all at once: storing them is not infer progress
         t = time.monotonic()
         if t - self._last_progress >= PROGRESS_INTERVAL or done == total:
             self._last_progress = t
@@ -442,7 +473,7 @@ class _LoopRun:
         return self.state
 
     def _fail(self, exc: BaseException) -> None:
-        cancelled = isinstance(exc, LoopCancelled)
+        cancelled = isinstance(exc, (LoopCancelled, KeyboardInterrupt))  # Ctrl-C is the user cancelling
         if isinstance(exc, AlectioError):
             message = exc.message
         elif isinstance(exc, KeyboardInterrupt):
@@ -560,6 +591,7 @@ class _LoopRun:
         if result is not None:
             if not isinstance(result, Mapping) or not isinstance(result.get("outputs"), Mapping):
                 raise PluginError(self.model.name, "infer", "must return {'outputs': {index: output}} or None after using writer")
+            self._at_once = True
             for index, output in result["outputs"].items():
                 writer.add(index, output)
         writer.close()

@@ -1,7 +1,9 @@
 """Progress bars for ``alectio run``: one per loop's stages, one for infer.
 
 Drawn on stderr with tqdm when it is a terminal; silent otherwise, so logs
-and ``--json`` output stay clean.
+and ``--json`` output stay clean. The infer bar shows a rate only once rows
+stream in (progress before the last row): rows a model returns all at once
+arrive in one step, and a rate over that step means nothing.
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 from tqdm import tqdm
 
 
+#: tqdm's default bar without the rate.
+NO_RATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+
+
 class Progress:
-    def __init__(self, experiment: dict, enabled: bool):
-        self.experiment, self.enabled = experiment, enabled
+    def __init__(self, experiment: dict, enabled: bool, file=None):
+        self.experiment, self.enabled, self.file = experiment, enabled, file  # file: stderr when None
         self.loops: tqdm | None = None
         self.rows: tqdm | None = None
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            self.loops = tqdm(total=int(self.experiment["loops"]), desc="loops", unit="loop", position=0, leave=True)
+            self.loops = tqdm(total=int(self.experiment["loops"]), desc="loops", unit="loop", position=0, leave=True, file=self.file)
         return self
 
     def loop(self, loop: int) -> None:
@@ -32,7 +38,10 @@ class Progress:
         progress = state.get("progress")
         if stage == "infer" and progress:
             if self.rows is None:
-                self.rows = tqdm(total=progress["total"], desc="  infer", unit="rec", position=1, leave=False)
+                self.rows = tqdm(total=progress["total"], desc="  infer", unit="rec", position=1, leave=False, file=self.file,
+                                 bar_format=NO_RATE)
+            if progress["done"] < progress["total"]:
+                self.rows.bar_format = None  # tqdm's own, with the rate
             self.rows.n = progress["done"]
             self.rows.refresh()
         elif self.rows is not None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import ValidationError
+from .errors import StorageError, ValidationError
 
 #: Names of the per-loop results (``put_result`` / ``get_result``).
 RESULT_NAMES = ("insights", "predictions", "ground_truth", "metrics", "checkpoint")
@@ -90,6 +90,18 @@ class Storage(ABC):
     @abstractmethod
     def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
         """Merge ``changes`` into the experiment and return it."""
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Remove the experiment and everything stored for it: loop states,
+        selections, the index map, results, infer outputs (committed or
+        staged) and checkpoints, local copies included. The experiment
+        disappears first, so no reader sees half of it; its id may then be
+        used again from scratch. ``NotFoundError`` for an unknown id.
+
+        Not abstract, so a backend written before it keeps working; without
+        it, deleting fails with a ``StorageError`` saying so.
+        """
+        raise StorageError(f"the storage backend {type(self).__name__} ({self.url}) cannot delete experiments")
 
     # -- loop job state (visible at once) -------------------------------
 

@@ -29,6 +29,11 @@ from .plugins import TASKS, get_strategies
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
 
+#: The strategy an experiment uses when none is named (``alectio run``, the
+#: HTTP API, ``Engine.create_experiment``), chosen by measurement: see the
+#: README, "Does it pay?", and ``benchmarks/compare_strategies.py``.
+DEFAULT_STRATEGY = "margin"
+
 #: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
 #: block and its temporaries stay in a core's L2 cache).
 BLOCK_VALUES = 1 << 17

@@ -136,6 +136,77 @@ class StorageContract:
             storage.update_experiment(new_id(), {"a": 1})
         assert storage.list_experiments() == []
 
+    def _fill(self, storage: Storage, eid: str) -> str:
+        """Everything an experiment can have stored: pool, selections,
+        loop states, a committed loop with results, outputs and a
+        checkpoint, and a staged attempt; returns the checkpoint's path."""
+        storage.put_index_map(eid, ["a", "b", "c"])
+        storage.put_selection(eid, 0, np.array([0], dtype=np.int64))
+        storage.put_selection(eid, 1, np.array([1], dtype=np.int64))
+        attempt = attempt_id()
+        ckpt = storage.checkpoint_path(eid, 0)
+        Path(ckpt).write_bytes(b"weights")
+        storage.put_result(eid, 0, attempt, "checkpoint", storage.save_checkpoint(eid, 0, attempt))
+        for name, value in JSON_SAMPLES.items():
+            if name != "checkpoint":
+                storage.put_result(eid, 0, attempt, name, value)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), make_chunks(3))
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        storage.put_loop_state(eid, 1, {"loop": 1, "status": "failed"})
+        write_chunks(storage.open_output_sink(eid, 1, attempt_id()), make_chunks(2))
+        return ckpt
+
+    def test_delete_experiment_removes_everything_stored_for_it(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        kept = {"id": new_id("kept"), "model": "m"}
+        storage.create_experiment(kept)
+        ckpt = self._fill(storage, eid)
+        kept_ckpt = self._fill(storage, kept["id"])
+
+        storage.delete_experiment(eid)
+
+        with pytest.raises(NotFoundError):
+            storage.get_experiment(eid)
+        assert [e["id"] for e in storage.list_experiments()] == [kept["id"]]
+        assert storage.list_loop_states(eid) == []
+        for read in (
+            lambda: storage.get_loop_state(eid, 0),
+            lambda: storage.get_selection(eid, 0),
+            lambda: storage.get_index_map(eid),
+            lambda: storage.get_result(eid, 0, "metrics"),
+            lambda: list(storage.iter_outputs(eid, 0)),
+        ):
+            with pytest.raises(NotFoundError):
+                read()
+        assert storage.fetch_checkpoint(eid, 0) is None
+        assert not Path(ckpt).exists()
+        with pytest.raises(NotFoundError):
+            storage.delete_experiment(eid)
+        # the other experiment is untouched
+        assert storage.get_index_map(kept["id"]) == ["a", "b", "c"]
+        assert storage.get_result(kept["id"], 0, "metrics") == JSON_SAMPLES["metrics"]
+        assert_chunks_equal(storage.iter_outputs(kept["id"], 0), make_chunks(3))
+        assert Path(storage.fetch_checkpoint(kept["id"], 0)).read_bytes() == b"weights" and Path(kept_ckpt).exists()
+
+    def test_a_deleted_id_can_be_used_again_from_scratch(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        self._fill(storage, eid)
+        storage.delete_experiment(eid)
+        storage.create_experiment({"id": eid, "model": "again"})
+        assert storage.get_experiment(eid) == {"id": eid, "model": "again"}
+        assert storage.list_loop_states(eid) == []
+        with pytest.raises(NotFoundError):
+            storage.get_selection(eid, 1)
+        with pytest.raises(NotFoundError):
+            storage.get_loop_state(eid, 1)
+        assert list(storage.iter_outputs(eid, 1, attempt=attempt_id())) == []
+
+    def test_deleting_an_unknown_experiment_is_not_found(self, storage: Storage):
+        with pytest.raises(NotFoundError):
+            storage.delete_experiment(new_id())
+        with pytest.raises(ValidationError):
+            storage.delete_experiment("../etc")
+
     # ------------------------------------------------------------------
     # Loop state
     # ------------------------------------------------------------------
@@ -498,6 +569,20 @@ class StorageContract:
             assert other.get_result(eid, 0, "metrics") == {"m": 1}
             assert_chunks_equal(other.iter_outputs(eid, 0), make_chunks(3))
             assert [t["name"] for t in other.list_tokens()] == ["t1"]
+        finally:
+            other.close()
+
+    def test_a_deletion_shows_through_a_second_handle(self, storage: Storage, reopen, experiment: dict):
+        eid = experiment["id"]
+        self._fill(storage, eid)
+        other = reopen()
+        try:
+            assert other.get_loop_state(eid, 0)["status"] == "done"
+            storage.delete_experiment(eid)
+            with pytest.raises(NotFoundError):
+                other.get_experiment(eid)
+            assert other.list_experiments() == [] and other.list_loop_states(eid) == []
+            assert other.fetch_checkpoint(eid, 0) is None
         finally:
             other.close()
 

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -336,6 +337,16 @@ class S3Storage(Storage):
             self._put_json(key, stored)
         return stored["experiment"]
 
+    def delete_experiment(self, experiment_id: str) -> None:
+        key = self._experiment_key(experiment_id)
+        self._get_json(key, f"unknown experiment {experiment_id!r}")
+        try:  # the experiment object first: from then on no reader sees the experiment
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._error(exc, "delete", key) from exc
+        self._delete_prefix(self.key("experiments", experiment_id, ""))
+        shutil.rmtree(self.cache_dir / experiment_id, ignore_errors=True)
+
     # -- loop state -----------------------------------------------------
 
     def _loop_record(self, experiment_id: str, loop: int) -> dict:
@@ -521,8 +532,6 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(exc, "download checkpoint", ref["key"]) from exc
         if os.path.isdir(local) and not os.path.islink(local):
-            import shutil
-
             shutil.rmtree(local)
         os.replace(work, local)
         stamp.write_text(attempt)

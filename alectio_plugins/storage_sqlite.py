@@ -135,6 +135,18 @@ class SQLiteStorage(Storage):
             db.execute("UPDATE experiments SET data = ? WHERE id = ?", (_dumps(experiment), experiment_id))
         return experiment
 
+    def delete_experiment(self, experiment_id: str) -> None:
+        check_id(experiment_id)
+        with self._tx() as db:
+            if db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,)).rowcount == 0:
+                raise NotFoundError(f"unknown experiment {experiment_id!r}")
+            for table in ("loops", "selections", "index_maps", "results", "output_chunks"):
+                db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
+        for key in list(self._states):
+            if key[0] == experiment_id:
+                self._states.pop(key, None)
+        self.delete_checkpoints(experiment_id)
+
     # -- loop state -----------------------------------------------------
 
     def put_loop_state(self, experiment_id: str, loop: int, state: Mapping[str, Any]) -> None:

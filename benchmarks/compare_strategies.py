@@ -6,8 +6,10 @@ strategy, at the same label budget, averaged over seeds.
         [--loops 8] [--initial 40] [--batch 40]
 
 Runs ``alectio run MODEL --json`` for every strategy and seed against a
-throw-away sqlite file; prints the curve per loop (mean over seeds), then
-one row per strategy.
+throw-away sqlite file; prints the curve per loop (mean over seeds), one row
+per strategy, then each strategy paired seed by seed with the first one
+listed (the baseline): the mean difference of the curve means and on how
+many seeds the strategy is ahead.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
     parser.add_argument("--initial", type=int, default=40)
     parser.add_argument("--batch", type=int, default=40)
     args = parser.parse_args()
-    rows, per_loop = {}, {}
+    rows, per_loop, seed_means = {}, {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for strategy in args.strategies:
             means, finals, values_by_seed = [], [], []
@@ -51,6 +53,7 @@ def main() -> None:
                 means.append(statistics.fmean(values))
                 finals.append(values[-1])
                 labeled = [p["labeled"] for p in points]
+            seed_means[strategy] = means
             rows[strategy] = (statistics.fmean(means), statistics.pstdev(means), statistics.fmean(finals))
             per_loop[strategy] = [statistics.fmean(v) for v in zip(*values_by_seed)]
     print(f"model {args.model}, labeled per loop {labeled}, seeds {args.seeds}\n")
@@ -63,6 +66,14 @@ def main() -> None:
     print("|---|---|---|")
     for strategy, (mean, sd, final) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
         print(f"| {strategy} | {mean:.4f} ± {sd:.4f} | {final:.4f} |")
+    baseline = args.strategies[0]
+    print(f"\npaired with {baseline}, seed by seed (mean {args.metric} over the curve):\n")
+    print(f"| strategy | mean difference (± sd) | ahead on |")
+    print("|---|---|---|")
+    for strategy in args.strategies[1:]:
+        diffs = [a - b for a, b in zip(seed_means[strategy], seed_means[baseline])]
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        print(f"| {strategy} | {statistics.fmean(diffs):+.4f} ± {sd:.4f} | {sum(d > 0 for d in diffs)} of {len(diffs)} seeds |")
 
 
 if __name__ == "__main__":

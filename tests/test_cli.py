@@ -71,3 +71,113 @@ def test_init_refuses_bad_names_and_existing_folders(tmp_path):
     CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
     again = CliRunner().invoke(cli, ["init", "twice", "--dir", str(tmp_path)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+# -- the first hour: help and defaults ------------------------------------------
+
+
+def _commands(group, prefix=()):
+    """Every command path under the group, the group itself first."""
+    yield prefix
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_no_help_text_shows_markup():
+    for path in _commands(cli):
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "`" not in result.output, (path, result.output)
+
+
+def test_alectio_alone_prints_the_help_and_succeeds():
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 0
+    assert result.output == CliRunner().invoke(cli, ["--help"]).output
+    assert "Commands:" in result.output
+
+
+def test_run_help_lists_the_installed_strategies_the_default_and_the_storage():
+    from alectio_core import plugins
+    from alectio_core.strategies import DEFAULT_STRATEGY
+
+    plugins.reset_plugins()
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "digits_lr" in plugins.load_plugins().pending_models  # no model was imported to write the help
+    text = " ".join(result.output.split())  # unwrap
+    for name in plugins.get_strategies():
+        assert name in text, name
+    assert f"[default: {DEFAULT_STRATEGY}]" in text
+    assert "sqlite:///alectio.db" in text and "./alectio.db" in text
+
+
+# -- alectio experiments list / show / delete ----------------------------------------
+
+
+import pytest  # noqa: E402
+
+from alectio_core import Engine, open_storage  # noqa: E402
+
+
+@pytest.fixture
+def stored(tmp_path):
+    db = f"sqlite:///{tmp_path}/alectio.db"
+    engine = Engine(open_storage(db))
+    ran = engine.create_experiment("digits_lr", initial=30, batch_size=20, loops=3)
+    engine.run_loop(ran["id"], 0)
+    fresh = engine.create_experiment("digits_lr", strategy="random", initial=30, loops=2)
+    return db, engine, ran, fresh
+
+
+def test_experiments_list_shows_progress_and_the_latest_headline_metric(stored):
+    db, engine, ran, fresh = stored
+    result = CliRunner().invoke(cli, ["experiments", "list", "--storage", db])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split() == ["ID", "MODEL", "STRATEGY", "LOOPS", "LATEST", "CREATED"]
+    accuracy = engine.learning_curve(ran["id"])[0]["metrics"]["accuracy"]
+    assert lines[1].split() == [ran["id"], "digits_lr", "margin", "1/3", f"accuracy={accuracy:.4f}", ran["created"]]
+    assert lines[2].split() == [fresh["id"], "digits_lr", "random", "0/2", "-", fresh["created"]]
+    as_json = json.loads(CliRunner().invoke(cli, ["experiments", "list", "--json", "--storage", db]).output)
+    assert [(e["id"], e["loops_done"]) for e in as_json] == [(ran["id"], 1), (fresh["id"], 0)]
+
+
+def test_experiments_show_prints_one_as_json(stored):
+    db, engine, ran, _ = stored
+    result = CliRunner().invoke(cli, ["experiments", "show", ran["id"], "--storage", db])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["id"] == ran["id"] and shown["loops_done"] == 1
+    assert shown["latest_metrics"] == engine.learning_curve(ran["id"])[0]["metrics"]
+    missing = CliRunner().invoke(cli, ["experiments", "show", "nope", "--storage", db])
+    assert missing.exit_code == 1 and missing.output.strip() == "Error: unknown experiment 'nope'"
+
+
+def test_experiments_delete_asks_first(stored):
+    db, engine, ran, _ = stored
+    declined = CliRunner().invoke(cli, ["experiments", "delete", ran["id"], "--storage", db], input="n\n")
+    assert declined.exit_code == 1
+    assert f"Delete experiment {ran['id']} (digits_lr, 1 of 3 loops done) and everything stored for it?" in declined.output
+    assert engine.get_experiment(ran["id"])["id"] == ran["id"]
+    confirmed = CliRunner().invoke(cli, ["experiments", "delete", ran["id"], "--storage", db], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert confirmed.output.strip().splitlines()[-1] == f"Deleted experiment {ran['id']} (1 loop done)."
+    assert ran["id"] not in [e["id"] for e in engine.storage.list_experiments()]
+    assert engine.storage.list_loop_states(ran["id"]) == []
+
+
+def test_experiments_delete_yes_skips_the_question_and_a_running_loop_refuses(stored):
+    db, engine, ran, fresh = stored
+    engine.storage.put_loop_state(fresh["id"], 0, {"experiment_id": fresh["id"], "loop": 0, "status": "running"})
+    busy = CliRunner().invoke(cli, ["experiments", "delete", fresh["id"], "--yes", "--storage", db])
+    assert busy.exit_code == 1
+    assert busy.output.strip() == (
+        f"Error: experiment {fresh['id']!r} has loop 0 running; cancel it or let it finish before deleting the experiment"
+    )
+    assert engine.get_experiment(fresh["id"])["id"] == fresh["id"]
+    done = CliRunner().invoke(cli, ["experiments", "delete", ran["id"], "--yes", "--storage", db])
+    assert done.exit_code == 0 and done.output.strip() == f"Deleted experiment {ran['id']} (1 loop done)."

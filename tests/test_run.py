@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 from click.testing import CliRunner
+from server_support import slow_model  # noqa: F401 (fixture)
 
 from alectio_core import Engine, open_storage
 from alectio_core.cli import cli
@@ -124,3 +125,194 @@ def test_uncertainty_beats_random_on_digits(tmp_path):
     baseline = mean_accuracy("random")
     assert mean_accuracy("entropy") > baseline
     assert mean_accuracy("margin") > baseline
+
+
+def test_the_cli_and_the_server_default_to_one_documented_strategy(db):
+    from pathlib import Path
+
+    from alectio_core.server.schemas import SCHEMAS
+    from alectio_core.strategies import DEFAULT_STRATEGY
+
+    assert DEFAULT_STRATEGY == "margin"  # what the science issue's measurements chose
+    result = run("digits_lr", "--loops", "1", "--initial", "30", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert experiment["strategy"] == DEFAULT_STRATEGY
+    assert SCHEMAS["ExperimentCreate"]["properties"]["strategy"]["default"] == DEFAULT_STRATEGY
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"default strategy is `{DEFAULT_STRATEGY}`" in readme
+
+
+# -- --resume and the other arguments ----------------------------------------------
+
+
+@pytest.fixture
+def finished(db):
+    """A finished 2-loop digits_lr experiment."""
+    result = run("digits_lr", "--strategy", "random", "--loops", "2", "--initial", "30", "--batch", "20", "--seed", "4",
+                 "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    return experiment
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "entropy"], "--strategy entropy conflicts with experiment '{id}': it was created with --strategy random"),
+        (["--batch", "50"], "--batch 50 conflicts with experiment '{id}': it was created with --batch 20"),
+        (["--initial", "10"], "--initial 10 conflicts with experiment '{id}': it was created with --initial 30"),
+        (["--seed", "0"], "--seed 0 conflicts with experiment '{id}': it was created with --seed 4"),
+    ],
+)
+def test_resume_refuses_options_that_conflict_with_the_experiment(db, finished, args, message):
+    result = run("digits_lr", "--resume", finished["id"], *args, storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: " + message.format(id=finished["id"])
+    assert Engine(open_storage(db)).get_experiment(finished["id"]) == finished  # nothing changed
+
+
+def test_resume_refuses_another_model(db, finished, fake_model):
+    fake_model("other_model")
+    result = run("other_model", "--resume", finished["id"], storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: model other_model conflicts with experiment '{finished['id']}': it was created with model digits_lr"
+    )
+
+
+def test_resume_accepts_options_that_repeat_the_stored_ones(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--strategy", "random", "--batch", "20", "--initial", "30",
+                 "--seed", "4", "--loops", "2", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [30, 50]
+
+
+def test_resume_with_more_loops_extends_a_finished_experiment(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--loops", "4", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [30, 50, 70, 90]
+    assert Engine(open_storage(db)).get_experiment(finished["id"])["loops"] == 4
+
+
+def test_resume_refuses_fewer_loops_than_done(db, finished):
+    result = run("digits_lr", "--resume", finished["id"], "--loops", "1", storage=db)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --loops 1 is fewer than the 2 loops experiment '{finished['id']}' has done"
+    )
+
+
+def test_an_exhausted_pool_ends_the_run_early_and_says_so(db):
+    # digits_lr's pool is 1,400 records: 1,000 + 390 + the last 10, then nothing is left for loop 3
+    result = run("digits_lr", "--loops", "4", "--initial", "1000", "--batch", "390", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [1000, 1390, 1400]
+    assert "pool exhausted after loop 2: 1,400 of 1,400 records labelled" in result.stderr.splitlines()
+
+
+def test_a_run_that_uses_all_its_loops_says_nothing_of_the_pool(db):
+    result = run("digits_lr", "--loops", "2", "--initial", "1000", "--batch", "400", "--json", storage=db)
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [1000, 1400]
+    assert "pool exhausted" not in result.stderr
+
+
+def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
+    import signal
+    import subprocess
+    import sys
+
+    from server_support import wait_for
+
+    hold = tmp_path / "train.hold"
+    hold.touch()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models:\n  slow_test:\n    hold_file: {hold}\n    pool_size: 60\n")
+    db = f"sqlite:///{tmp_path}/alectio.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alectio_core", "run", "slow_test", "--loops", "2", "--initial", "10", "--batch", "10",
+         "--config", str(config), "--storage", db],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        store = open_storage(db)
+
+        def training():
+            experiments = store.list_experiments()
+            if not experiments:
+                return None
+            states = store.list_loop_states(experiments[0]["id"])
+            return experiments[0] if states and states[0].get("stage") == "train" else None
+
+        experiment = wait_for(training, timeout=120, what="loop 0 in train")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Aborted!" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"Interrupted in loop 0 (continue with: alectio run slow_test --resume {experiment['id']})"
+    )
+    state = open_storage(db).get_loop_state(experiment["id"], 0)
+    assert (state["status"], state["error"]) == ("cancelled", "interrupted")
+
+    hold.unlink()  # the command it printed finishes the experiment
+    result = CliRunner().invoke(cli, ["run", "slow_test", "--resume", experiment["id"], "--storage", db, "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [p["labeled"] for p in json.loads(result.stdout)] == [10, 20]
+
+
+# -- the learning-curve table: the task's headline metric, or --metric ----------------------
+
+
+@pytest.fixture
+def detector(fake_model):
+    box = {"boxes": [[0, 0, 10, 10]], "objects": [0]}
+    near = {"boxes": [[0, 0, 10, 8]], "objects": [0], "scores": [0.9]}  # IoU 0.8: counted at 0.5, not at 0.95
+    fake_model(
+        "tiny_detector",
+        model_info=lambda: {"task": "object_detection", "labels": ["square", "disc"]},
+        test=lambda: {"predictions": [near, near], "labels": [box, box]},
+    )
+    return "tiny_detector"
+
+
+def _table(output):
+    lines = output.strip().splitlines()
+    return lines[1].split(), [line.split() for line in lines[2:]]
+
+
+def test_the_detection_table_shows_map_50_by_name(db, detector):
+    result = run(detector, "--loops", "2", "--initial", "4", "--batch", "4", storage=db)
+    assert result.exit_code == 0, result.output
+    header, rows = _table(result.stdout)
+    assert header == ["loop", "labeled", "mAP_50"]
+    curve = Engine(open_storage(db)).learning_curve(Engine(open_storage(db)).storage.list_experiments()[0]["id"])
+    assert [float(r[2]) for r in rows] == [round(p["metrics"]["mAP_50"], 4) for p in curve]
+    assert curve[0]["metrics"]["mAP"] != curve[0]["metrics"]["mAP_50"]  # the two differ here
+    # the detection example's README quotes the same metric as the table
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "examples" / "object_detection" / "README.md").read_text()
+    assert "| loop | labeled | mAP_50 |" in readme and "shows test **mAP_50** per loop" in readme
+
+
+def test_metric_picks_another_column(db, detector):
+    result = run(detector, "--loops", "1", "--initial", "4", "--metric", "mAP", storage=db)
+    assert result.exit_code == 0, result.output
+    header, rows = _table(result.stdout)
+    assert header == ["loop", "labeled", "mAP"]
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert float(rows[0][2]) == round(Engine(open_storage(db)).learning_curve(experiment["id"])[0]["metrics"]["mAP"], 4)
+
+
+def test_an_unknown_metric_lists_the_available_ones(db, detector):
+    result = run(detector, "--loops", "3", "--initial", "4", "--batch", "4", "--metric", "mAP50", storage=db)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: unknown metric 'mAP50'; available: mAP, mAP_50, mAP_75, precision, recall")
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    assert len(Engine(open_storage(db)).learning_curve(experiment["id"])) == 1  # stopped after loop 0, not at the end

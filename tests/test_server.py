@@ -62,7 +62,7 @@ def test_create_experiment_fills_defaults_and_takes_an_id(api):
     created = api.create(id="my-exp")
     assert created["id"] == "my-exp"
     assert (created["strategy"], created["batch_size"], created["initial"], created["loops"], created["seed"]) == (
-        "random",
+        "margin",  # the one default, as in `alectio run`
         100,
         100,
         5,
@@ -75,6 +75,78 @@ def test_create_experiment_fills_defaults_and_takes_an_id(api):
 def test_experiments_are_listed_oldest_first(api):
     ids = [api.create(initial=5)["id"] for _ in range(3)]
     assert [e["id"] for e in api.get(BASE).json["experiments"]] == ids
+
+
+def test_an_experiment_shows_its_loops_done_and_latest_metrics(api):
+    experiment = api.create(initial=20, batch_size=10, loops=3)
+    assert (experiment["loops_done"], experiment["latest_metrics"]) == (0, None)
+    eid = experiment["id"]
+    for loop in (0, 1):
+        api.start(eid)
+        assert api.wait_status(eid, loop)["status"] == "done"
+    shown = api.get(f"{BASE}/{eid}").json
+    assert shown["loops_done"] == 2
+    assert shown["latest_metrics"] == api.loop(eid, 1)["metrics"]
+    assert shown["latest_metrics"]["accuracy"] != api.loop(eid, 0)["metrics"]["accuracy"]  # loop 1's, not loop 0's
+
+
+# -- deleting -----------------------------------------------------------------------
+
+
+def _rows_of(api, eid):
+    """Every stored row that names the experiment, table by table, and its checkpoint folder."""
+    from pathlib import Path
+
+    from server_support import snapshot
+
+    db = Path(api.storage.path)
+    rows = {t: [r for r in found if eid in map(str, r)] for t, found in snapshot(db).items() if t != "tokens"}
+    return {t: r for t, r in rows.items() if r}, (db.parent / "alectio-checkpoints" / eid).exists()
+
+
+def test_delete_removes_an_experiment_and_everything_stored_for_it(api):
+    keep = api.create(initial=10, loops=2)
+    experiment = api.create(initial=10, batch_size=10, loops=2)
+    eid = experiment["id"]
+    for e in (keep["id"], eid):
+        api.start(e)
+        assert api.wait_status(e, 0)["status"] == "done"
+    rows, checkpoints = _rows_of(api, eid)
+    assert {"experiments", "loops", "selections", "index_maps", "results", "output_chunks"} <= set(rows) and checkpoints
+
+    response = api.client.delete(f"{BASE}/{eid}", headers=api.headers)
+    assert response.status_code == 200
+    assert response.json == {"id": eid, "deleted": True, "loops": 1}
+    assert _rows_of(api, eid) == ({}, False)
+    for path in (f"{BASE}/{eid}", f"{BASE}/{eid}/loops/0", f"{BASE}/{eid}/metrics"):
+        assert api.get(path).status_code == 404, path
+    assert [e["id"] for e in api.get(BASE).json["experiments"]] == [keep["id"]]
+    assert api.get(f"{BASE}/{keep['id']}").json["loops_done"] == 1
+    again = api.client.delete(f"{BASE}/{eid}", headers=api.headers)
+    assert again.status_code == 404 and again.json["error"]["code"] == "not_found"
+
+
+def test_delete_is_refused_while_a_loop_runs(api, hold):
+    held = hold()
+    experiment = api.create(initial=10, config={"hold_file": held})
+    eid = experiment["id"]
+    api.start(eid)
+    wait_for(lambda: api.loop(eid, 0)["stage"] == "train", what="train")
+    response = api.client.delete(f"{BASE}/{eid}", headers=api.headers)
+    assert response.status_code == 409
+    assert response.json["error"] == {
+        "code": "conflict",
+        "message": f"experiment {eid!r} has loop 0 running; cancel it or let it finish before deleting the experiment",
+    }
+    release(held)
+    assert api.wait_status(eid, 0)["status"] == "done"  # the loop was not disturbed
+    assert api.client.delete(f"{BASE}/{eid}", headers=api.headers).status_code == 200
+
+
+def test_delete_needs_a_token(api):
+    eid = api.create(initial=10)["id"]
+    assert api.client.delete(f"{BASE}/{eid}").status_code == 401
+    assert api.get(f"{BASE}/{eid}").status_code == 200
 
 
 # -- loops as background jobs -----------------------------------------------------

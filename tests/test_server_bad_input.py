@@ -258,7 +258,9 @@ def test_named_bad_requests(world):
         (world.get(f"{BASE}/{eid}/loops/-1"), 404, "not_found"),
         (world.get(f"{BASE}/{eid}/loops/x"), 404, "not_found"),
         (world.get("/api/v1/nothing"), 404, "not_found"),
-        (world.client.delete(f"{BASE}/{eid}", headers=world.headers), 405, "method_not_allowed"),
+        (world.client.patch(f"{BASE}/{eid}", headers=world.headers), 405, "method_not_allowed"),
+        (world.client.delete(f"{BASE}/nope", headers=world.headers), 404, "not_found"),
+        (world.client.delete(f"{BASE}/{eid}/loops", headers=world.headers), 405, "method_not_allowed"),
         (world.client.put(BASE, headers=world.headers), 405, "method_not_allowed"),
     ]
     before = snapshot(world.db)

@@ -94,6 +94,8 @@ def test_real_responses_match_the_documented_schemas(api, doc):
     check_response(doc, f"{loops}/{{loop}}/cancel", "post", api.post(f"{BASE}/{eid}/loops/0/cancel"))
     check_response(doc, f"{BASE}/{{experiment_id}}/metrics", "get", api.get(f"{BASE}/{eid}/metrics"))
     check_response(doc, "/api/v1/openapi.json", "get", api.get("/api/v1/openapi.json"))
+    check_response(doc, one, "delete", api.client.delete(f"{BASE}/{eid}", headers=api.headers))
+    check_response(doc, one, "delete", api.client.delete(f"{BASE}/{eid}", headers=api.headers))  # 404 now
 
 
 # The server's request validator and a real JSON Schema validator agree on

@@ -128,7 +128,7 @@ def create_experiment():
         experiment = _ctx()["engine"].create_experiment(body["model"], experiment_id=body.get("id"), **options)
     except (UnknownModelError, UnknownStrategyError) as exc:
         return error_response(exc.code, exc.message, 400)  # a bad field, not a missing page
-    view = _experiment_view(experiment)
+    view = _experiment_view(dict(experiment, loops_done=0, latest_metrics=None))
     return jsonify(view), 201, {"Location": view["url"]}
 
 
@@ -139,7 +139,22 @@ def list_experiments():
 
 @api.get("/api/v1/experiments/<experiment_id>")
 def get_experiment(experiment_id: str):
-    return jsonify(_experiment_view(_experiment(experiment_id)))
+    return jsonify(_experiment_view(_ctx()["engine"].summary(_experiment(experiment_id))))
+
+
+@api.delete("/api/v1/experiments/<experiment_id>")
+def delete_experiment(experiment_id: str):
+    """Delete the experiment and everything stored for it; 409 while a loop
+    is queued or running."""
+    _experiment(experiment_id)
+    job = _ctx()["runner"].active(experiment_id)
+    if job is not None:  # reserved here, maybe not yet queued in storage
+        state = "running" if job.started else "queued"
+        raise ConflictError(
+            f"experiment {experiment_id!r} has loop {job.loop} {state}; cancel it or let it finish before deleting the experiment"
+        )
+    loops = _ctx()["engine"].delete_experiment(experiment_id)
+    return jsonify({"id": experiment_id, "deleted": True, "loops": loops})
 
 
 @api.get("/api/v1/experiments/<experiment_id>/metrics")

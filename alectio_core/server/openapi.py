@@ -87,8 +87,17 @@ PATHS = {
         "parameters": [_EXPERIMENT_ID],
         "get": {
             "operationId": "getExperiment",
-            "summary": "One experiment",
+            "summary": "One experiment, with its loops done and latest metrics",
             "responses": {"200": _json("Experiment", "the experiment"), **_errors(404)},
+        },
+        "delete": {
+            "operationId": "deleteExperiment",
+            "summary": "Delete an experiment and everything stored for it",
+            "description": (
+                "Loop states, selections, the pool, results, infer outputs and checkpoints go with it. "
+                "Refused (409) while one of its loops is queued or running: cancel it first."
+            ),
+            "responses": {"200": _json("ExperimentDeleted", "deleted"), **_errors(404, 409)},
         },
     },
     "/api/v1/experiments/{experiment_id}/metrics": {

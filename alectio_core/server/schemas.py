@@ -16,6 +16,7 @@ from typing import Any
 
 from ..engine import STAGES, STATUSES
 from ..errors import ValidationError
+from ..strategies import DEFAULT_STRATEGY
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_INT = 2**31 - 1
@@ -72,7 +73,7 @@ SCHEMAS: dict[str, dict] = {
                 "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": 200,
-                "default": "random",
+                "default": DEFAULT_STRATEGY,
                 "description": "query strategy; null when a labeller supplies every selection",
             },
             "batch_size": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 100},
@@ -99,6 +100,20 @@ SCHEMAS: dict[str, dict] = {
             "pool_size": {"type": "integer"},
             "created": {"type": "string"},
             "url": {"type": "string"},
+            "loops_done": {"type": "integer", "minimum": 0, "description": "loops finished (not in the list view)"},
+            "latest_metrics": {
+                "type": ["object", "null"],
+                "description": "metrics of the last finished loop, null before the first (not in the list view)",
+            },
+        },
+    },
+    "ExperimentDeleted": {
+        "type": "object",
+        "required": ["id", "deleted", "loops"],
+        "properties": {
+            "id": _id,
+            "deleted": {"type": "boolean", "enum": [True]},
+            "loops": {"type": "integer", "minimum": 0, "description": "finished loops it had"},
         },
     },
     "ExperimentList": {

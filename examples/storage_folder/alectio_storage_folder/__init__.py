@@ -15,6 +15,7 @@ Layout::
     experiments/{id}/loops/{k}/checkpoint      the working copy train writes
     tokens/{name}.json
     tokens/{name}.used.json                   {"last_used": ...}, beside the record
+    .trash/                                   deleted experiments, while they are removed
 
 Every file is written to a temporary name and renamed into place, so a
 reader never sees half a file. A loop's results become visible when
@@ -29,6 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -119,6 +121,17 @@ class FolderStorage(Storage):
             stored["experiment"].update(changes)
             self._write_json(path, stored)
         return stored["experiment"]
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        folder = self._exp(experiment_id)
+        # One rename takes the whole folder out of sight, then it is removed.
+        trash = self.root / ".trash" / f"{experiment_id}-{uuid.uuid4().hex}"
+        trash.parent.mkdir(exist_ok=True)
+        with self._lock:
+            if not (folder / "experiment.json").exists():
+                raise NotFoundError(f"unknown experiment {experiment_id!r}")
+            os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     # -- loop state: loop.json holds the state and the committed attempt ---
 
