@@ -61,7 +61,7 @@ class Engine:
     def __init__(self, storage: Storage, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.storage = storage
         self.config = config or Config()
-        self.chunk_rows = chunk_rows  # infer rows per stored chunk: memory vs. write count
+        self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self._pools: dict[str, int] = {}
 
     # ------------------------------------------------------------------
