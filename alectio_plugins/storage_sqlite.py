@@ -13,6 +13,8 @@ the same transaction that marks the loop done.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -62,6 +64,43 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    return StorageError(f"SQLite database {path} failed: {exc}")
+
+
+def _sqlite_errors(cls):
+    """Every ``sqlite3.Error`` a public method raises (a generator's too, as
+    it is read) becomes a ``StorageError`` naming the database file: a
+    damaged or locked file is a 503 and one CLI line, not a traceback."""
+
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def generator(self, *args, **kwargs):
+                try:
+                    return (yield from fn(self, *args, **kwargs))
+                except sqlite3.Error as exc:
+                    raise _storage_error(self.path, exc) from exc
+
+            return generator
+
+        @functools.wraps(fn)
+        def method(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, exc) from exc
+
+        return method
+
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(value):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@_sqlite_errors
 class SQLiteStorage(Storage):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -321,9 +360,11 @@ class SQLiteStorage(Storage):
         shutil.rmtree(self.checkpoint_root / check_id(experiment_id), ignore_errors=True)
 
 
+@_sqlite_errors
 class _SQLiteSink(OutputSink):
     def __init__(self, storage: SQLiteStorage, experiment_id: str, loop: int, attempt: str):
         self.storage, self.key, self.seq = storage, (experiment_id, loop, attempt), 0
+        self.path = storage.path
 
     def write(self, indices: np.ndarray, values: np.ndarray) -> None:
         rows, width = values.shape
