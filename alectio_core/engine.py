@@ -114,9 +114,8 @@ class Engine:
             "pool_size": len(references),
             "created": now(),
         }
-        # The pool first: an experiment is never visible without one.
-        self.storage.put_index_map(experiment["id"], references)
-        self.storage.create_experiment(experiment)
+        # One step: a refused create (the id exists) stores nothing.
+        self.storage.create_experiment(experiment, references)
         log.info("experiment %s created: model %s, pool %d records", experiment["id"], model, len(references))
         return experiment
 

@@ -75,9 +75,12 @@ class Storage(ABC):
     # -- experiments ----------------------------------------------------
 
     @abstractmethod
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
-        """Store a new experiment (a JSON object with an ``id``).
-        Raises ``ConflictError`` if the id exists."""
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
+        """Store a new experiment (a JSON object with an ``id``) and its pool
+        (``index_map[i]`` names record ``i``) in one step: both or nothing,
+        so the experiment is never visible without its pool. Raises
+        ``ConflictError`` if the id exists, having stored nothing: the
+        experiment and the pool already there stay as they were."""
 
     @abstractmethod
     def get_experiment(self, experiment_id: str) -> dict:
@@ -118,7 +121,7 @@ class Storage(ABC):
 
     @abstractmethod
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        """The pool: ``references[i]`` names record ``i``."""
+        """Replace an experiment's pool: ``references[i]`` names record ``i``."""
 
     @abstractmethod
     def get_index_map(self, experiment_id: str) -> list[str]:

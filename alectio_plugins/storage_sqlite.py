@@ -151,13 +151,17 @@ class SQLiteStorage(Storage):
 
     # -- experiments ----------------------------------------------------
 
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
         eid = check_id(experiment.get("id"))
+        data = _dumps(dict(experiment))
+        pool = None if index_map is None else _dumps(list(index_map))
         with self._tx() as db:
             if db.execute("SELECT 1 FROM experiments WHERE id = ?", (eid,)).fetchone():
                 raise ConflictError(f"experiment {eid!r} already exists")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM experiments").fetchone()[0]
-            db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, _dumps(dict(experiment))))
+            db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, data))
+            if pool is not None:  # REPLACE: a pool left by an older version's failed create
+                db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (eid, pool))
 
     def get_experiment(self, experiment_id: str) -> dict:
         check_id(experiment_id)

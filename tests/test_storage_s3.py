@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from alectio_core.engine import Engine
-from alectio_core.errors import NotFoundError, StorageError, ValidationError
+from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.storage import open_storage
 from alectio_core.testing import MotoS3, make_chunks, write_chunks
 
@@ -107,6 +107,27 @@ def test_a_loop_stores_everything_under_the_prefix_as_json_and_npy(aws_env, buck
     assert not list(tmp_path.glob("*.db"))
     local = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert local and all(p.name.startswith("loop_") for p in local)
+
+
+def test_a_refused_create_leaves_every_object_byte_identical(aws_env, bucket):
+    storage = open_storage(f"s3://{bucket}/p")
+    storage.create_experiment({"id": "e1", "model": "m"}, ["a", "b"])
+    before = {k: read_object(aws_env, bucket, k) for k in all_keys(aws_env, bucket)}
+    with pytest.raises(ConflictError, match="experiment 'e1' already exists"):
+        storage.create_experiment({"id": "e1", "model": "other"}, ["x"])
+    # nothing changed and nothing left behind (the refused pool is removed)
+    assert {k: read_object(aws_env, bucket, k) for k in all_keys(aws_env, bucket)} == before
+
+
+def test_a_pool_stored_before_pools_had_versions_is_still_read(aws_env, bucket):
+    client = aws_env.client()
+    client.put_object(Bucket=bucket, Key="p/experiments/old/experiment.json", Body=b'{"seq": 1, "experiment": {"id": "old"}}')
+    client.put_object(Bucket=bucket, Key="p/experiments/old/index_map.json", Body=b'["r0", "r1"]')
+    storage = open_storage(f"s3://{bucket}/p")
+    assert storage.get_index_map("old") == ["r0", "r1"]
+    storage.put_index_map("old", ["s0"])
+    assert storage.get_index_map("old") == ["s0"]
+    assert "p/experiments/old/index_map.json" not in all_keys(aws_env, bucket)
 
 
 def test_endpoint_from_config_option_alone(moto_s3, monkeypatch, tmp_path):
