@@ -24,12 +24,13 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import ValidationError
+from .errors import StorageError, ValidationError
 
 #: Names of the per-loop results (``put_result`` / ``get_result``).
 RESULT_NAMES = ("insights", "predictions", "ground_truth", "metrics", "checkpoint")
@@ -44,6 +45,21 @@ def check_id(value: Any, what: str = "experiment id") -> str:
             f"invalid {what} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
     return value
+
+
+def contained(root: str | os.PathLike, name: str, what: str | None = None) -> Path:
+    """``root / name`` resolved, or a ``StorageError`` naming ``what`` (by
+    default ``name``) when it is not strictly inside ``root``: ``..``, an
+    absolute name, a symbolic link out. A stored name (an object key, a
+    reference in a record) becomes a local path only through here."""
+    base = Path(root).resolve()
+    try:
+        target = (base / name).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops
+        raise StorageError(f"refusing {what or repr(name)}: {exc}") from None
+    if base not in target.parents:
+        raise StorageError(f"refusing {what or repr(name)}: it leads outside {base}")
+    return target
 
 
 def check_loop(value: Any) -> int:

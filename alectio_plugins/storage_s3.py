@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -58,7 +59,7 @@ from botocore.exceptions import (
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class S3Storage(Storage):
         )
         self.endpoint = self.client.meta.endpoint_url
         cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
-        self.cache_dir = Path(cache) / "s3" / bucket / (self.prefix or "_")
+        self.cache_dir = contained(Path(cache) / "s3" / bucket, self.prefix or "_", f"S3 prefix {self.prefix!r} as a cache folder")
         self._lock = threading.Lock()  # guards read-modify-write of one process's objects
         try:
             self.client.head_bucket(Bucket=bucket)
@@ -414,17 +415,15 @@ class S3Storage(Storage):
         return array.astype(np.int64, copy=False)
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        version = uuid.uuid4().hex
-        pool = self._index_map_key(experiment_id, version)
-        self._put_json(pool, list(references))
         key = self._experiment_key(experiment_id)
         with self._lock:
             try:
-                stored = self._get_json(key, f"unknown experiment {experiment_id!r}")
-            except BaseException:
-                self._forget(pool)
-                raise
-            old, stored["index_map"] = stored.get("index_map"), version
+                stored = self._get_json(key, "")
+            except NotFoundError:  # no experiment (yet): the unversioned key, as before
+                self._put_json(self._index_map_key(experiment_id, None), list(references))
+                return
+            old, stored["index_map"] = stored.get("index_map"), uuid.uuid4().hex
+            self._put_json(self._index_map_key(experiment_id, stored["index_map"]), list(references))
             self._put_json(key, stored)
         self._forget(self._index_map_key(experiment_id, old))
 
@@ -558,18 +557,22 @@ class S3Storage(Storage):
             if ref["kind"] == "file":
                 self.client.download_file(self.bucket, ref["key"], str(work))
             else:
+                # Every target checked before any download: a key that climbs
+                # out of the folder (``../``) refuses the whole checkpoint.
+                files = [
+                    (obj["Key"], contained(work, obj["Key"][len(ref["key"]) :], f"checkpoint object s3://{self.bucket}/{obj['Key']}"))
+                    for obj in self._list(ref["key"])
+                ]
                 work.mkdir(parents=True, exist_ok=True)
-                for obj in self._list(ref["key"]):
-                    target = work / obj["Key"][len(ref["key"]) :]
+                for key, target in files:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    self.client.download_file(self.bucket, obj["Key"], str(target))
-        except StorageError:
-            raise
+                    self.client.download_file(self.bucket, key, str(target))
         except Exception as exc:
+            _remove(work)
+            if isinstance(exc, StorageError):
+                raise
             raise self._error(exc, "download checkpoint", ref["key"]) from exc
         if os.path.isdir(local) and not os.path.islink(local):
-            import shutil
-
             shutil.rmtree(local)
         os.replace(work, local)
         stamp.write_text(attempt)
@@ -619,6 +622,13 @@ class S3Storage(Storage):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class S3OutputSink(OutputSink):

@@ -332,9 +332,12 @@ class SQLiteStorage(Storage):
             ref = self.get_result(experiment_id, loop, "checkpoint")
         except NotFoundError:
             return None
-        if ref is None or not os.path.exists(ref["path"]):
+        # The path comes from the checked id and loop, not from the stored
+        # reference: a stored name never becomes a path here.
+        path = self.checkpoint_path(experiment_id, loop)
+        if ref is None or not os.path.exists(path):
             return None
-        return ref["path"]
+        return path
 
     # -- tokens ---------------------------------------------------------
 

@@ -13,6 +13,7 @@ import http.client
 import http.server
 import io
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -222,6 +223,33 @@ def test_checkpoint_is_downloaded_before_train_on_another_machine(aws_env, bucke
     machine_a.run_loop(exp["id"], 2)
     assert Path(seen[-1][0]).is_relative_to(tmp_path / "a") and seen[-1][1] == "2"
     assert Path(machine_a.storage.fetch_checkpoint(exp["id"], 2)).read_text() == "3"
+
+
+def test_a_checkpoint_object_named_to_escape_the_cache_is_refused(aws_env, bucket, tmp_path):
+    """Someone with write access to the bucket adds an object whose key,
+    under a committed checkpoint folder, climbs out with ``../``."""
+    url = f"s3://{bucket}/ckpt"
+    machine_a = open_storage(url, {"cache_dir": str(tmp_path / "a")})
+    machine_a.create_experiment({"id": "e1"})
+    folder = Path(machine_a.checkpoint_path("e1", 0))
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"w")
+    ref = machine_a.save_checkpoint("e1", 0, "a1")
+    machine_a.put_result("e1", 0, "a1", "checkpoint", ref)
+    machine_a.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+
+    machine_b = open_storage(url, {"cache_dir": str(tmp_path / "b")})
+    download = Path(machine_b.checkpoint_path("e1", 0) + ".download")
+    escape = tmp_path / "escaped.txt"
+    evil = ref["key"] + os.path.relpath(escape, download)
+    aws_env.client().put_object(Bucket=bucket, Key=evil, Body=b"owned")
+    assert evil in all_keys(aws_env, bucket)  # the key reached S3 as written
+
+    with pytest.raises(StorageError) as info:
+        machine_b.fetch_checkpoint("e1", 0)
+    assert f"s3://{bucket}/{evil}" in str(info.value)
+    assert not escape.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "a")]
 
 
 # ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,13 @@ def test_damage_found_while_streaming_outputs_is_a_storage_error(tmp_path):
             store.open_output_sink("e", 0, "a2").write(np.arange(2), np.ones((2, 2), np.float32))
     finally:
         store.close()
+
+
+def test_a_tampered_checkpoint_reference_is_not_followed(storage):
+    """The stored reference is informational: the checkpoint's path comes
+    from the validated experiment id and loop, never from what is stored."""
+    storage.create_experiment({"id": "e1"})
+    Path(storage.checkpoint_path("e1", 0)).write_text("weights")
+    storage.put_result("e1", 0, "a1", "checkpoint", {"path": "/etc/hostname", "bytes": 1})
+    storage.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+    assert storage.fetch_checkpoint("e1", 0) == storage.checkpoint_path("e1", 0)

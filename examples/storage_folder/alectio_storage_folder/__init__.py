@@ -41,7 +41,7 @@ import numpy as np
 
 from alectio_core import hookimpl
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
 
 
 class FolderStorage(Storage):
@@ -187,16 +187,15 @@ class FolderStorage(Storage):
         return self._read_array(path, f"experiment {experiment_id!r} has no selection for loop {loop}").astype(np.int64)
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        version = uuid.uuid4().hex
-        self._write_json(self._index_map(experiment_id, version), list(references))
         path = self._exp(experiment_id) / "experiment.json"
         with self._lock:
             try:
-                stored = self._read_json(path, f"unknown experiment {experiment_id!r}")
-            except BaseException:
-                self._index_map(experiment_id, version).unlink(missing_ok=True)
-                raise
-            old, stored["index_map"] = stored.get("index_map"), version
+                stored = self._read_json(path, "")
+            except NotFoundError:  # no experiment (yet): the unversioned file, as before
+                self._write_json(self._index_map(experiment_id, None), list(references))
+                return
+            old, stored["index_map"] = stored.get("index_map"), uuid.uuid4().hex
+            self._write_json(self._index_map(experiment_id, stored["index_map"]), list(references))
             self._write_json(path, stored)
         self._index_map(experiment_id, old).unlink(missing_ok=True)
 
@@ -271,9 +270,10 @@ class FolderStorage(Storage):
             ref = self.get_result(experiment_id, loop, "checkpoint")
         except NotFoundError:
             return None
-        if not ref or not (self.root / ref["path"]).exists():
+        if not ref:
             return None
-        return str(self.root / ref["path"])
+        path = contained(self.root, ref["path"], f"checkpoint reference {ref['path']!r}")  # a stored name
+        return str(path) if path.exists() else None
 
     # -- tokens ---------------------------------------------------------------
 
