@@ -339,13 +339,11 @@ class S3Storage(Storage):
             self._put_json(pool, list(index_map))
         try:
             self._put(self._experiment_key(eid), body, ContentType="application/json", IfNoneMatch="*")
-        except ConflictError:
+        except BaseException as exc:
             if pool:
                 self._forget(pool)
-            raise ConflictError(f"experiment {eid!r} already exists") from None
-        except BaseException:
-            if pool:
-                self._forget(pool)
+            if isinstance(exc, ConflictError):
+                raise ConflictError(f"experiment {eid!r} already exists") from None
             raise
 
     def get_experiment(self, experiment_id: str) -> dict:
