@@ -62,7 +62,7 @@ class Engine:
     def __init__(self, storage: Storage, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.storage = storage
         self.config = config or Config()
-        self.chunk_rows = chunk_rows  # infer rows per stored chunk: memory vs. write count
+        self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self._pools: dict[str, int] = {}
 
     # ------------------------------------------------------------------
@@ -115,9 +115,8 @@ class Engine:
             "pool_size": len(references),
             "created": now(),
         }
-        # The pool first: an experiment is never visible without one.
-        self.storage.put_index_map(experiment["id"], references)
-        self.storage.create_experiment(experiment)
+        # One step: a refused create (the id exists) stores nothing.
+        self.storage.create_experiment(experiment, references)
         log.info("experiment %s created: model %s, pool %d records", experiment["id"], model, len(references))
         return experiment
 

@@ -1,13 +1,14 @@
 """Streaming infer outputs: validate rows as they arrive, store them in chunks.
 
 ``OutputWriter`` is what a model's ``infer`` hook receives as ``writer``.
-Memory is bounded by one chunk (``chunk_rows`` x width float32) plus one
-byte per pool record for bookkeeping, however large the pool.
+Memory is bounded by one chunk (at most ``chunk_bytes``, however wide the
+rows) plus one byte per pool record for bookkeeping, however large the pool.
 """
 
 from __future__ import annotations
 
 import contextvars
+import operator
 from typing import Callable, Optional
 
 import numpy as np
@@ -15,7 +16,11 @@ import numpy as np
 from .errors import PluginError
 from .storage import OutputSink
 
+#: Most rows in a chunk: progress and cancellation are checked once a chunk.
 DEFAULT_CHUNK_ROWS = 65536
+#: Most bytes a chunk's buffers hold (indices and values): a chunk of very
+#: wide rows has fewer rows, never more memory.
+DEFAULT_CHUNK_BYTES = 16 << 20
 
 # Bookkeeping per pool record.
 _NOT_EXPECTED, _EXPECTED, _SEEN = 0, 1, 2
@@ -42,18 +47,21 @@ class OutputWriter:
         pool_size: int,
         unlabeled: np.ndarray,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         on_chunk: Callable[[int], None] | None = None,
     ):
         self.sink = sink
         self.model = model
         self.pool_size = pool_size
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows  # the most rows a chunk may hold
+        self.chunk_bytes = chunk_bytes
         self.on_chunk = on_chunk  # called with rows written so far; may raise to cancel
         self._state = np.zeros(pool_size, dtype=np.uint8)
         self._state[unlabeled] = _EXPECTED
         self._seen = 0  # records given so far
         self._expected = len(unlabeled)
         self.width: int | None = None
+        self._rows = 0  # rows a chunk holds, set with the width
         self._buf_idx: np.ndarray | None = None
         self._buf_val: np.ndarray | None = None
         self._fill = 0
@@ -66,10 +74,7 @@ class OutputWriter:
 
     def add(self, index: int, array) -> None:
         """One record's output row (the seed's ``add_index``)."""
-        try:
-            i = int(index)
-        except (TypeError, ValueError):
-            raise self._error(f"index must be an integer, got {index!r}") from None
+        i = self._index(index)
         row = np.asarray(array, dtype=np.float32).reshape(1, -1) if np.ndim(array) <= 1 else None
         if row is None:
             raise self._error(f"output must be a 1-D array, got shape {np.shape(array)}", i)
@@ -77,10 +82,7 @@ class OutputWriter:
 
     def extend(self, indices, array) -> None:
         """Many rows at once: ``indices`` (n,) and ``array`` (n, width)."""
-        idx = np.asarray(indices)
-        if idx.ndim != 1 or not (idx.dtype.kind in "iu" or idx.size == 0):
-            raise self._error(f"indices must be a 1-D array of integers, got dtype {idx.dtype} shape {idx.shape}")
-        idx = idx.astype(np.int64, copy=False)
+        idx = self._indices(indices)
         try:
             values = np.asarray(array, dtype=np.float32)
         except (TypeError, ValueError) as exc:
@@ -93,29 +95,66 @@ class OutputWriter:
         # Fill the buffer; a batch larger than a chunk streams straight through.
         start = 0
         while start < idx.size:
-            if self._fill == 0 and idx.size - start >= self.chunk_rows:
-                stop = start + self.chunk_rows
+            if self._fill == 0 and idx.size - start >= self._rows:
+                stop = start + self._rows
                 self._write(idx[start:stop], values[start:stop])
                 start = stop
                 continue
-            take = min(self.chunk_rows - self._fill, idx.size - start)
+            take = min(self._rows - self._fill, idx.size - start)
             if self._buf_idx is None:
-                self._buf_idx = np.empty(self.chunk_rows, dtype=np.int64)
-                self._buf_val = np.empty((self.chunk_rows, self.width), dtype=np.float32)
+                self._buf_idx = np.empty(self._rows, dtype=np.int64)
+                self._buf_val = np.empty((self._rows, self.width), dtype=np.float32)
             self._buf_idx[self._fill : self._fill + take] = idx[start : start + take]
             self._buf_val[self._fill : self._fill + take] = values[start : start + take]
             self._fill += take
             start += take
-            if self._fill == self.chunk_rows:
+            if self._fill == self._rows:
                 self._flush()
 
     # -- checks ------------------------------------------------------------
+
+    def _not_in_pool(self, i: int) -> PluginError:
+        return self._error(f"index {i} is not in the pool (indices 0..{self.pool_size - 1})", i)
+
+    def _index(self, value) -> int:
+        """One record index: an integer (or a string of one) in the pool."""
+        try:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            i = int(value) if isinstance(value, str) else operator.index(value)  # 2.5 is no index
+        except (TypeError, ValueError):
+            raise self._error(f"index must be an integer, got {value!r}") from None
+        if not 0 <= i < self.pool_size:  # also what int64 cannot hold
+            raise self._not_in_pool(i)
+        return i
+
+    def _indices(self, indices) -> np.ndarray:
+        """A batch's indices as int64, naming the first entry that is not one."""
+        try:
+            idx = np.asarray(indices)
+        except (TypeError, ValueError) as exc:
+            raise self._error(f"indices must be a 1-D array of integers ({exc})") from None
+        if idx.ndim != 1:
+            raise self._error(f"indices must be a 1-D array of integers, got shape {idx.shape}")
+        if idx.dtype.kind == "i" or idx.size == 0:
+            return idx.astype(np.int64, copy=False)
+        if idx.dtype.kind == "u":  # uint64 would wrap to negative in int64
+            beyond = idx >= self.pool_size
+            if beyond.any():
+                raise self._not_in_pool(int(idx[beyond.argmax()]))
+            return idx.astype(np.int64)
+        # Floats, objects, text: numpy may have turned a too-large int into a
+        # float, so look at what the model gave to name the culprit.
+        given = indices if isinstance(indices, (list, tuple)) else idx.tolist()
+        return np.array([self._index(v) for v in given], dtype=np.int64)
 
     def _check(self, idx: np.ndarray, values: np.ndarray) -> None:
         if self.width is None:
             if values.shape[1] == 0:
                 raise self._error("output rows are empty (width 0)", int(idx[0]))
             self.width = values.shape[1]
+            row_bytes = 8 + 4 * self.width
+            self._rows = max(1, min(self.chunk_rows, self.chunk_bytes // row_bytes, self._expected))
         elif values.shape[1] != self.width:
             raise self._error(f"output has width {values.shape[1]}, earlier rows have width {self.width}", int(idx[0]))
         bad = (idx < 0) | (idx >= self.pool_size)

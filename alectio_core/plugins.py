@@ -136,6 +136,7 @@ class Registry:
     pending_models: dict[str, metadata.EntryPoint] = field(default_factory=dict)
     _contributions: dict[str, dict] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _model_locks: dict[str, threading.Lock] = field(default_factory=dict)  # one per model being imported
 
     def contributions(self, hook: str, validate: Callable[..., tuple[str, Any]]) -> dict:
         """Collect what plugins hand to ``register`` in ``hook``, once.
@@ -311,10 +312,20 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
 
 
 def _load_model(registry: Registry, name: str) -> None:
+    """Import a pending model once. Callers that ask for it meanwhile wait
+    for that import (the entry point stays pending until it is done), so
+    each gets the model or its load error, never "unknown model"."""
     with registry._lock:
-        ep = registry.pending_models.pop(name, None)
-    if ep is not None:
-        register_model(registry, name, ep.load, ep.dist)
+        if registry.pending_models.get(name) is None:
+            return
+        lock = registry._model_locks.setdefault(name, threading.Lock())
+    with lock:
+        with registry._lock:
+            ep = registry.pending_models.get(name)  # None: loaded while this caller waited
+        if ep is not None:
+            register_model(registry, name, ep.load, ep.dist)
+            with registry._lock:
+                registry.pending_models.pop(name, None)
 
 
 def get_models() -> dict[str, Model]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -44,6 +45,21 @@ def check_id(value: Any, what: str = "experiment id") -> str:
             f"invalid {what} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
     return value
+
+
+def contained(root: str | os.PathLike, name: str, what: str | None = None) -> Path:
+    """``root / name`` resolved, or a ``StorageError`` naming ``what`` (by
+    default ``name``) when it is not strictly inside ``root``: ``..``, an
+    absolute name, a symbolic link out. A stored name (an object key, a
+    reference in a record) becomes a local path only through here."""
+    base = Path(root).resolve()
+    try:
+        target = (base / name).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops
+        raise StorageError(f"refusing {what or repr(name)}: {exc}") from None
+    if base not in target.parents:
+        raise StorageError(f"refusing {what or repr(name)}: it leads outside {base}")
+    return target
 
 
 def check_loop(value: Any) -> int:
@@ -75,9 +91,12 @@ class Storage(ABC):
     # -- experiments ----------------------------------------------------
 
     @abstractmethod
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
-        """Store a new experiment (a JSON object with an ``id``).
-        Raises ``ConflictError`` if the id exists."""
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
+        """Store a new experiment (a JSON object with an ``id``) and its pool
+        (``index_map[i]`` names record ``i``) in one step: both or nothing,
+        so the experiment is never visible without its pool. Raises
+        ``ConflictError`` if the id exists, having stored nothing: the
+        experiment and the pool already there stay as they were."""
 
     @abstractmethod
     def get_experiment(self, experiment_id: str) -> dict:
@@ -130,7 +149,7 @@ class Storage(ABC):
 
     @abstractmethod
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        """The pool: ``references[i]`` names record ``i``."""
+        """Replace an experiment's pool: ``references[i]`` names record ``i``."""
 
     @abstractmethod
     def get_index_map(self, experiment_id: str) -> list[str]:

@@ -25,6 +25,7 @@ commit, concurrent readers, and ``NotFoundError`` for what is not there.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,29 @@ class StorageContract:
         with pytest.raises(ConflictError):
             storage.create_experiment({"id": experiment["id"], "model": "other"})
         assert storage.get_experiment(experiment["id"]) == experiment
+
+    def test_an_experiment_is_created_with_its_pool(self, storage: Storage):
+        exp, refs = {"id": new_id(), "model": "m"}, [f"img_{i}.png" for i in range(50)] + ["caf\u00e9"]
+        storage.create_experiment(exp, refs)
+        assert storage.get_experiment(exp["id"]) == exp
+        assert storage.get_index_map(exp["id"]) == refs
+
+    def test_a_refused_create_stores_nothing(self, storage: Storage):
+        """A create with an id that exists changes neither the experiment nor its pool."""
+        exp, refs = {"id": new_id(), "model": "m", "pool_size": 3}, ["a", "b", "c"]
+        storage.create_experiment(exp, refs)
+        with pytest.raises(ConflictError):
+            storage.create_experiment({"id": exp["id"], "model": "other", "pool_size": 2}, ["x", "y"])
+        assert json.dumps(storage.get_experiment(exp["id"])) == json.dumps(exp)
+        assert json.dumps(storage.get_index_map(exp["id"])) == json.dumps(refs)
+        assert [e["id"] for e in storage.list_experiments()] == [exp["id"]]
+
+    def test_a_replaced_pool_is_what_readers_see(self, storage: Storage):
+        exp = {"id": new_id(), "model": "m"}
+        storage.create_experiment(exp, ["a", "b"])
+        storage.put_index_map(exp["id"], ["c", "d", "e"])
+        assert storage.get_index_map(exp["id"]) == ["c", "d", "e"]
+        assert storage.get_experiment(exp["id"]) == exp
 
     def test_list_experiments_oldest_first(self, storage: Storage):
         ids = [new_id(p) for p in ("zz", "aa", "mm")]

@@ -9,8 +9,9 @@ roles, ...). ``storage_options`` may add ``endpoint_url``, ``region_name``,
 Layout under the prefix, all JSON or ``.npy`` (read with
 ``allow_pickle=False``)::
 
-    experiments/{id}/experiment.json            {"seq": ns, "experiment": {...}}
-    experiments/{id}/index_map.json
+    experiments/{id}/experiment.json            {"seq": ns, "experiment": {...}, "index_map": v}
+    experiments/{id}/index_maps/{v}.json        the pool experiment.json names
+    experiments/{id}/index_map.json             the pool, as stored before it had versions
     experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
@@ -19,6 +20,10 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
     tokens/{name}.used.json                     {"last_used": ...}, beside the record
+
+An experiment is created by writing its pool under a new version, then
+``experiment.json`` only if absent (``If-None-Match: *``): a refused create
+removes its own pool and leaves the stored one alone.
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -36,6 +41,7 @@ import shutil
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -54,7 +60,7 @@ from botocore.exceptions import (
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +160,7 @@ class S3Storage(Storage):
         )
         self.endpoint = self.client.meta.endpoint_url
         cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
-        self.cache_dir = Path(cache) / "s3" / bucket / (self.prefix or "_")
+        self.cache_dir = contained(Path(cache) / "s3" / bucket, self.prefix or "_", f"S3 prefix {self.prefix!r} as a cache folder")
         self._lock = threading.Lock()  # guards read-modify-write of one process's objects
         try:
             self.client.head_bucket(Bucket=bucket)
@@ -297,6 +303,13 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(exc, "list", prefix) from exc
 
+    def _forget(self, key: str) -> None:
+        """Delete one object; housekeeping, so a failure is only logged."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            log.warning("could not remove s3://%s/%s: %s", self.bucket, key, exc)
+
     def _delete_prefix(self, prefix: str, keep: str | None = None) -> None:
         keys = [o["Key"] for o in self._list(prefix) if not (keep and o["Key"].startswith(keep))]
         for start in range(0, len(keys), 1000):
@@ -311,9 +324,28 @@ class S3Storage(Storage):
     def _experiment_key(self, experiment_id: str) -> str:
         return self.key("experiments", check_id(experiment_id), "experiment.json")
 
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+    def _index_map_key(self, experiment_id: str, version: str | None) -> str:
+        if version is None:  # a pool stored before pools had versions
+            return self.key("experiments", check_id(experiment_id), "index_map.json")
+        return self.key("experiments", check_id(experiment_id), "index_maps", f"{check_id(version, 'index map version')}.json")
+
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
         eid = check_id(experiment.get("id"))
-        self._put_json(self._experiment_key(eid), {"seq": time.time_ns(), "experiment": dict(experiment)}, IfNoneMatch="*")
+        record = {"seq": time.time_ns(), "experiment": dict(experiment)}
+        if index_map is not None:
+            record["index_map"] = uuid.uuid4().hex
+        body = _dumps(record)  # not JSON: refused before anything is written
+        pool = None if index_map is None else self._index_map_key(eid, record["index_map"])
+        if pool:
+            self._put_json(pool, list(index_map))
+        try:
+            self._put(self._experiment_key(eid), body, ContentType="application/json", IfNoneMatch="*")
+        except BaseException as exc:
+            if pool:
+                self._forget(pool)
+            if isinstance(exc, ConflictError):
+                raise ConflictError(f"experiment {eid!r} already exists") from None
+            raise
 
     def get_experiment(self, experiment_id: str) -> dict:
         return self._get_json(self._experiment_key(experiment_id), f"unknown experiment {experiment_id!r}")["experiment"]
@@ -392,12 +424,24 @@ class S3Storage(Storage):
         return array.astype(np.int64, copy=False)
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        self._put_json(self.key("experiments", check_id(experiment_id), "index_map.json"), list(references))
+        key = self._experiment_key(experiment_id)
+        with self._lock:
+            try:
+                stored = self._get_json(key, "")
+            except NotFoundError:  # no experiment (yet): the unversioned key, as before
+                self._put_json(self._index_map_key(experiment_id, None), list(references))
+                return
+            old, stored["index_map"] = stored.get("index_map"), uuid.uuid4().hex
+            self._put_json(self._index_map_key(experiment_id, stored["index_map"]), list(references))
+            self._put_json(key, stored)
+        self._forget(self._index_map_key(experiment_id, old))
 
     def get_index_map(self, experiment_id: str) -> list[str]:
-        return self._get_json(
-            self.key("experiments", check_id(experiment_id), "index_map.json"), f"experiment {experiment_id!r} has no index map"
-        )
+        try:
+            version = self._get_json(self._experiment_key(experiment_id), "").get("index_map")
+        except NotFoundError:
+            version = None
+        return self._get_json(self._index_map_key(experiment_id, version), f"experiment {experiment_id!r} has no index map")
 
     # -- results --------------------------------------------------------
 
@@ -522,14 +566,20 @@ class S3Storage(Storage):
             if ref["kind"] == "file":
                 self.client.download_file(self.bucket, ref["key"], str(work))
             else:
+                # Every target checked before any download: a key that climbs
+                # out of the folder (``../``) refuses the whole checkpoint.
+                files = [
+                    (obj["Key"], contained(work, obj["Key"][len(ref["key"]) :], f"checkpoint object s3://{self.bucket}/{obj['Key']}"))
+                    for obj in self._list(ref["key"])
+                ]
                 work.mkdir(parents=True, exist_ok=True)
-                for obj in self._list(ref["key"]):
-                    target = work / obj["Key"][len(ref["key"]) :]
+                for key, target in files:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    self.client.download_file(self.bucket, obj["Key"], str(target))
-        except StorageError:
-            raise
+                    self.client.download_file(self.bucket, key, str(target))
         except Exception as exc:
+            _remove(work)
+            if isinstance(exc, StorageError):
+                raise
             raise self._error(exc, "download checkpoint", ref["key"]) from exc
         if os.path.isdir(local) and not os.path.islink(local):
             shutil.rmtree(local)
@@ -591,6 +641,13 @@ class S3Storage(Storage):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class S3OutputSink(OutputSink):

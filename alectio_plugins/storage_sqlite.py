@@ -13,6 +13,8 @@ the same transaction that marks the loop done.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -62,6 +64,43 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    return StorageError(f"SQLite database {path} failed: {exc}")
+
+
+def _sqlite_errors(cls):
+    """Every ``sqlite3.Error`` a public method raises (a generator's too, as
+    it is read) becomes a ``StorageError`` naming the database file: a
+    damaged or locked file is a 503 and one CLI line, not a traceback."""
+
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def generator(self, *args, **kwargs):
+                try:
+                    return (yield from fn(self, *args, **kwargs))
+                except sqlite3.Error as exc:
+                    raise _storage_error(self.path, exc) from exc
+
+            return generator
+
+        @functools.wraps(fn)
+        def method(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, exc) from exc
+
+        return method
+
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(value):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@_sqlite_errors
 class SQLiteStorage(Storage):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -112,13 +151,17 @@ class SQLiteStorage(Storage):
 
     # -- experiments ----------------------------------------------------
 
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
         eid = check_id(experiment.get("id"))
+        data = _dumps(dict(experiment))
+        pool = None if index_map is None else _dumps(list(index_map))
         with self._tx() as db:
             if db.execute("SELECT 1 FROM experiments WHERE id = ?", (eid,)).fetchone():
                 raise ConflictError(f"experiment {eid!r} already exists")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM experiments").fetchone()[0]
-            db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, _dumps(dict(experiment))))
+            db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, data))
+            if pool is not None:  # REPLACE: a pool left by an older version's failed create
+                db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (eid, pool))
 
     def get_experiment(self, experiment_id: str) -> dict:
         check_id(experiment_id)
@@ -301,9 +344,12 @@ class SQLiteStorage(Storage):
             ref = self.get_result(experiment_id, loop, "checkpoint")
         except NotFoundError:
             return None
-        if ref is None or not os.path.exists(ref["path"]):
+        # The path comes from the checked id and loop, not from the stored
+        # reference: a stored name never becomes a path here.
+        path = self.checkpoint_path(experiment_id, loop)
+        if ref is None or not os.path.exists(path):
             return None
-        return ref["path"]
+        return path
 
     # -- tokens ---------------------------------------------------------
 
@@ -334,9 +380,11 @@ class SQLiteStorage(Storage):
         shutil.rmtree(self.checkpoint_root / check_id(experiment_id), ignore_errors=True)
 
 
+@_sqlite_errors
 class _SQLiteSink(OutputSink):
     def __init__(self, storage: SQLiteStorage, experiment_id: str, loop: int, attempt: str):
         self.storage, self.key, self.seq = storage, (experiment_id, loop, attempt), 0
+        self.path = storage.path
 
     def write(self, indices: np.ndarray, values: np.ndarray) -> None:
         rows, width = values.shape

@@ -102,3 +102,82 @@ def test_a_record_repeated_across_batches_is_named():
     writer.extend(unlabeled[:2000], np.zeros((2000, 2)))
     with pytest.raises(PluginError, match=f"index {unlabeled[5]} was given more than once"):
         writer.extend(unlabeled[5:3000], np.zeros((2995, 2)))
+
+
+# -- chunks sized in bytes ----------------------------------------------------
+
+
+def test_very_wide_rows_on_a_small_pool_store_fine_with_a_bounded_buffer(engine, fake_model):
+    """200,000-wide rows on a 200-record pool: today's 65,536-row buffer would
+    need 48.8 GiB. A chunk's buffers stay within a chunk's byte budget."""
+    from alectio_core.outputs import DEFAULT_CHUNK_BYTES
+
+    width, seen = 200_000, {}
+
+    def infer(unlabeled, writer):
+        seen["writer"] = writer
+        for i in unlabeled:
+            writer.add(i, np.full(width, i, dtype=np.float32))
+
+    fake_model("wide", pool=200, infer=infer)
+    exp = engine.create_experiment("wide", strategy=None, initial=100, loops=1)
+    assert engine.run_loop(exp["id"], 0)["status"] == "done"
+
+    writer = seen["writer"]
+    assert writer._buf_val.nbytes + writer._buf_idx.nbytes <= DEFAULT_CHUNK_BYTES
+    rows = 0
+    for idx, values in engine.storage.iter_outputs(exp["id"], 0):
+        assert values.shape[1] == width
+        np.testing.assert_array_equal(values[:, 0], idx)
+        np.testing.assert_array_equal(values[:, -1], idx)
+        rows += idx.size
+    assert rows == 100
+
+
+def test_a_chunk_never_holds_more_rows_than_there_are_unlabeled_records():
+    writer, sink, unlabeled = writer_for(pool=200, labeled=range(150), chunk_rows=65536)
+    for i in unlabeled:
+        writer.add(int(i), [1.0, 2.0])
+    writer.close()
+    assert writer._buf_idx.shape == (50,) and writer._buf_val.shape == (50, 2)
+    assert [len(c[0]) for c in sink.chunks] == [50]
+
+
+# -- indices that are no record index ------------------------------------------
+
+
+HUGE = 10**30
+
+
+@pytest.mark.parametrize(
+    "give, named",
+    [
+        (lambda w: w.add(HUGE, [1.0]), f"index {HUGE}: index {HUGE} is not in the pool"),
+        (lambda w: w.add(2**63, [1.0]), f"index {2**63}: index {2**63} is not in the pool"),
+        (lambda w: w.add(2.5, [1.0]), "index must be an integer, got 2.5"),
+        (lambda w: w.add(True, [1.0]), "index must be an integer, got True"),
+        (lambda w: w.extend([1, HUGE], [[1.0], [2.0]]), f"index {HUGE}: index {HUGE} is not in the pool"),
+        (lambda w: w.extend([1, 2**63], [[1.0], [2.0]]), f"index {2**63}: index {2**63} is not in the pool"),
+        (lambda w: w.extend([-1, 2**64], [[1.0], [2.0]]), "index -1: index -1 is not in the pool"),
+        (
+            lambda w: w.extend(np.array([3, 2**64 - 1], dtype=np.uint64), [[1.0], [2.0]]),
+            f"index {2**64 - 1}: index {2**64 - 1} is not in the pool",
+        ),
+        (lambda w: w.extend(np.array([3.0, 4.5]), [[1.0], [2.0]]), "index must be an integer, got 3.0"),
+    ],
+)
+def test_an_index_that_is_no_int64_names_model_hook_and_index(give, named):
+    writer, _, _ = writer_for()
+    with pytest.raises(PluginError) as info:
+        give(writer)
+    assert f"model 'm', hook 'infer'" in str(info.value)
+    assert named in str(info.value)
+
+
+def test_infer_returning_a_huge_index_fails_the_loop_with_a_plugin_error(engine, fake_model):
+    fake_model("huge", infer=lambda unlabeled: {"outputs": {HUGE: [1.0], **{i: [1.0] for i in unlabeled}}})
+    exp = engine.create_experiment("huge", strategy=None, initial=5, loops=1)
+    with pytest.raises(PluginError) as info:
+        engine.run_loop(exp["id"], 0)
+    assert str(info.value) == f"model 'huge', hook 'infer', index {HUGE}: index {HUGE} is not in the pool (indices 0..19)"
+    assert engine.get_loop(exp["id"], 0)["error"] == str(info.value)

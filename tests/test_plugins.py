@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -201,3 +203,115 @@ def test_third_party_metrics_replace_the_builtin_for_a_task(registered):
 
     registered("custom_metrics", CustomMetrics())
     assert compute_metrics("regression", [1.0, 5.0], [2.0, 2.0]) == {"max_error": 3.0}
+
+
+# -- a model first asked for by several threads at once ------------------------
+
+
+class GatedEntryPoint:
+    """A pending ``alectio.models`` entry point whose import is slow: it
+    holds until every other caller has looked the model up."""
+
+    def __init__(self, name: str, callers: int, fail: bool = False):
+        self.name, self.dist, self.fail = name, None, fail
+        self.loads = 0
+        self.callers = callers
+        self.looked: set[int] = set()  # threads other than the importer that looked it up
+        self.all_looked = threading.Event()
+        self.importer: int | None = None
+
+    def saw(self) -> None:
+        me = threading.get_ident()
+        if me != self.importer:
+            self.looked.add(me)
+            if len(self.looked) == self.callers - 1:
+                self.all_looked.set()
+
+    def load(self):
+        self.loads += 1
+        self.importer = threading.get_ident()
+        self.looked.discard(self.importer)
+        if len(self.looked) == self.callers - 1:
+            self.all_looked.set()
+        # Deadlock guard only: every caller looks the model up before waiting for it.
+        assert self.all_looked.wait(60), "the other callers never looked the model up"
+        if self.fail:
+            raise ImportError("No module named 'torchvision'")
+        module = types.ModuleType(self.name)
+        module.assign_index = lambda: ["a", "b"]
+        module.train = lambda: None
+        module.test = lambda: {"predictions": [], "labels": []}
+        module.infer = lambda unlabeled, writer: None
+        return module
+
+
+class WatchedPending(dict):
+    """``registry.pending_models``, telling the entry point who looks it up."""
+
+    def __init__(self, items, watch: GatedEntryPoint):
+        super().__init__(items)
+        self.watch = watch
+
+    def get(self, key, default=None):
+        if key == self.watch.name:
+            self.watch.saw()
+        return super().get(key, default)
+
+    def pop(self, key, *default):
+        if key == self.watch.name:
+            self.watch.saw()
+        return super().pop(key, *default)
+
+    def __contains__(self, key):
+        if key == self.watch.name:
+            self.watch.saw()
+        return super().__contains__(key)
+
+
+@pytest.fixture
+def gated_model():
+    registry = plugins.load_plugins()
+    original = registry.pending_models
+
+    def make(callers: int, fail: bool = False) -> GatedEntryPoint:
+        ep = GatedEntryPoint(f"gated_{len(registry.errors)}_{callers}_{fail}", callers, fail)
+        registry.pending_models = WatchedPending({**original, ep.name: ep}, ep)
+        return ep
+
+    yield make
+    for name in [n for n in registry.models if n.startswith("gated_")]:
+        del registry.models[name]
+    registry.errors[:] = [e for e in registry.errors if not e["name"].startswith("gated_")]
+    registry.pending_models = original
+
+
+def first_touch_from_threads(name: str, callers: int) -> list:
+    start = threading.Barrier(callers)
+
+    def call(_):
+        start.wait()
+        try:
+            return plugins.get_model(name)
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(callers) as pool:
+        return list(pool.map(call, range(callers)))
+
+
+def test_concurrent_first_callers_all_get_the_model_imported_once(gated_model):
+    ep = gated_model(callers=4)
+    got = first_touch_from_threads(ep.name, 4)
+    assert [type(g).__name__ for g in got] == ["Model"] * 4, got
+    assert len({id(g) for g in got}) == 1
+    assert ep.loads == 1
+
+
+def test_concurrent_first_callers_all_get_the_load_error(gated_model):
+    ep = gated_model(callers=3, fail=True)
+    got = first_touch_from_threads(ep.name, 3)
+    assert all(isinstance(g, PluginError) for g in got), got
+    assert {str(g) for g in got} == {
+        f"model {ep.name!r}, hook 'load': model {ep.name!r} failed to load: ImportError: No module named 'torchvision'"
+    }
+    assert ep.loads == 1

@@ -72,6 +72,17 @@ def test_create_experiment_fills_defaults_and_takes_an_id(api):
     assert again.status_code == 409 and again.json["error"]["code"] == "conflict"
 
 
+def test_a_refused_create_stores_nothing(api, tmp_path):
+    from server_support import snapshot
+
+    api.create(id="kept", initial=5, config={"pool_size": 200})
+    before = snapshot(tmp_path / "alectio.db")
+    again = api.post(BASE, json={"model": "slow_test", "id": "kept", "initial": 5, "config": {"pool_size": 300}})
+    assert again.status_code == 409 and again.json["error"]["code"] == "conflict"
+    assert snapshot(tmp_path / "alectio.db") == before  # byte for byte: the pool was not replaced
+    assert api.storage.get_index_map("kept") == [f"record_{i}" for i in range(200)]
+
+
 def test_experiments_are_listed_oldest_first(api):
     ids = [api.create(initial=5)["id"] for _ in range(3)]
     assert [e["id"] for e in api.get(BASE).json["experiments"]] == ids

@@ -125,3 +125,33 @@ def test_unknown_scheme_names_the_installed_ones():
 
     with pytest.raises(UnknownStorageError, match=r"installed: .*s3.*sqlite"):
         open_storage(f"nosuch://{uuid.uuid4().hex}")
+
+
+# ----------------------------------------------------------------------
+# stored names that become paths
+# ----------------------------------------------------------------------
+
+
+def test_folder_checkpoint_reference_leading_out_of_the_folder_is_refused(folder_plugin, tmp_path):
+    from alectio_core.errors import StorageError
+
+    store = open_storage(f"folder://{tmp_path}/store")
+    store.create_experiment({"id": "e1"})
+    (tmp_path / "secret").write_text("not a checkpoint")
+    store.put_result("e1", 0, "a1", "checkpoint", {"path": "../secret", "bytes": 16})
+    store.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+    with pytest.raises(StorageError, match=r"refusing checkpoint reference '\.\./secret'"):
+        store.fetch_checkpoint("e1", 0)
+
+
+def test_contained_refuses_every_way_out(tmp_path):
+    from alectio_core.errors import StorageError
+    from alectio_core.storage import contained
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "out").symlink_to(tmp_path)
+    assert contained(root, "sub/file.bin") == (root / "sub" / "file.bin").resolve()
+    for name in ("../x", "sub/../../x", "/etc/passwd", "out/x", "", ".", "sub/.."):
+        with pytest.raises(StorageError, match=f"refusing object key {name!r}"):
+            contained(root, name, f"object key {name!r}")

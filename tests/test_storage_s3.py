@@ -13,6 +13,7 @@ import http.client
 import http.server
 import io
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from alectio_core.engine import Engine
-from alectio_core.errors import NotFoundError, StorageError, ValidationError
+from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.storage import open_storage
 from alectio_core.testing import MotoS3, make_chunks, write_chunks
 
@@ -107,6 +108,27 @@ def test_a_loop_stores_everything_under_the_prefix_as_json_and_npy(aws_env, buck
     assert not list(tmp_path.glob("*.db"))
     local = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert local and all(p.name.startswith("loop_") for p in local)
+
+
+def test_a_refused_create_leaves_every_object_byte_identical(aws_env, bucket):
+    storage = open_storage(f"s3://{bucket}/p")
+    storage.create_experiment({"id": "e1", "model": "m"}, ["a", "b"])
+    before = {k: read_object(aws_env, bucket, k) for k in all_keys(aws_env, bucket)}
+    with pytest.raises(ConflictError, match="experiment 'e1' already exists"):
+        storage.create_experiment({"id": "e1", "model": "other"}, ["x"])
+    # nothing changed and nothing left behind (the refused pool is removed)
+    assert {k: read_object(aws_env, bucket, k) for k in all_keys(aws_env, bucket)} == before
+
+
+def test_a_pool_stored_before_pools_had_versions_is_still_read(aws_env, bucket):
+    client = aws_env.client()
+    client.put_object(Bucket=bucket, Key="p/experiments/old/experiment.json", Body=b'{"seq": 1, "experiment": {"id": "old"}}')
+    client.put_object(Bucket=bucket, Key="p/experiments/old/index_map.json", Body=b'["r0", "r1"]')
+    storage = open_storage(f"s3://{bucket}/p")
+    assert storage.get_index_map("old") == ["r0", "r1"]
+    storage.put_index_map("old", ["s0"])
+    assert storage.get_index_map("old") == ["s0"]
+    assert "p/experiments/old/index_map.json" not in all_keys(aws_env, bucket)
 
 
 def test_endpoint_from_config_option_alone(moto_s3, monkeypatch, tmp_path):
@@ -201,6 +223,33 @@ def test_checkpoint_is_downloaded_before_train_on_another_machine(aws_env, bucke
     machine_a.run_loop(exp["id"], 2)
     assert Path(seen[-1][0]).is_relative_to(tmp_path / "a") and seen[-1][1] == "2"
     assert Path(machine_a.storage.fetch_checkpoint(exp["id"], 2)).read_text() == "3"
+
+
+def test_a_checkpoint_object_named_to_escape_the_cache_is_refused(aws_env, bucket, tmp_path):
+    """Someone with write access to the bucket adds an object whose key,
+    under a committed checkpoint folder, climbs out with ``../``."""
+    url = f"s3://{bucket}/ckpt"
+    machine_a = open_storage(url, {"cache_dir": str(tmp_path / "a")})
+    machine_a.create_experiment({"id": "e1"})
+    folder = Path(machine_a.checkpoint_path("e1", 0))
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"w")
+    ref = machine_a.save_checkpoint("e1", 0, "a1")
+    machine_a.put_result("e1", 0, "a1", "checkpoint", ref)
+    machine_a.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+
+    machine_b = open_storage(url, {"cache_dir": str(tmp_path / "b")})
+    download = Path(machine_b.checkpoint_path("e1", 0) + ".download")
+    escape = tmp_path / "escaped.txt"
+    evil = ref["key"] + os.path.relpath(escape, download)
+    aws_env.client().put_object(Bucket=bucket, Key=evil, Body=b"owned")
+    assert evil in all_keys(aws_env, bucket)  # the key reached S3 as written
+
+    with pytest.raises(StorageError) as info:
+        machine_b.fetch_checkpoint("e1", 0)
+    assert f"s3://{bucket}/{evil}" in str(info.value)
+    assert not escape.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "a")]
 
 
 # ----------------------------------------------------------------------

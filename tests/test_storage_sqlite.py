@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,94 @@ def test_identifiers_that_become_paths_are_validated(storage, bad):
         storage.create_experiment({"id": bad})
     with pytest.raises(ValidationError):
         storage.checkpoint_path(bad, 0)
+
+
+# -- a damaged database file ----------------------------------------------------
+
+
+def damage(db, table: str) -> None:
+    """Write garbage over ``table``'s first page, as a disk fault would."""
+    raw = sqlite3.connect(db)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file first
+    page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+    root = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    raw.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+
+
+def assert_one_line_about(db, stderr: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"Error: SQLite database {db}") and "database disk image is malformed" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "command", [["serve", "--host", "127.0.0.1", "--port", "0"], ["token", "create", "--name", "ci"]], ids=["serve", "token-create"]
+)
+def test_a_damaged_database_is_one_error_line_from_the_cli(tmp_path, command):
+    db = tmp_path / "alectio.db"
+    open_storage(f"sqlite:///{db}").close()
+    damage(db, "tokens")
+    result = subprocess.run(
+        [sys.executable, "-m", "alectio_core", *command, "--storage", f"sqlite:///{db}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_line_about(db, result.stderr)
+
+
+def test_a_damaged_database_answers_503_storage_error_over_http(tmp_path, fake_model):
+    from alectio_core.server import create_app
+    from alectio_core.tokens import create_token
+
+    fake_model("m")
+    db = tmp_path / "alectio.db"
+    store = open_storage(f"sqlite:///{db}")
+    token = create_token(store, "tests")
+    store.close()
+    damage(db, "index_maps")
+    app = create_app(storage=f"sqlite:///{db}")
+    try:
+        response = app.test_client().post(
+            "/api/v1/experiments", json={"model": "m", "initial": 2}, headers={"Authorization": f"Bearer {token}"}
+        )
+    finally:
+        app.extensions["alectio"]["runner"].shutdown(timeout=5)
+        app.extensions["alectio"]["storage"].close()
+    assert response.status_code == 503, response.get_data(as_text=True)
+    error = response.json["error"]
+    assert error["code"] == "storage_error"
+    assert error["message"].startswith(f"SQLite database {db}") and "malformed" in error["message"]
+
+
+def test_damage_found_while_streaming_outputs_is_a_storage_error(tmp_path):
+    db = tmp_path / "alectio.db"
+    store = open_storage(f"sqlite:///{db}")
+    store.create_experiment({"id": "e"})
+    sink = store.open_output_sink("e", 0, "a1")
+    sink.write(np.arange(5), np.ones((5, 2), np.float32))
+    sink.close()
+    store.commit_loop("e", 0, "a1", {"loop": 0, "status": "done"})
+    store.close()
+    damage(db, "output_chunks")
+    store = open_storage(f"sqlite:///{db}")
+    try:
+        with pytest.raises(StorageError, match=f"SQLite database {db}.*malformed"):
+            list(store.iter_outputs("e", 0))
+        with pytest.raises(StorageError, match=f"SQLite database {db}.*malformed"):
+            store.open_output_sink("e", 0, "a2").write(np.arange(2), np.ones((2, 2), np.float32))
+    finally:
+        store.close()
+
+
+def test_a_tampered_checkpoint_reference_is_not_followed(storage):
+    """The stored reference is informational: the checkpoint's path comes
+    from the validated experiment id and loop, never from what is stored."""
+    storage.create_experiment({"id": "e1"})
+    Path(storage.checkpoint_path("e1", 0)).write_text("weights")
+    storage.put_result("e1", 0, "a1", "checkpoint", {"path": "/etc/hostname", "bytes": 1})
+    storage.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+    assert storage.fetch_checkpoint("e1", 0) == storage.checkpoint_path("e1", 0)

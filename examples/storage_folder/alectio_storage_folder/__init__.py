@@ -6,8 +6,9 @@ shows what a storage plugin has to do, and passes the same contract suite
 
 Layout::
 
-    experiments/{id}/experiment.json          {"seq": ns, "experiment": {...}}
-    experiments/{id}/index_map.json
+    experiments/{id}/experiment.json          {"seq": ns, "experiment": {...}, "index_map": v}
+    experiments/{id}/index_maps/{v}.json      the pool experiment.json names
+    experiments/{id}/index_map.json           the pool, as stored before it had versions
     experiments/{id}/loops/{k}/loop.json      {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
@@ -18,7 +19,10 @@ Layout::
     .trash/                                   deleted experiments, while they are removed
 
 Every file is written to a temporary name and renamed into place, so a
-reader never sees half a file. A loop's results become visible when
+reader never sees half a file. An experiment is created by writing its pool
+under a new version, then hard-linking ``experiment.json`` into place (a
+link never replaces a file): a refused create removes its own pool and
+leaves the stored one alone. A loop's results become visible when
 ``commit_loop`` renames ``loop.json`` naming the attempt: one atomic step.
 """
 
@@ -39,7 +43,7 @@ import numpy as np
 
 from alectio_core import hookimpl
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
 
 
 class FolderStorage(Storage):
@@ -75,6 +79,21 @@ class FolderStorage(Storage):
             os.unlink(tmp)
             raise
 
+    def _create(self, path: Path, data: bytes) -> bool:
+        """Write a new file whole, unless ``path`` exists (then False): a
+        hard link, unlike a rename, never replaces what is there."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
     def _write_json(self, path: Path, value: Any) -> None:
         self._write(path, json.dumps(value, allow_nan=False).encode())
 
@@ -99,12 +118,28 @@ class FolderStorage(Storage):
 
     # -- experiments ------------------------------------------------------
 
-    def create_experiment(self, experiment: Mapping[str, Any]) -> None:
-        path = self._exp(experiment.get("id")) / "experiment.json"
-        with self._lock:
-            if path.exists():
-                raise ConflictError(f"experiment {experiment['id']!r} already exists")
-            self._write_json(path, {"seq": time.time_ns(), "experiment": dict(experiment)})
+    def _index_map(self, experiment_id: str, version: str | None) -> Path:
+        if version is None:  # a pool stored before pools had versions
+            return self._exp(experiment_id) / "index_map.json"
+        return self._exp(experiment_id) / "index_maps" / f"{check_id(version, 'index map version')}.json"
+
+    def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
+        eid = check_id(experiment.get("id"))
+        record = {"seq": time.time_ns(), "experiment": dict(experiment)}
+        if index_map is not None:
+            record["index_map"] = uuid.uuid4().hex
+        data = json.dumps(record, allow_nan=False).encode()  # not JSON: refused before anything is written
+        pool = None if index_map is None else self._index_map(eid, record["index_map"])
+        if pool:
+            self._write_json(pool, list(index_map))
+        created = False
+        try:
+            created = self._create(self._exp(eid) / "experiment.json", data)
+        finally:
+            if pool and not created:
+                pool.unlink(missing_ok=True)
+        if not created:
+            raise ConflictError(f"experiment {eid!r} already exists")
 
     def get_experiment(self, experiment_id: str) -> dict:
         path = self._exp(experiment_id) / "experiment.json"
@@ -165,10 +200,24 @@ class FolderStorage(Storage):
         return self._read_array(path, f"experiment {experiment_id!r} has no selection for loop {loop}").astype(np.int64)
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        self._write_json(self._exp(experiment_id) / "index_map.json", list(references))
+        path = self._exp(experiment_id) / "experiment.json"
+        with self._lock:
+            try:
+                stored = self._read_json(path, "")
+            except NotFoundError:  # no experiment (yet): the unversioned file, as before
+                self._write_json(self._index_map(experiment_id, None), list(references))
+                return
+            old, stored["index_map"] = stored.get("index_map"), uuid.uuid4().hex
+            self._write_json(self._index_map(experiment_id, stored["index_map"]), list(references))
+            self._write_json(path, stored)
+        self._index_map(experiment_id, old).unlink(missing_ok=True)
 
     def get_index_map(self, experiment_id: str) -> list[str]:
-        return self._read_json(self._exp(experiment_id) / "index_map.json", f"experiment {experiment_id!r} has no index map")
+        try:
+            version = self._read_json(self._exp(experiment_id) / "experiment.json", "").get("index_map")
+        except NotFoundError:
+            version = None
+        return self._read_json(self._index_map(experiment_id, version), f"experiment {experiment_id!r} has no index map")
 
     # -- results ------------------------------------------------------------
 
@@ -234,9 +283,10 @@ class FolderStorage(Storage):
             ref = self.get_result(experiment_id, loop, "checkpoint")
         except NotFoundError:
             return None
-        if not ref or not (self.root / ref["path"]).exists():
+        if not ref:
             return None
-        return str(self.root / ref["path"])
+        path = contained(self.root, ref["path"], f"checkpoint reference {ref['path']!r}")  # a stored name
+        return str(path) if path.exists() else None
 
     # -- tokens ---------------------------------------------------------------
 
