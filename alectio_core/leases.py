@@ -99,6 +99,7 @@ class Leases:
         self._pending: dict[tuple[str, int], dict] = {}  # final states the storage has not taken yet
         self._lock = threading.Lock()
         self._beating = False
+        self._wake = threading.Event()  # set when the last lease is given back
         self._settling = False
 
     def _record(self, cancel_requested: bool = False) -> dict:
@@ -155,6 +156,8 @@ class Leases:
                 return
             if self._held.get((lease.experiment_id, lease.loop)) is lease:
                 del self._held[(lease.experiment_id, lease.loop)]
+            if not self._held:
+                self._wake.set()
         with lease.lock:
             if lease.lost is not None:
                 return  # not ours any more, or settled by ``settle``
@@ -168,7 +171,9 @@ class Leases:
 
     def _heartbeat(self) -> None:
         while True:
+            self._wake.wait(self.ttl / 3)
             with self._lock:
+                self._wake.clear()
                 leases = [lease for lease in self._held.values() if lease.lost is None]
                 if not leases:
                     self._beating = False
@@ -178,7 +183,6 @@ class Leases:
                     stop = self._renew(lease)
                 if stop:
                     lease._stop()
-            time.sleep(self.ttl / 3)
 
     def _renew(self, lease: Lease) -> bool:
         """Extend the lease (caller holds ``lease.lock``); on failure mark it
@@ -225,14 +229,15 @@ class Leases:
         with lease.lock:
             lease.check()
             stop = self._renew(lease)
-            if not stop and lease.lost is None:
+            if lease.lost is None and not lease.cancel_requested:
                 try:
                     return publish(lease.version)
                 except ConflictError:  # the record changed since the renewal: a cancel request, or a takeover
                     stop = self._renew(lease)
-                    if not stop:
+                    if lease.lost is None and not lease.cancel_requested:
                         raise
-        lease._stop()
+        if stop:
+            lease._stop()
         lease.check()
         raise LoopCancelled(f"loop {lease.loop} of experiment {lease.experiment_id!r} was cancelled")
 

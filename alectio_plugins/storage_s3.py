@@ -486,6 +486,7 @@ class S3Storage(Storage):
             if self._missing(exc):
                 return None
             raise self._error(exc, "read", key) from exc
+        data.pop("nonce", None)
         return data, response["ETag"]
 
     def write_lease(self, experiment_id: str, loop: int, record: Mapping[str, Any], version: str | None) -> str:
