@@ -118,6 +118,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     """
     from .driver import drive, headline, plot_curve
     from .engine import Engine
+    from .leases import LoopBusy
     from .progress import Progress
     from .storage import open_storage
 
@@ -136,6 +137,8 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     with Progress(experiment, enabled=sys.stderr.isatty() and not as_json) as progress:
         try:
             curve = drive(engine, experiment["id"], on_loop=progress.loop, on_stage=progress.stage)
+        except LoopBusy:
+            raise  # another server runs it: nothing to resume here
         except AlectioError as exc:
             raise click.ClickException(f"{exc.message} (continue with: alectio run {experiment['model']} --resume {experiment['id']})")
     if plot:

@@ -75,7 +75,9 @@ class Lease:
         if self.lost is not None:
             raise self.lost
         if time.monotonic() > self.valid_until:
-            raise StorageError("storage failed: the loop's lease could not be renewed in time")
+            raise StorageError(
+                "storage failed: the loop's lease was not renewed in time (the storage did not answer, or the process stalled)"
+            )
 
     def _stop(self) -> None:
         for callback in list(self.on_stop):
