@@ -164,10 +164,23 @@ class Leases:
             if lease.lost is not None:
                 return  # not ours any more, or settled by ``settle``
             lease.lost = LeaseLost("the lease was given back")
-            try:
-                self.storage.write_lease(lease.experiment_id, lease.loop, {"owner": None, "expires_at": 0, "released_at": _now()}, lease.version)
-            except AlectioError as exc:  # it expires by itself
-                log.warning("could not give back the lease of experiment %s loop %d: %s", lease.experiment_id, lease.loop, exc)
+            self._give_back(lease.experiment_id, lease.loop, lease.version)
+
+    def _give_back(self, experiment_id: str, loop: int, version: str) -> None:
+        """Mark the lease free (if it is still ours: a cancel flag may have
+        changed its version since); if the storage refuses, it expires by itself."""
+        try:
+            for _ in range(5):
+                try:
+                    self.storage.write_lease(experiment_id, loop, {"owner": None, "expires_at": 0, "released_at": _now()}, version)
+                    return
+                except ConflictError:
+                    found = self.storage.read_lease(experiment_id, loop)
+                    if found is None or found[0].get("owner") != self.owner:
+                        return  # someone else's now
+                    version = found[1]
+        except AlectioError as exc:
+            log.warning("could not give back the lease of experiment %s loop %d: %s", experiment_id, loop, exc)
 
     # -- renewing -----------------------------------------------------------------
 
@@ -290,8 +303,7 @@ class Leases:
                 self.storage.put_loop_state(experiment_id, loop, state)
                 log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
         finally:
-            with suppress(AlectioError):
-                self.storage.write_lease(experiment_id, loop, {"owner": None, "expires_at": 0, "released_at": _now()}, version)
+            self._give_back(experiment_id, loop, version)
         return state
 
     # -- saving a failure the storage did not take ------------------------------------
@@ -329,8 +341,7 @@ class Leases:
                 self.storage.put_loop_state(experiment_id, loop, state)
                 log.info("experiment %s loop %d: recorded %s (%s)", experiment_id, loop, state["status"], state.get("error"))
         finally:
-            with suppress(AlectioError):
-                self.storage.write_lease(experiment_id, loop, {"owner": None, "expires_at": 0, "released_at": _now()}, version)
+            self._give_back(experiment_id, loop, version)
 
     def _retry_pending(self) -> None:
         delay = 0.25

@@ -156,13 +156,16 @@ def release(path: str) -> None:
 
 
 def snapshot(db_path: Path) -> dict:
-    """Every stored row of a SQLite backend (tokens without ``last_used``)."""
+    """Every stored row of a SQLite backend (tokens without ``last_used``;
+    no leases: which process last held a loop, like when a token was last
+    used, is bookkeeping, not data)."""
     db = sqlite3.connect(db_path)
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         rows = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
     finally:
         db.close()
+    rows.pop("leases", None)
     rows["tokens"] = [(name, {k: v for k, v in json.loads(data).items() if k != "last_used"}) for name, data in rows.get("tokens", [])]
     return rows
 
