@@ -20,7 +20,10 @@ persistence and checkpoint-download tests; they skip without it).
 The tests use only the :class:`~alectio_core.storage.Storage` interface and
 check what the core relies on: round-trips of every record kind, infer
 outputs streamed chunk by chunk, a loop's results appearing all at once on
-commit, concurrent readers, and ``NotFoundError`` for what is not there.
+commit, concurrent readers, loop leases (compare-and-swap, and the
+policy of :mod:`alectio_core.leases` on top: one holder, takeover after
+expiry, no commit by a holder that lost its lease), and ``NotFoundError``
+for what is not there.
 """
 
 from __future__ import annotations

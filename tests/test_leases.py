@@ -27,7 +27,7 @@ from alectio_core.tokens import create_token
 
 pytestmark = pytest.mark.slow
 
-LEASE = {"server": {"lease_seconds": 3}}  # renewed every second; a dead holder's loop is free 3 s later
+LEASE = {"server": {"lease_seconds": 4}}  # renewed every 1.3 s; a dead holder's loop is free 4 s later
 
 
 class Shared:
