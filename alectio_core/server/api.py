@@ -198,6 +198,8 @@ def cancel_loop(experiment_id: str, loop: int):
     or at infer's next progress report. A loop another server runs is
     flagged in its lease; that server sees the flag at its next renewal."""
     state = _loop_state(experiment_id, loop)
+    if state["status"] not in ("queued", "running"):  # its outcome is stored, though its job may still be returning
+        raise ConflictError(f"loop {loop} is already {state['status']}; nothing to cancel")
     if _ctx()["runner"].cancel(experiment_id, loop) is None:
         if state["status"] in ("queued", "running") and _ctx()["engine"].leases.request_cancel(experiment_id, loop):
             return jsonify(dict(_loop_view(state), cancel_requested=True)), 202
