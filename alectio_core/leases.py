@@ -272,7 +272,7 @@ class Leases:
 
     def holds(self, experiment_id: str, loop: int) -> Lease | None:
         lease = self._held.get((experiment_id, loop))
-        return lease if lease is not None and lease.lost is None else None
+        return lease if lease is not None and lease.lost is None and time.monotonic() <= lease.valid_until else None
 
     def observe(self, experiment_id: str, loop: int, state: dict) -> dict:
         """The state to report for a loop stored as ``running`` or ``queued``:
