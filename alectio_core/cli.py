@@ -145,6 +145,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     """
     from .driver import check_metric, drive, headline, plot_curve, resume
     from .engine import Engine
+    from .leases import LoopBusy
     from .progress import Progress
     from .storage import open_storage
 
@@ -181,6 +182,8 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
                           on_exhausted=lambda *ended: exhausted.extend(ended))
             if metric:
                 check_metric(curve, metric)
+        except LoopBusy:
+            raise  # another server runs it: nothing to resume here
         except AlectioError as exc:
             raise click.ClickException(f"{exc.message} ({again})")
         except KeyboardInterrupt:  # Ctrl-C: the engine recorded the loop as cancelled

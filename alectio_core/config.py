@@ -36,6 +36,7 @@ SCHEMA: dict[str, Any] = {
         "threads": (int, 16),
         "log_level": (str, "info"),
         "max_body_bytes": (int, 10 * 1024 * 1024),
+        "lease_seconds": (float, 30.0),
     },
     "models": (dict, {}),
     "platform": {
@@ -96,6 +97,8 @@ def parse_config(data: Any, source: str = "config") -> Config:
             raise ConfigError(f"{source}: key 'models.{name}' must be a mapping of the model's settings")
     if values["server"]["log_level"].lower() not in LOG_LEVELS:
         raise ConfigError(f"{source}: key 'server.log_level' must be one of {', '.join(LOG_LEVELS)}")
+    if not values["server"]["lease_seconds"] > 0:
+        raise ConfigError(f"{source}: key 'server.lease_seconds' must be > 0")
     if not 0 <= values["server"]["port"] <= 65535:
         raise ConfigError(f"{source}: key 'server.port' must be between 0 and 65535")
     return Config(source=source, **values)

@@ -25,7 +25,8 @@ import numpy as np
 
 from . import plugins
 from .config import Config
-from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, ValidationError
+from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, StorageError, ValidationError
+from .leases import DEFAULT_TTL, Lease, LeaseLost, Leases
 from .outputs import DEFAULT_CHUNK_ROWS, OutputWriter, current_writer
 from .storage import Storage, check_id, check_loop
 from .strategies import DEFAULT_STRATEGY
@@ -64,6 +65,7 @@ class Engine:
         self.config = config or Config()
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self._pools: dict[str, int] = {}
+        self.leases = Leases(storage, ttl=float((self.config.server or {}).get("lease_seconds") or DEFAULT_TTL))
 
     # ------------------------------------------------------------------
     # Experiments and selections
@@ -240,7 +242,19 @@ class Engine:
     # ------------------------------------------------------------------
 
     def get_loop(self, experiment_id: str, loop: int) -> dict:
-        return self.storage.get_loop_state(check_id(experiment_id), check_loop(loop))
+        """The loop's state; ``running`` or ``queued`` only while a live
+        process holds its lease (else failed, "interrupted")."""
+        state = self.storage.get_loop_state(check_id(experiment_id), check_loop(loop))
+        return self._current(experiment_id, loop, state)
+
+    def loop_states(self, experiment_id: str) -> list[dict]:
+        """Every loop's state, as ``get_loop`` reports it."""
+        return [self._current(experiment_id, s["loop"], s) for s in self.storage.list_loop_states(experiment_id)]
+
+    def _current(self, experiment_id: str, loop: int, state: dict) -> dict:
+        if state.get("status") in ("running", "queued"):
+            return self.leases.observe(experiment_id, loop, state)
+        return state
 
     def next_loop(self, experiment_id: str) -> int:
         """The first loop that is not done."""
@@ -248,11 +262,42 @@ class Engine:
         return max(done) + 1 if done else 0
 
     def queue_loop(self, experiment_id: str, loop: int) -> dict:
-        """Mark a loop queued (the server does this before a worker starts it)."""
+        """Mark a loop queued (the server does this before a worker starts
+        it, holding the loop's lease from ``claim_loop``)."""
         self._check_startable(experiment_id, loop)
-        state = {"experiment_id": experiment_id, "loop": loop, "status": "queued", "stage": None, "queued_at": now()}
+        state = {
+            "experiment_id": experiment_id,
+            "loop": loop,
+            "status": "queued",
+            "stage": None,
+            "queued_at": now(),
+            "owner": self.leases.owner,
+        }
         self.storage.put_loop_state(experiment_id, loop, state)
         return state
+
+    def claim_loop(self, experiment_id: str, loop: int, on_stop: Callable[[], None] | None = None) -> Lease:
+        """Take the loop's lease for this process (see :mod:`.leases`):
+        ``LoopBusy`` (409) when another live process holds it. A ``running``
+        or ``queued`` state that a process whose lease expired left behind is
+        marked failed ("interrupted") first. Give it back with
+        ``self.leases.release(lease)``."""
+        lease = self.leases.acquire(experiment_id, loop, on_stop)
+        if lease.users > 1:
+            return lease  # this process holds it already (queued by the job runner)
+        try:
+            state = self.storage.get_loop_state(experiment_id, loop)
+            ours = state["status"] == "queued" and state.get("owner") == self.leases.owner
+            if state["status"] in ("running", "queued") and not ours:
+                state.update(status="failed", stage=None, error="interrupted", finished_at=now())
+                self.storage.put_loop_state(experiment_id, loop, state)
+                log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
+        except NotFoundError:
+            pass
+        except BaseException:
+            self.leases.release(lease)
+            raise
+        return lease
 
     def _check_startable(self, experiment_id: str, loop: int, queued_ok: bool = False) -> None:
         self.get_experiment(experiment_id)
@@ -272,18 +317,18 @@ class Engine:
             raise ConflictError(f"loop {loop} of experiment {experiment_id!r} is already {state['status']}")
 
     def recover_interrupted(self, experiment_id: str | None = None) -> list[tuple[str, int]]:
-        """Mark loops left ``running`` or ``queued`` by a dead process as
-        failed ("interrupted"). Only call it when no other process drives
-        these experiments (server start-up, ``alectio run --resume``)."""
+        """Mark loops left ``running`` or ``queued`` by a process whose lease
+        expired (or by a version without leases) as failed ("interrupted");
+        loops a live process holds are left alone. Server start-up and
+        ``alectio run --resume`` call it."""
         recovered = []
         experiments = [self.get_experiment(experiment_id)] if experiment_id else self.storage.list_experiments()
         for experiment in experiments:
             for state in self.storage.list_loop_states(experiment["id"]):
                 if state["status"] in ("running", "queued"):
-                    state.update(status="failed", error="interrupted", finished_at=now())
-                    self.storage.put_loop_state(experiment["id"], state["loop"], state)
-                    recovered.append((experiment["id"], state["loop"]))
-                    log.warning("experiment %s loop %d was interrupted; marked failed", experiment["id"], state["loop"])
+                    after = self.leases.observe(experiment["id"], state["loop"], state)
+                    if after["status"] == "failed" and after.get("error") == "interrupted":
+                        recovered.append((experiment["id"], state["loop"]))
         return recovered
 
     # ------------------------------------------------------------------
@@ -308,12 +353,24 @@ class Engine:
         """
         check_id(experiment_id)
         loop = check_loop(loop)
-        self._check_startable(experiment_id, loop, queued_ok=True)
-        experiment = self.get_experiment(experiment_id)
-        if loop == 0 and not self.has_selection(experiment_id, 0):
-            self.initial_selection(experiment_id)
-        run = _LoopRun(self, experiment, loop, cancel, on_stage)
-        return run.execute(select_next)
+        if cancel is None:
+            cancel = threading.Event()
+        lease = self.claim_loop(experiment_id, loop, cancel.set)  # LoopBusy while another process runs it
+        try:
+            if lease.running:
+                raise ConflictError(f"loop {loop} of experiment {experiment_id!r} is already running")
+            self._check_startable(experiment_id, loop, queued_ok=True)
+            experiment = self.get_experiment(experiment_id)
+            if loop == 0 and not self.has_selection(experiment_id, 0):
+                self.initial_selection(experiment_id)
+            run = _LoopRun(self, experiment, loop, cancel, on_stage, lease)
+            lease.running = True
+            try:
+                return run.execute(select_next)
+            finally:
+                lease.running = False
+        finally:
+            self.leases.release(lease)
 
     # ------------------------------------------------------------------
     # Choosing the next records (self-driven experiments)
@@ -379,8 +436,9 @@ class Engine:
 class _LoopRun:
     """One attempt at one loop: the stages, in order, and the bookkeeping."""
 
-    def __init__(self, engine: Engine, experiment: dict, loop: int, cancel, on_stage):
+    def __init__(self, engine: Engine, experiment: dict, loop: int, cancel, on_stage, lease: Lease):
         self.engine, self.storage = engine, engine.storage
+        self.lease = lease
         self.experiment, self.loop = experiment, loop
         self.eid = experiment["id"]
         self.model = plugins.get_model(experiment["model"])
@@ -394,6 +452,7 @@ class _LoopRun:
             "stage": None,
             "progress": None,
             "attempt": self.attempt,
+            "owner": engine.leases.owner,
             "queued_at": self._queued_at(),
             "started_at": now(),
             "finished_at": None,
@@ -413,6 +472,7 @@ class _LoopRun:
         return previous.get("queued_at") if previous.get("status") == "queued" else None
 
     def _save_state(self) -> None:
+        self.lease.check()  # a process that lost the loop's lease writes nothing more
         self.storage.put_loop_state(self.eid, self.loop, self.state)
 
     def _stage(self, stage: str) -> None:
@@ -430,6 +490,7 @@ class _LoopRun:
         log.info("experiment %s loop %d stage %s took %.3fs", self.eid, self.loop, self.state["stage"], elapsed)
 
     def _check_cancel(self) -> None:
+        self.lease.check()
         if self.cancel is not None and self.cancel.is_set():
             raise LoopCancelled(f"loop {self.loop} of experiment {self.eid!r} was cancelled")
 
@@ -463,7 +524,9 @@ class _LoopRun:
             )
             if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
                 self.engine.record_selection(self.eid, self.loop + 1, picked)
-            self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state)
+            self.engine.leases.commit(
+                self.lease, lambda version: self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state, lease_version=version)
+            )
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -480,11 +543,19 @@ class _LoopRun:
         else:
             message = f"{type(exc).__name__}: {exc}"
         self.state.update(status="cancelled" if cancelled else "failed", error=message, finished_at=now())
+        if isinstance(self.lease.lost, LeaseLost):
+            pass  # another process holds the loop now: its state is that process's to write
+        else:
+            try:
+                self._save_state()
+            except Exception:  # the storage itself may be what failed, or the lease with it
+                if self.lease.lost is None:
+                    self.lease.lost = StorageError(f"storage failed: could not record the loop's {self.state['status']} state")
+                self.engine.leases.settle(self.eid, self.loop, dict(self.state))
         try:
-            self._save_state()
             self.storage.discard_attempt(self.eid, self.loop, self.attempt)
-        except Exception:  # the storage itself may be what failed
-            log.exception("could not record the failure of experiment %s loop %d", self.eid, self.loop)
+        except Exception:
+            log.warning("could not remove the staged results of experiment %s loop %d attempt %s", self.eid, self.loop, self.attempt)
         log.error("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
         plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status=self.state["status"], error=message)
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from .engine import Engine, now
 from .errors import AlectioError, ConflictError, NotFoundError
+from .leases import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    lease: Lease | None = None  # the loop's, held from submit until the job ends
     runs_loop: bool = True  # False: work for a loop already done (its state is not the job's)
 
 
@@ -70,7 +72,8 @@ class JobRunner:
         raises, nothing is queued. Raises ``ConflictError`` when the
         experiment already has a job queued or running here.
         ``runs_loop=False``: ``fn`` works on a loop that is already done
-        (platform mode sending its results again); its state is left alone.
+        (platform mode sending its results again); it holds the loop's
+        lease like any job, but the loop's state is left alone.
         """
         job = Job(experiment_id, loop, fn, runs_loop=runs_loop)
         waited = False
@@ -89,11 +92,15 @@ class JobRunner:
             busy.finished.wait(5.0)  # its outcome is stored; its thread is returning
             waited = True
         try:
+            # The lease first: another server running this loop makes it 409 before anything is stored.
+            job.lease = self.engine.claim_loop(experiment_id, loop, on_stop=lambda: self._lease_stopped(job))
             if prepare is not None:
                 prepare()
             if runs_loop:
                 self.engine.queue_loop(experiment_id, loop)
         except BaseException:
+            if job.lease is not None:
+                self.engine.leases.release(job.lease)
             self._release(job)
             raise
         self._start_workers()
@@ -143,6 +150,7 @@ class JobRunner:
             except Exception as exc:
                 self._record_failure(job, exc)
             finally:
+                self.engine.leases.release(job.lease)
                 self._release(job)
                 log.info(
                     "experiment %s loop %d job ended after %.3fs", job.experiment_id, job.loop, time.perf_counter() - started
@@ -156,16 +164,27 @@ class JobRunner:
             state = {"experiment_id": job.experiment_id, "loop": job.loop, "status": "queued", "stage": None}
         except Exception:
             log.exception("experiment %s loop %d failed and its state cannot be read", job.experiment_id, job.loop)
-            return
+            if self.engine.leases.pending(job.experiment_id, job.loop):
+                return  # the engine's own record of it waits for the storage
+            state = {"experiment_id": job.experiment_id, "loop": job.loop, "status": "queued", "stage": None}
         if state.get("status") not in ("queued", "running"):
             return  # already recorded (failed or cancelled) by the engine
         message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
         state.update(status="failed", error=message, finished_at=now())
         log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, message)
+        self._record(job, state)
+
+    def _record(self, job: Job, state: dict) -> None:
+        """Store a job's final state; if the storage does not take it now,
+        it is stored once it answers again (see ``Leases.settle``)."""
+        if isinstance(job.lease.lost, LeaseLost):
+            return  # another process holds the loop now
         try:
+            job.lease.check()
             self.engine.storage.put_loop_state(job.experiment_id, job.loop, state)
-        except Exception:
-            log.exception("could not record the failure of experiment %s loop %d", job.experiment_id, job.loop)
+        except AlectioError as exc:
+            log.warning("could not record experiment %s loop %d as %s now: %s", job.experiment_id, job.loop, state["status"], exc)
+            self.engine.leases.settle(job.experiment_id, job.loop, state)
 
     # -- looking and cancelling -----------------------------------------------
 
@@ -183,23 +202,53 @@ class JobRunner:
             job = self._active.get(experiment_id)
             if job is None or job.loop != loop:
                 return None
-            job.cancel.set()
-            if not job.started:
-                del self._active[experiment_id]
-                job.finished.set()
-                if not job.runs_loop:
-                    return job
-                state = {
-                    "experiment_id": experiment_id,
-                    "loop": loop,
-                    "status": "cancelled",
-                    "stage": None,
-                    "error": "cancelled before it started",
-                    "finished_at": now(),
-                }
-                self.engine.storage.put_loop_state(experiment_id, loop, state)
+            queued = self._stop(job)
+        if queued:
+            self._end_queued(job, "cancelled", "cancelled before it started")
         log.info("experiment %s loop %d: cancel requested", experiment_id, loop)
         return job
+
+    def _stop(self, job: Job) -> bool:
+        """Set the job's cancel flag (caller holds ``self._lock``); True when
+        it had not started, so it is now off the books."""
+        job.cancel.set()
+        if job.started or self._active.get(job.experiment_id) is not job:
+            return False
+        del self._active[job.experiment_id]
+        job.finished.set()
+        return True
+
+    def _end_queued(self, job: Job, status: str, error: str) -> None:
+        """Record a job that never started, and give back its lease."""
+        if not job.runs_loop:
+            self.engine.leases.release(job.lease)
+            return
+        state = {
+            "experiment_id": job.experiment_id,
+            "loop": job.loop,
+            "status": status,
+            "stage": None,
+            "error": error,
+            "finished_at": now(),
+        }
+        try:
+            self._record(job, state)
+        finally:
+            self.engine.leases.release(job.lease)
+
+    def _lease_stopped(self, job: Job) -> None:
+        """The loop's lease was lost, or another server asked to cancel the
+        loop: a running job stops at the engine's next check (which says
+        why); a queued one ends here."""
+        with self._lock:
+            queued = self._stop(job)
+        if not queued:
+            return
+        lost = job.lease.lost
+        if lost is None:
+            self._end_queued(job, "cancelled", "cancelled before it started")
+        else:
+            self._end_queued(job, "failed", lost.message)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Refuse new jobs, cancel the active ones and wait up to ``timeout``

@@ -166,9 +166,17 @@ class Storage(ABC):
         """A sink for the attempt's infer outputs, streamed in chunks."""
 
     @abstractmethod
-    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+    def commit_loop(
+        self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
+    ) -> None:
         """Atomically publish the attempt's results and set the loop's state
-        (``status: done``). Results of other attempts of the loop go away."""
+        (``status: done``). Results of other attempts of the loop go away.
+
+        With ``lease_version``: publish only if the loop's lease record is
+        still at that version (see ``write_lease``), else raise
+        ``ConflictError`` and publish nothing. In the same transaction where
+        the store has them; otherwise checked just before the publishing
+        write."""
 
     @abstractmethod
     def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
@@ -184,6 +192,22 @@ class Storage(ABC):
         """Stream a loop's infer outputs as ``(indices, values)`` chunks.
         Without ``attempt``: the committed ones (``NotFoundError`` if the
         loop is not done). With it: that attempt's, committed or not."""
+
+    # -- loop leases (see alectio_core.leases) ---------------------------
+
+    @abstractmethod
+    def read_lease(self, experiment_id: str, loop: int) -> tuple[dict, str] | None:
+        """The loop's lease record (a JSON object) and its version, or None
+        when the loop never had one."""
+
+    @abstractmethod
+    def write_lease(self, experiment_id: str, loop: int, record: Mapping[str, Any], version: str | None) -> str:
+        """Compare-and-swap the loop's lease record, atomically across
+        processes and machines sharing the store: with ``version=None``
+        create it (``ConflictError`` if one exists); else replace it only if
+        its version is still ``version`` (``ConflictError`` otherwise).
+        Returns the new version, an opaque string that changes on every
+        write."""
 
     # -- checkpoints ----------------------------------------------------
 

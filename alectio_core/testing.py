@@ -20,7 +20,10 @@ persistence and checkpoint-download tests; they skip without it).
 The tests use only the :class:`~alectio_core.storage.Storage` interface and
 check what the core relies on: round-trips of every record kind, infer
 outputs streamed chunk by chunk, a loop's results appearing all at once on
-commit, concurrent readers, and ``NotFoundError`` for what is not there.
+commit, concurrent readers, loop leases (compare-and-swap, and the
+policy of :mod:`alectio_core.leases` on top: one holder, takeover after
+expiry, no commit by a holder that lost its lease), and ``NotFoundError``
+for what is not there.
 """
 
 from __future__ import annotations
@@ -623,6 +626,104 @@ class StorageContract:
             assert path is not None and Path(path).read_bytes() == b"weights-v1"
         finally:
             other.close()
+
+    # ------------------------------------------------------------------
+    # Loop leases: compare-and-swap, and the policy of alectio_core.leases on it
+    # ------------------------------------------------------------------
+
+    def test_lease_creation_races_have_one_winner(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        assert storage.read_lease(eid, 0) is None
+
+        def create(n):
+            try:
+                return n, storage.write_lease(eid, 0, {"owner": f"p{n}"}, None)
+            except ConflictError:
+                return n, None
+
+        with ThreadPoolExecutor(8) as pool:
+            won = [(n, version) for n, version in pool.map(create, range(8)) if version is not None]
+        assert len(won) == 1
+        (n, version), = won
+        assert storage.read_lease(eid, 0) == ({"owner": f"p{n}"}, version)
+
+    def test_lease_is_compare_and_swap(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        first = storage.write_lease(eid, 1, {"owner": "a", "n": 1}, None)
+        second = storage.write_lease(eid, 1, {"owner": "a", "n": 2}, first)
+        assert second != first
+        for stale in (first, None, "not-a-version"):
+            with pytest.raises(ConflictError):
+                storage.write_lease(eid, 1, {"owner": "b"}, stale)
+        record, version = storage.read_lease(eid, 1)
+        assert (record["owner"], record["n"], version) == ("a", 2, second)
+        assert storage.read_lease(eid, 0) is None  # per loop
+
+    def test_commit_under_a_changed_lease_publishes_nothing(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        mine = storage.write_lease(eid, 0, {"owner": "a"}, None)
+        storage.put_loop_state(eid, 0, {"loop": 0, "status": "running"})
+        storage.put_result(eid, 0, attempt, "metrics", {"m": 1})
+        theirs = storage.write_lease(eid, 0, {"owner": "b"}, mine)
+        with pytest.raises(ConflictError):
+            storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"}, lease_version=mine)
+        assert storage.get_loop_state(eid, 0)["status"] == "running"
+        with pytest.raises(NotFoundError):
+            storage.get_result(eid, 0, "metrics")
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"}, lease_version=theirs)
+        assert storage.get_result(eid, 0, "metrics") == {"m": 1}
+
+    def test_a_live_lease_is_one_processes(self, storage: Storage, experiment: dict):
+        from .leases import LoopBusy, Leases
+
+        first, second = Leases(storage, ttl=600), Leases(storage, ttl=600)  # two servers
+        lease = first.acquire(experiment["id"], 0)
+        try:
+            with pytest.raises(LoopBusy, match=f"running on another server \\({first.owner}\\)"):
+                second.acquire(experiment["id"], 0)
+            assert first.acquire(experiment["id"], 0) is lease  # the holder may take it again
+            first.release(lease)
+        finally:
+            first.release(lease)
+        second.release(second.acquire(experiment["id"], 0))  # given back: free
+
+    def test_an_expired_lease_is_taken_over_and_its_holder_cannot_commit(self, storage: Storage, experiment: dict):
+        from .leases import LeaseLost, Leases
+
+        eid = experiment["id"]
+        first, second = Leases(storage, ttl=600), Leases(storage, ttl=600)
+        lease = first.acquire(eid, 0)
+        record, version = storage.read_lease(eid, 0)
+        storage.write_lease(eid, 0, {**record, "expires_at": 0}, version)  # as if 600 s passed without renewals
+        with lease.lock:
+            lease.version = storage.read_lease(eid, 0)[1]  # ... and the holder's view with it
+        taken = second.acquire(eid, 0)
+        published = []
+        with pytest.raises(LeaseLost, match="lost its lease"):
+            first.commit(lease, published.append)
+        assert published == []
+        assert second.commit(taken, published.append) is None and len(published) == 1
+        assert storage.read_lease(eid, 0)[0]["owner"] == second.owner
+        second.release(taken)
+        first.release(lease)
+        assert storage.read_lease(eid, 0)[0]["owner"] is None
+
+    def test_another_process_can_ask_the_holder_to_cancel(self, storage: Storage, experiment: dict):
+        from .errors import LoopCancelled
+        from .leases import Leases
+
+        eid = experiment["id"]
+        holder, other = Leases(storage, ttl=600), Leases(storage, ttl=600)
+        stopped = threading.Event()
+        lease = holder.acquire(eid, 0, stopped.set)
+        try:
+            assert other.request_cancel(eid, 0) is True
+            with pytest.raises(LoopCancelled):
+                holder.commit(lease, lambda version: None)
+            assert stopped.is_set() and lease.cancel_requested
+        finally:
+            holder.release(lease)
+        assert other.request_cancel(eid, 0) is False  # nobody holds it now
 
     # ------------------------------------------------------------------
     # Tokens

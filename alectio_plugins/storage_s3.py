@@ -217,18 +217,22 @@ class S3Storage(Storage):
 
     # -- object primitives ----------------------------------------------
 
-    def _put(self, key: str, body: Any, **extra: Any) -> None:
+    def _put(self, key: str, body: Any, **extra: Any) -> str:
+        """Write an object; returns its ETag."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra).get("ETag", "")
         except ClientError as exc:
-            if extra.get("IfNoneMatch") and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            code = exc.response.get("Error", {}).get("Code")
+            if extra.get("IfNoneMatch") and code in ("PreconditionFailed", "412"):
                 raise ConflictError(f"s3://{self.bucket}/{key} already exists") from None
+            if extra.get("IfMatch") and (code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409") or self._missing(exc)):
+                raise ConflictError(f"s3://{self.bucket}/{key} changed") from None
             raise self._error(exc, "write", key) from exc
         except Exception as exc:
             raise self._error(exc, "write", key) from exc
 
-    def _put_json(self, key: str, value: Any, **extra: Any) -> None:
-        self._put(key, _dumps(value), ContentType="application/json", **extra)
+    def _put_json(self, key: str, value: Any, **extra: Any) -> str:
+        return self._put(key, _dumps(value), ContentType="application/json", **extra)
 
     def _get_body(self, key: str, missing: str):
         try:
@@ -452,9 +456,17 @@ class S3Storage(Storage):
     def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
         return S3OutputSink(self, self._attempt_key(experiment_id, loop, attempt, "outputs"))
 
-    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+    def commit_loop(
+        self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
+    ) -> None:
         check_id(attempt, "attempt")
         with self._lock:
+            # S3 cannot make two objects change together: the lease is checked
+            # just before loop.json is written (the holder renewed it just
+            # before, so it cannot expire in between unless this PUT takes longer
+            # than the lease's time to live).
+            if lease_version is not None and (self.read_lease(experiment_id, loop) or ({}, None))[1] != lease_version:
+                raise ConflictError(f"experiment {experiment_id!r} loop {loop}: the lease changed; not committed")
             self._put_json(self._loop_key(experiment_id, loop, "loop.json"), {"state": dict(state), "committed": attempt})
         try:  # other attempts are unreachable now; removing them is housekeeping
             self._delete_prefix(self._loop_key(experiment_id, loop, "attempts", ""), keep=self._attempt_key(experiment_id, loop, attempt, ""))
@@ -518,6 +530,26 @@ class S3Storage(Storage):
         if values.shape[0] != indices.shape[0]:
             raise StorageError(f"s3://{self.bucket}/{name}: index and value arrays do not match")
         return indices, values, (idx_buffer, val_buffer)
+
+    # -- leases: conditional writes on one object, the ETag as version ----
+
+    def read_lease(self, experiment_id: str, loop: int) -> tuple[dict, str] | None:
+        key = self._loop_key(experiment_id, loop, "lease.json")
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            data = json.loads(response["Body"].read())
+        except Exception as exc:
+            if self._missing(exc):
+                return None
+            raise self._error(exc, "read", key) from exc
+        data.pop("nonce", None)
+        return data, response["ETag"]
+
+    def write_lease(self, experiment_id: str, loop: int, record: Mapping[str, Any], version: str | None) -> str:
+        key = self._loop_key(experiment_id, loop, "lease.json")
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        # A nonce: two equal records must still get different ETags.
+        return self._put_json(key, {**dict(record), "nonce": os.urandom(8).hex()}, **condition)
 
     # -- checkpoints ----------------------------------------------------
 

@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS output_chunks (
     PRIMARY KEY (experiment_id, loop, attempt, seq));
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, version TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, loop));
 """
 
 
@@ -260,10 +264,16 @@ class SQLiteStorage(Storage):
     def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
         return _SQLiteSink(self, check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"))
 
-    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+    def commit_loop(
+        self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
+    ) -> None:
         key = (check_id(experiment_id), check_loop(loop))
         data = _dumps(dict(state))
         with self._tx() as db:
+            if lease_version is not None:
+                row = db.execute("SELECT version FROM leases WHERE experiment_id = ? AND loop = ?", key).fetchone()
+                if row is None or row[0] != lease_version:
+                    raise ConflictError(f"experiment {experiment_id!r} loop {loop}: the lease changed; not committed")
             db.execute(
                 "INSERT INTO loops VALUES (?, ?, ?, ?) ON CONFLICT (experiment_id, loop) "
                 "DO UPDATE SET data = excluded.data, committed_attempt = excluded.committed_attempt",
@@ -324,6 +334,25 @@ class SQLiteStorage(Storage):
                 )
         finally:
             db.close()
+
+    # -- leases: compare-and-swap inside one write transaction ----------
+
+    def read_lease(self, experiment_id: str, loop: int) -> tuple[dict, str] | None:
+        row = self._db().execute(
+            "SELECT data, version FROM leases WHERE experiment_id = ? AND loop = ?", (check_id(experiment_id), check_loop(loop))
+        ).fetchone()
+        return None if row is None else (json.loads(row[0]), row[1])
+
+    def write_lease(self, experiment_id: str, loop: int, record: Mapping[str, Any], version: str | None) -> str:
+        key = (check_id(experiment_id), check_loop(loop))
+        new = uuid.uuid4().hex
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM leases WHERE experiment_id = ? AND loop = ?", key).fetchone()
+            if (row[0] if row else None) != version:
+                raise ConflictError(f"experiment {experiment_id!r} loop {loop}: the lease changed")
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (*key, new, _dumps(dict(record))))
+        self._states.pop(key, None)  # whoever takes a loop's lease next reads its state fresh
+        return new
 
     # -- checkpoints ----------------------------------------------------
 

@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from alectio_core import plugins
 from alectio_core.config import parse_config
@@ -154,13 +156,16 @@ def release(path: str) -> None:
 
 
 def snapshot(db_path: Path) -> dict:
-    """Every stored row of a SQLite backend (tokens without ``last_used``)."""
+    """Every stored row of a SQLite backend (tokens without ``last_used``;
+    no leases: which process last held a loop, like when a token was last
+    used, is bookkeeping, not data)."""
     db = sqlite3.connect(db_path)
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         rows = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
     finally:
         db.close()
+    rows.pop("leases", None)
     rows["tokens"] = [(name, {k: v for k, v in json.loads(data).items() if k != "last_used"}) for name, data in rows.get("tokens", [])]
     return rows
 
@@ -169,3 +174,62 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Server:
+    """``python -m alectio_core serve`` as a child process."""
+
+    def __init__(self, tmp: Path, storage: str, name: str, config: dict | None = None, env: dict | None = None):
+        """``config``: a config.yaml for it (e.g. ``{"server": {"lease_seconds": 2}}``);
+        ``env``: extra environment variables (S3 credentials, a cache folder)."""
+        self.port = free_port()
+        config_file = ""
+        if config is not None:
+            config_file = str(tmp / f"{name}.yaml")
+            Path(config_file).write_text(json.dumps(config))  # JSON is YAML
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stdout = open(tmp / f"{name}.out", "w+")
+        self.stderr = open(tmp / f"{name}.err", "w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "alectio_core", "serve", "--port", str(self.port), "--storage", storage, "--log-level", "info"],
+            stdout=self.stdout,
+            stderr=self.stderr,
+            cwd=tmp,
+            env={
+                **os.environ,
+                "ALECTIO_CONFIG": config_file,
+                "ALECTIO_LOAD_PLUGINS": "slow_test",
+                "ALECTIO_HOME": str(tmp / "home"),  # a first token goes here, never to the user's home
+                **(env or {}),
+            },
+        )
+        wait_for(self._up, timeout=60, interval=0.1, what=f"server {name} to answer")
+
+    def _up(self):
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited: {self.log()}")
+        try:
+            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def output(self) -> str:
+        return Path(self.stdout.name).read_text()
+
+    def log(self) -> str:
+        return Path(self.stderr.name).read_text()
+
+    def kill9(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.stdout.close()
+        self.stderr.close()

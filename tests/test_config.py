@@ -52,6 +52,8 @@ def test_values_model_sections_and_env_overrides(tmp_path, monkeypatch):
         ("models:\n  m: 3\n", "key 'models.m' must be a mapping"),
         ("server: 5\n", "key 'server' must be a mapping"),
         ("server:\n  log_level: loud\n", "key 'server.log_level' must be one of"),
+        ("server:\n  lease_seconds: 0\n", "key 'server.lease_seconds' must be > 0"),
+        ("server:\n  lease_seconds: soon\n", "key 'server.lease_seconds' must be float"),
         ("a: [\n", "not valid YAML"),
         ("!!python/object:os.system {}\n", "not valid YAML"),  # safe_load refuses objects
     ],

@@ -3,68 +3,18 @@ the middle of a loop, started again on the same storage."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from server_support import free_port, slow_model, wait_for  # noqa: F401 (fixtures)
+from server_support import Server, slow_model, wait_for  # noqa: F401 (fixtures)
 
 from alectio_core.engine import Engine
 from alectio_core.storage import open_storage
 
 pytestmark = pytest.mark.slow
-
-
-class Server:
-    """``python -m alectio_core serve`` as a child process."""
-
-    def __init__(self, tmp: Path, storage: str, name: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.stdout = open(tmp / f"{name}.out", "w+")
-        self.stderr = open(tmp / f"{name}.err", "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "alectio_core", "serve", "--port", str(self.port), "--storage", storage, "--log-level", "info"],
-            stdout=self.stdout,
-            stderr=self.stderr,
-            cwd=tmp,
-            env={**os.environ, "ALECTIO_CONFIG": "", "ALECTIO_LOAD_PLUGINS": "slow_test", "ALECTIO_HOME": str(tmp / "home")},
-        )
-        wait_for(self._up, timeout=60, interval=0.1, what=f"server {name} to answer")
-
-    def _up(self):
-        if self.process.poll() is not None:
-            raise AssertionError(f"server exited: {self.log()}")
-        try:
-            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def output(self) -> str:
-        return Path(self.stdout.name).read_text()
-
-    def log(self) -> str:
-        return Path(self.stderr.name).read_text()
-
-    def kill9(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.stdout.close()
-        self.stderr.close()
 
 
 def loop_data(storage_url: str, eid: str, loop: int) -> dict:
@@ -85,7 +35,8 @@ def loop_data(storage_url: str, eid: str, loop: int) -> dict:
 def test_a_loop_interrupted_by_kill_9_is_failed_after_restart_and_runs_again(tmp_path, slow_model):
     storage = f"sqlite:///{tmp_path}/alectio.db"
     hold = tmp_path / "train.hold"
-    first = Server(tmp_path, storage, "first")
+    lease = {"server": {"lease_seconds": 2}}  # the dead server's loop is interrupted 2 s after its last renewal
+    first = Server(tmp_path, storage, "first", config=lease)
     try:
         # No token existed: serve made one and wrote it to a file only we can read.
         token = (tmp_path / "home" / "first-token").read_text().strip()
@@ -109,11 +60,14 @@ def test_a_loop_interrupted_by_kill_9_is_failed_after_restart_and_runs_again(tmp
     finally:
         first.stop()
 
-    second = Server(tmp_path, storage, "second")
+    second = Server(tmp_path, storage, "second", config=lease)
     try:
         assert "first-token" not in second.log()  # a token exists: none is made
         loop_url = lambda k: f"{second.url}/api/v1/experiments/{eid}/loops/{k}"  # noqa: E731
-        state = requests.get(loop_url(1), headers=headers, timeout=5).json()
+        state = wait_for(
+            lambda: (s := requests.get(loop_url(1), headers=headers, timeout=5).json())["status"] != "running" and s,
+            what="the dead server's lease to expire",
+        )
         assert state["status"] == "failed"
         assert state["error"] == "interrupted"
         assert loop_data(storage, eid, 0) == before  # the earlier loop is intact

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from server_support import wait_for
 
 from alectio_core.engine import Engine
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
@@ -348,9 +349,10 @@ def test_server_gone_mid_loop_fails_the_loop_and_keeps_earlier_loops(aws_env, bu
         store.get_result(exp["id"], 1, "metrics")
     with pytest.raises(NotFoundError):
         list(store.iter_outputs(exp["id"], 1))
-    # the server was gone when the failure was to be recorded: a restart finds it interrupted
-    assert engine.recover_interrupted(exp["id"]) == [(exp["id"], 1)]
-    assert store.get_loop_state(exp["id"], 1)["status"] == "failed"
+    # the server was gone when the failure was to be recorded: it is recorded once the server answers
+    state = wait_for(lambda: (s := store.get_loop_state(exp["id"], 1))["status"] != "running" and s, what="the failure to be stored")
+    assert state["status"] == "failed" and "stopped answering" in state["error"]
+    assert engine.recover_interrupted(exp["id"]) == []
 
     state = engine.run_loop(exp["id"], 1)
     assert state["status"] == "done"

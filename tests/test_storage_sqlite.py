@@ -16,6 +16,7 @@ from alectio_core import plugins
 from alectio_core.engine import Engine
 from alectio_core.errors import NotFoundError, StorageError, UnknownStorageError, ValidationError
 from alectio_core.storage import open_storage
+from server_support import wait_for
 
 # A model module importable by a child process: pool of 200,000 records so
 # infer writes several chunks; ``hang_in_infer`` stops half-way, for kill -9.
@@ -76,8 +77,9 @@ def test_killed_mid_loop_leaves_earlier_loops_intact(tmp_path, big_model):
                 import sys; sys.path.insert(0, {str(tmp_path)!r})
                 import big_model
                 from alectio_core import plugins, Engine, open_storage
+                from alectio_core.config import parse_config
                 plugins.register_model(plugins.load_plugins(), "big", lambda: big_model)
-                engine = Engine(open_storage("sqlite:///{db}"))
+                engine = Engine(open_storage("sqlite:///{db}"), parse_config({{"server": {{"lease_seconds": 1}}}}))
                 engine.storage.update_experiment("exp1", {{"config": {{"hang_in_infer": True}}}})
                 engine.run_loop("exp1", 1)
                 """
@@ -110,8 +112,9 @@ def test_killed_mid_loop_leaves_earlier_loops_intact(tmp_path, big_model):
     np.testing.assert_array_equal(before[1], after[1])
     assert engine.results("exp1", 0)["metrics"]["accuracy"] == 0.5
 
-    # start-up recovery marks it failed; it then runs again and its leftovers are gone
-    assert engine.recover_interrupted() == [("exp1", 1)]
+    # once the dead process's lease expires, start-up recovery marks it failed;
+    # it then runs again and its leftovers are gone
+    assert wait_for(engine.recover_interrupted, what="the killed loop's lease to expire") == [("exp1", 1)]
     assert engine.get_loop("exp1", 1)["error"] == "interrupted"
     engine.storage.update_experiment("exp1", {"config": {}})
     assert engine.run_loop("exp1", 1)["status"] == "done"

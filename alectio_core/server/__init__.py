@@ -2,9 +2,10 @@
 
 ``create_app`` builds everything from a :class:`~alectio_core.config.Config`
 and a storage URL, so tests use the app's test client and ``alectio serve``
-hands the same app to waitress. It assumes it is the only process driving
-loops on that storage: loops left ``running`` by a dead server are marked
-failed ("interrupted") at start-up.
+hands the same app to waitress. Several servers may share one storage
+(see :mod:`alectio_core.leases`): at start-up, loops left ``running`` by a
+server whose lease expired are marked failed ("interrupted"); loops a live
+server holds are left to it.
 """
 
 from __future__ import annotations

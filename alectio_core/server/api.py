@@ -199,7 +199,7 @@ def start_loop(experiment_id: str):
 @api.get("/api/v1/experiments/<experiment_id>/loops")
 def list_loops(experiment_id: str):
     _experiment(experiment_id)
-    return jsonify({"loops": [_loop_view(s) for s in _ctx()["storage"].list_loop_states(experiment_id)]})
+    return jsonify({"loops": [_loop_view(s) for s in _ctx()["engine"].loop_states(experiment_id)]})
 
 
 @api.get("/api/v1/experiments/<experiment_id>/loops/<int:loop>")
@@ -210,10 +210,14 @@ def get_loop(experiment_id: str, loop: int):
 @api.post("/api/v1/experiments/<experiment_id>/loops/<int:loop>/cancel")
 def cancel_loop(experiment_id: str, loop: int):
     """Ask a queued or running loop to stop (202); it stops between stages
-    or at infer's next progress report."""
+    or at infer's next progress report. A loop another server runs is
+    flagged in its lease; that server sees the flag at its next renewal."""
     state = _loop_state(experiment_id, loop)
+    if state["status"] not in ("queued", "running"):  # its outcome is stored, though its job may still be returning
+        raise ConflictError(f"loop {loop} is already {state['status']}; nothing to cancel")
     if _ctx()["runner"].cancel(experiment_id, loop) is None:
-        if state["status"] in ("queued", "running"):
-            raise ConflictError(f"loop {loop} is {state['status']} in another process; cancel it there")
+        if state["status"] in ("queued", "running") and _ctx()["engine"].leases.request_cancel(experiment_id, loop):
+            return jsonify(dict(_loop_view(state), cancel_requested=True)), 202
+        state = _loop_state(experiment_id, loop)
         raise ConflictError(f"loop {loop} is already {state['status']}; nothing to cancel")
     return jsonify(_loop_view(_loop_state(experiment_id, loop))), 202

@@ -9,7 +9,7 @@
   so a full collection takes microseconds rather than ~10 ms mid-request;
 * SIGTERM stops the server like Ctrl-C: running loops are cancelled and
   given a few seconds to record it (a loop killed harder is marked
-  "interrupted" at the next start).
+  "interrupted" once its lease expires).
 """
 
 from __future__ import annotations

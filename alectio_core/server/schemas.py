@@ -164,6 +164,7 @@ SCHEMAS: dict[str, dict] = {
             "stage_times": {"type": "object", "description": "seconds per finished stage"},
             "labeled": {"type": "integer"},
             "cancel_requested": {"type": "boolean"},
+            "owner": {"type": ["string", "null"], "description": "the server (host:pid:id) that queued or runs the loop"},
             "url": {"type": "string"},
         },
     },

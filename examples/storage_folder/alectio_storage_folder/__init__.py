@@ -14,6 +14,7 @@ Layout::
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
     experiments/{id}/loops/{k}/checkpoint      the working copy train writes
+    experiments/{id}/loops/{k}/lease.json     {"version": v, "record": {...}}, changed under lease.lock
     tokens/{name}.json
     tokens/{name}.used.json                   {"last_used": ...}, beside the record
     .trash/                                   deleted experiments, while they are removed
@@ -28,6 +29,7 @@ leaves the stored one alone. A loop's results become visible when
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -228,9 +231,13 @@ class FolderStorage(Storage):
     def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
         return FolderSink(self, self._attempt(experiment_id, loop, attempt) / "outputs")
 
-    def commit_loop(self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any]) -> None:
+    def commit_loop(
+        self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
+    ) -> None:
         folder = self._loop(experiment_id, loop)
-        with self._lock:
+        with self._lock, self._lease_lock(experiment_id, loop):
+            if lease_version is not None and (self.read_lease(experiment_id, loop) or ({}, None))[1] != lease_version:
+                raise ConflictError(f"experiment {experiment_id!r} loop {loop}: the lease changed; not committed")
             self._write_json(folder / "loop.json", {"state": dict(state), "committed": check_id(attempt, "attempt")})
         for other in (folder / "attempts").glob("*"):
             if other.name != attempt:
@@ -263,6 +270,34 @@ class FolderStorage(Storage):
             val_file = idx_file.with_name(idx_file.name.replace(".idx.", ".val."))
             missing = f"experiment {experiment_id!r} loop {loop}: {val_file.name} is missing"
             yield self._read_array(idx_file, missing).astype(np.int64), self._read_array(val_file, missing).astype(np.float32)
+
+    # -- leases: compare-and-swap under an exclusive file lock (other processes too)
+
+    @contextmanager
+    def _lease_lock(self, experiment_id: str, loop: int):
+        folder = self._loop(experiment_id, loop)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lease.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def read_lease(self, experiment_id: str, loop: int) -> tuple[dict, str] | None:
+        try:
+            stored = self._read_json(self._loop(experiment_id, loop) / "lease.json", "")
+        except NotFoundError:
+            return None
+        return stored["record"], stored["version"]
+
+    def write_lease(self, experiment_id: str, loop: int, record: Mapping[str, Any], version: str | None) -> str:
+        new = uuid.uuid4().hex
+        with self._lease_lock(experiment_id, loop):
+            if (self.read_lease(experiment_id, loop) or ({}, None))[1] != version:
+                raise ConflictError(f"experiment {experiment_id!r} loop {loop}: the lease changed")
+            self._write_json(self._loop(experiment_id, loop) / "lease.json", {"version": new, "record": dict(record)})
+        return new
 
     # -- checkpoints: the working copy is the stored copy ---------------------
 
