@@ -189,6 +189,7 @@ class StorageContract:
         storage.create_experiment(kept)
         ckpt = self._fill(storage, eid)
         kept_ckpt = self._fill(storage, kept["id"])
+        storage.write_lease(eid, 0, {"owner": "gone", "expires_at": 0.0}, None)
 
         storage.delete_experiment(eid)
 
@@ -206,6 +207,7 @@ class StorageContract:
             with pytest.raises(NotFoundError):
                 read()
         assert storage.fetch_checkpoint(eid, 0) is None
+        assert storage.read_lease(eid, 0) is None  # a new experiment with this id starts unleased
         assert not Path(ckpt).exists()
         with pytest.raises(NotFoundError):
             storage.delete_experiment(eid)

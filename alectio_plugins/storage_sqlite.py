@@ -187,7 +187,7 @@ class SQLiteStorage(Storage):
         with self._tx() as db:
             if db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,)).rowcount == 0:
                 raise NotFoundError(f"unknown experiment {experiment_id!r}")
-            for table in ("loops", "selections", "index_maps", "results", "output_chunks"):
+            for table in ("loops", "selections", "index_maps", "results", "output_chunks", "leases"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
         for key in list(self._states):
             if key[0] == experiment_id:
