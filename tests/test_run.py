@@ -124,3 +124,34 @@ def test_uncertainty_beats_random_on_digits(tmp_path):
     baseline = mean_accuracy("random")
     assert mean_accuracy("entropy") > baseline
     assert mean_accuracy("margin") > baseline
+
+
+def test_a_bare_absolute_path_is_that_path(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "data" / "abs.db"
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--json", "--storage", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"storage {target}" in result.stderr
+    assert target.is_file() and list(elsewhere.iterdir()) == []
+    assert len(Engine(open_storage(f"sqlite:///{target}")).storage.list_experiments()) == 1  # the same file, by URL
+
+
+def test_a_bare_relative_path_is_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--json", "--storage", "sub/rel.db"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sub" / "rel.db").is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite:/a.db", "sqlite://a.db", "s3:/bucket/prefix", "sqlite:a.db"])
+def test_malformed_storage_urls_show_the_accepted_forms(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", url])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: malformed storage URL {url!r}; use one of: sqlite:///relative.db, sqlite:////absolute.db, "
+        "a bare path (alectio.db, /abs/alectio.db), s3://bucket/prefix"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no folder named 'sqlite:', no a.db
