@@ -36,10 +36,12 @@ import importlib_metadata as metadata
 from .errors import (
     AlectioError,
     PluginError,
+    PluginLoadError,
     UnknownModelError,
     UnknownStorageError,
     UnknownStrategyError,
     UnknownTaskError,
+    did_you_mean,
 )
 from .hookspecs import MODEL_HOOKS, PROJECT, REQUIRED_MODEL_HOOKS, ModelSpecs, PluginSpecs
 
@@ -170,9 +172,10 @@ class Registry:
             self._contributions[hook] = found
             return found
 
-    def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str) -> None:
+    def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str, announce: bool = True) -> None:
         distribution = dist.metadata["Name"] if dist is not None else None
-        log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
+        if announce:
+                log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
         self.errors.append(
             {
                 "name": name,
@@ -243,30 +246,62 @@ def _discover() -> Registry:
     return registry
 
 
-def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
-    return [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
+class _Rejected(Exception):
+    """A plugin that cannot be registered; the message says why, in our words."""
 
 
-def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+def _unpassed_argument(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> str | None:
+    """Why pluggy refused ``plugin``, in our words, when an implementation
+    asks for an argument its hook does not pass (None if that is not it)."""
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        hook = (opts or {}).get("specname") or attr
+        caller = getattr(pm.hook, hook, None)
+        if opts is None or caller is None or caller.spec is None:
+            continue
+        passed = caller.spec.argnames
+        try:
+            parameters = inspect.signature(getattr(plugin, attr)).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in parameters:
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty and p.name not in passed:
+                return (
+                    f"hook {hook!r} of {kind} {name!r} asks for argument {p.name!r}{did_you_mean(p.name, passed)}, "
+                    f"which alectio does not pass; {hook} takes: {', '.join(passed)}"
+                )
+    return None
+
+
+def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> None:
     """Register, rejecting unknown hooks and arguments with the plugin's name."""
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(name, "register", str(exc)) from None
-    unknown = _unknown_hooks(pm, plugin)
+        raise _Rejected(_unpassed_argument(pm, plugin, name, kind) or " ".join(str(exc).split())) from None
+    unknown = [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
     if unknown:
         pm.unregister(plugin)
-        known = ", ".join(sorted(h for h in dir(pm.hook) if not h.startswith("_")))
-        raise PluginError(name, unknown[0], f"unknown hook {unknown[0]!r} in plugin {name!r}; known hooks: {known}")
+        known = sorted(n for n in dir(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec())
+        raise _Rejected(
+            f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} in {kind} {name!r}; "
+            f"known hooks: {', '.join(known)}"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (_Rejected, AlectioError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
     """Load and register one ``alectio.plugins`` plugin; record any failure."""
     try:
         plugin = load()
-        _register_checked(registry.pm, plugin, name)
+        _register_checked(registry.pm, plugin, name, "plugin")
     except Exception as exc:
-        registry._record_error(name, PLUGINS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        registry._record_error(name, PLUGINS_GROUP, dist, _reason(exc))
         return False
     hooks = sorted(hc.name for hc in registry.pm.get_hookcallers(plugin) or [])
     kinds = sorted({_KIND_BY_HOOK.get(h, "other") for h in hooks}) or ["other"]
@@ -283,17 +318,18 @@ def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist
     return True
 
 
-def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
-    """Load and register one model; record any failure."""
+def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=None, announce: bool = True) -> bool:
+    """Load and register one model; record any failure (and log it, if
+    ``announce``: a caller that raises it instead says it once)."""
     try:
         module = load()
         pm = ModelPluginManager()
-        _register_checked(pm, module, name)
+        _register_checked(pm, module, name, "model")
         missing = [h for h in REQUIRED_MODEL_HOOKS if not getattr(pm.hook, h).get_hookimpls()]
         if missing:
-            raise PluginError(name, missing[0], f"model {name!r} does not implement hook(s) {', '.join(missing)}")
+            raise _Rejected(f"model {name!r} does not implement hook(s) {', '.join(missing)}")
     except Exception as exc:
-        registry._record_error(name, MODELS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        registry._record_error(name, MODELS_GROUP, dist, _reason(exc), announce)
         return False
     registry.models[name] = Model(
         name=name,
@@ -310,11 +346,11 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
 # ----------------------------------------------------------------------
 
 
-def _load_model(registry: Registry, name: str) -> None:
+def _load_model(registry: Registry, name: str, announce: bool = True) -> None:
     with registry._lock:
         ep = registry.pending_models.pop(name, None)
     if ep is not None:
-        register_model(registry, name, ep.load, ep.dist)
+        register_model(registry, name, ep.load, ep.dist, announce)
 
 
 def get_models() -> dict[str, Model]:
@@ -328,11 +364,12 @@ def get_models() -> dict[str, Model]:
 def get_model(name: str) -> Model:
     """One model, importing only its module."""
     registry = load_plugins()
-    _load_model(registry, name)
+    _load_model(registry, name, announce=False)  # a failure is raised here, not logged too
     if name not in registry.models:
         failed = next((e for e in registry.errors if e["name"] == name and e["group"] == MODELS_GROUP), None)
         if failed:
-            raise PluginError(name, "load", f"model {name!r} failed to load: {failed['error']}")
+            source = f" (distribution {failed['distribution']})" if failed["distribution"] else ""
+            raise PluginLoadError(name, f"model {name!r}{source} failed to load: {failed['error']}")
         known = ", ".join(sorted(set(registry.models) | set(registry.pending_models))) or "none installed"
         raise UnknownModelError(f"unknown model {name!r}; installed models: {known}")
     return registry.models[name]
