@@ -15,6 +15,11 @@ from .config import LOG_LEVELS, Config, load_config
 from .errors import AlectioError
 
 
+def one_line(message: str) -> str:
+    """Every error is one line, whatever a plugin's exception held."""
+    return " ".join(message.split())
+
+
 def domain_errors(fn):
     """Turn alectio's errors into ``Error: ...`` and a non-zero exit."""
 
@@ -23,7 +28,7 @@ def domain_errors(fn):
         try:
             return fn(*args, **kwargs)
         except AlectioError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(one_line(exc.message)) from None
 
     return wrapper
 
@@ -116,11 +121,13 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     Example:
       alectio run digits_cnn --strategy entropy --loops 5 --batch 50 --initial 100
     """
-    from .driver import drive, headline, plot_curve
+    from .driver import check_plot_path, drive, headline, plot_curve
     from .engine import Engine
     from .progress import Progress
     from .storage import open_storage
 
+    if plot:
+        check_plot_path(plot)
     _logging(log_level)
     config = _config(config_path, storage)
     engine = Engine(open_storage(config.storage, config.storage_options), config)
@@ -137,7 +144,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         try:
             curve = drive(engine, experiment["id"], on_loop=progress.loop, on_stage=progress.stage)
         except AlectioError as exc:
-            raise click.ClickException(f"{exc.message} (continue with: alectio run {experiment['model']} --resume {experiment['id']})")
+            raise click.ClickException(one_line(f"{exc.message} (continue with: alectio run {experiment['model']} --resume {experiment['id']})"))
     if plot:
         plot_curve(experiment, curve, plot)
     if as_json:

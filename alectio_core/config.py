@@ -111,8 +111,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if file.is_file():
         try:
             data = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # its str() is a multi-line trace: keep the line and the problem
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            raise ConfigError(f"{file}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
         config = parse_config(data, str(file))
     else:
         config = parse_config({}, "defaults")

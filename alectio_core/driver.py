@@ -6,9 +6,11 @@ an interrupted experiment from its last finished loop.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from .engine import Engine
+from .errors import ValidationError
 
 #: The one number per task a learning curve plots.
 HEADLINE = {
@@ -48,6 +50,15 @@ def headline(experiment: dict, metrics: dict | None) -> tuple[str, float | None]
     return name, (metrics or {}).get(name)
 
 
+def check_plot_path(path: str) -> None:
+    """Refuse a plot that cannot be written before the experiment runs, not after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValidationError(f"cannot write the plot to {path!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValidationError(f"cannot write the plot to {path!r}: folder {folder!r} is not writable")
+
+
 def plot_curve(experiment: dict, curve: list[dict], path: str) -> None:
     """Draw the learning curve (labeled records vs. the headline metric)."""
     import matplotlib
@@ -63,5 +74,9 @@ def plot_curve(experiment: dict, curve: list[dict], path: str) -> None:
     ax.set_title(f"{experiment['model']} — {experiment['strategy']} (experiment {experiment['id']})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise ValidationError(f"cannot write the plot to {path!r}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

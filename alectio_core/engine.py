@@ -455,7 +455,8 @@ class _LoopRun:
             self.storage.discard_attempt(self.eid, self.loop, self.attempt)
         except Exception:  # the storage itself may be what failed
             log.exception("could not record the failure of experiment %s loop %d", self.eid, self.loop)
-        log.error("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
+        # Raised to the caller, who reports it (the CLI's Error line, the job runner's log): not logged twice.
+        log.info("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
         plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status=self.state["status"], error=message)
 
     def _train(self, labeled: np.ndarray) -> dict:

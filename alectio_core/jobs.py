@@ -144,7 +144,7 @@ class JobRunner:
                 )
 
     def _record_failure(self, job: Job, exc: Exception) -> None:
-        """The engine records its own failures; cover those before it starts."""
+        """Log a failed loop; the engine records its own failures, cover those before it starts."""
         try:
             state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
         except NotFoundError:
@@ -152,8 +152,10 @@ class JobRunner:
         except Exception:
             log.exception("experiment %s loop %d failed and its state cannot be read", job.experiment_id, job.loop)
             return
-        if state.get("status") not in ("queued", "running"):
-            return  # already recorded (failed or cancelled) by the engine
+        if state.get("status") not in ("queued", "running"):  # already recorded by the engine
+            if state.get("status") == "failed":
+                log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, state.get("error"))
+            return
         message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
         state.update(status="failed", error=message, finished_at=now())
         log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, message)

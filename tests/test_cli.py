@@ -39,6 +39,16 @@ def test_config_errors_are_one_line(tmp_path):
     assert result.output.strip() == f"Error: {bad}: key 'server.port' must be int, got str 'high'"
 
 
+def test_invalid_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("server:\n  port: 5000\n   host: x\n")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {bad}: not valid YAML: line 3, column 8: mapping values are not allowed here"
+    ]
+
+
 def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     import subprocess
     import sys

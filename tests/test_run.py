@@ -155,3 +155,43 @@ def test_malformed_storage_urls_show_the_accepted_forms(tmp_path, monkeypatch, u
         "a bare path (alectio.db, /abs/alectio.db), s3://bucket/prefix"
     ]
     assert list(tmp_path.iterdir()) == []  # no folder named 'sqlite:', no a.db
+
+
+def alectio_process(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alectio_core", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_a_failed_loop_is_said_once(tmp_path):
+    """A real process: no log line repeating the Error line."""
+    (tmp_path / "config.yaml").write_text("models:\n  digits_lr:\n    max_iter: many\n")
+    result = alectio_process("run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", "a.db", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("experiment "), lines
+    assert lines[1].startswith("Error: model 'digits_lr', hook 'train': raised ValueError: ")
+    assert lines[1].endswith(f"(continue with: alectio run digits_lr --resume {lines[0].split()[1].rstrip(':')})")
+
+
+def test_a_plugin_error_over_several_lines_is_one_line(db, fake_model):
+    def test():
+        raise RuntimeError("shape mismatch:\n  expected (10,)\n  got (9,)")
+
+    fake_model("multiline", test=test)
+    result = run("multiline", "--strategy", "random", "--loops", "1", "--initial", "3", storage=db)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(
+        "Error: model 'multiline', hook 'test': raised RuntimeError: shape mismatch: expected (10,) got (9,) (continue with:"
+    )
+
+
+def test_an_unwritable_plot_path_fails_before_the_run(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "c.png"
+    result = alectio_process("run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", "a.db", "--plot", str(missing), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write the plot to {str(missing)!r}: folder {str(missing.parent)!r} does not exist"
+    ]
+    assert not (tmp_path / "a.db").exists()  # nothing ran
