@@ -61,6 +61,8 @@ class Engine:
     def __init__(self, storage: Storage, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.storage = storage
         self.config = config or Config()
+        if self.config.models:
+            self.config.check_models(plugins.model_names())
         self.chunk_rows = chunk_rows  # infer rows per stored chunk: memory vs. write count
         self._pools: dict[str, int] = {}
 
@@ -94,9 +96,10 @@ class Engine:
                 raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}")
         if config is not None and not isinstance(config, Mapping):
             raise ValidationError("config must be a mapping of the model's settings")
-        model_config = self.config.model_config(model)
-        model_config.update(config or {})
-        info = found.info(model_config)
+        section, overrides = self.config.model_config(model), dict(config or {})
+        info = found.info({**section, **overrides})
+        model_config = found.settings(info["settings"], section, self.config.source or "config", f"models.{model}.")
+        model_config = found.settings(info["settings"], {**model_config, **overrides}, "experiment config")
         references = self._assign_index(found, model_config)
         if initial > len(references):
             raise ValidationError(f"initial ({initial}) is larger than the pool ({len(references)} records)")

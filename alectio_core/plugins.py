@@ -19,6 +19,7 @@ Environment:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import os
@@ -26,7 +27,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -35,6 +36,7 @@ import importlib_metadata as metadata
 
 from .errors import (
     AlectioError,
+    ConfigError,
     PluginError,
     PluginLoadError,
     UnknownModelError,
@@ -122,7 +124,24 @@ class Model:
         labels = info.get("labels")
         if labels is not None and not isinstance(labels, (list, tuple)):
             raise PluginError(self.name, "model_info", "'labels' must be a list of class names")
-        return {"task": task, "labels": list(labels) if labels is not None else None}
+        settings = info.get("settings")
+        if settings is not None and (not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings)):
+            raise PluginError(self.name, "model_info", "'settings' must be a dict of setting name -> default value")
+        return {"task": task, "labels": list(labels) if labels is not None else None, "settings": settings}
+
+    def settings(self, declared: dict | None, section: Mapping[str, Any], source: str, prefix: str = "") -> dict:
+        """``section`` over the declared defaults; a key the model did not
+        declare is an error naming it, the model and ``source``. A model
+        that declares nothing takes any keys."""
+        if declared is None:
+            return dict(section)
+        for key in sorted(section):
+            if key not in declared:
+                raise ConfigError(
+                    f"{source}: unknown key {prefix + key!r}{did_you_mean(key, declared)}; "
+                    f"model {self.name!r} has the settings: {', '.join(sorted(declared)) or 'none'}"
+                )
+        return {**copy.deepcopy(declared), **section}
 
 
 @dataclass
@@ -344,6 +363,19 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
 # ----------------------------------------------------------------------
 # Lookups used by the rest of the core
 # ----------------------------------------------------------------------
+
+
+def model_names() -> set[str]:
+    """Every installed model's name: loaded, not imported yet, broken, or
+    left out by ``ALECTIO_LOAD_PLUGINS``."""
+    registry = load_plugins()
+    return (
+        set(registry.models)
+        | set(registry.pending_models)
+        | {e["name"] for e in registry.errors if e["group"] == MODELS_GROUP}
+        | {ep.name for ep in metadata.entry_points(group=MODELS_GROUP)}
+    )
+
 
 
 def _load_model(registry: Registry, name: str, announce: bool = True) -> None:
