@@ -172,9 +172,12 @@ def init(name, parent):
     """
     from pathlib import Path
 
-    from .scaffold import scaffold
+    from .scaffold import collision, scaffold
 
     root = scaffold(name, Path(parent))
+    clash = collision(name)
+    if clash:
+        click.echo(f"warning: {clash}; installing {root.name} would replace or shadow it (pick another NAME unless that is meant)", err=True)
     click.echo(f"created {root}\nnext: pip install -e {root} && alectio run {name}")
 
 
