@@ -194,7 +194,7 @@ class Registry:
     def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str, announce: bool = True) -> None:
         distribution = dist.metadata["Name"] if dist is not None else None
         if announce:
-                log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
+            log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
         self.errors.append(
             {
                 "name": name,
