@@ -17,6 +17,11 @@ from .errors import AlectioError
 from .strategies import DEFAULT_STRATEGY
 
 
+def one_line(message: str) -> str:
+    """Every error is one line, whatever a plugin's exception held."""
+    return " ".join(message.split())
+
+
 def domain_errors(fn):
     """Turn alectio's errors into ``Error: ...`` and a non-zero exit."""
 
@@ -25,7 +30,7 @@ def domain_errors(fn):
         try:
             return fn(*args, **kwargs)
         except AlectioError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(one_line(exc.message)) from None
 
     return wrapper
 
@@ -143,12 +148,14 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     Example:
       alectio run digits_cnn --loops 5 --batch 50 --initial 100
     """
-    from .driver import check_metric, drive, headline, plot_curve, resume
+    from .driver import check_metric, check_plot_path, drive, headline, plot_curve, resume
     from .engine import Engine
     from .leases import LoopBusy
     from .progress import Progress
     from .storage import open_storage
 
+    if plot:
+        check_plot_path(plot)
     _logging(log_level)
     config = _config(config_path, storage)
     engine = Engine(open_storage(config.storage, config.storage_options), config)
@@ -185,7 +192,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         except LoopBusy:
             raise  # another server runs it: nothing to resume here
         except AlectioError as exc:
-            raise click.ClickException(f"{exc.message} ({again})")
+            raise click.ClickException(one_line(f"{exc.message} ({again})"))
         except KeyboardInterrupt:  # Ctrl-C: the engine recorded the loop as cancelled
             interrupted = True
     if interrupted:
@@ -221,9 +228,12 @@ def init(name, parent):
     """
     from pathlib import Path
 
-    from .scaffold import scaffold
+    from .scaffold import collision, scaffold
 
     root = scaffold(name, Path(parent))
+    clash = collision(name)
+    if clash:
+        click.echo(f"warning: {clash}; installing {root.name} would replace or shadow it (pick another NAME unless that is meant)", err=True)
     click.echo(f"created {root}\nnext: pip install -e {root} && alectio run {name}")
 
 

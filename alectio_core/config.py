@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 DEFAULT_STORAGE = "sqlite:///alectio.db"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -58,6 +58,15 @@ class Config:
     platform: dict = field(default_factory=dict)
     source: str | None = None  # the file it came from, for messages
 
+    def check_models(self, installed: set[str]) -> None:
+        """A section for a model that is not installed is a typo, not a no-op."""
+        for name in sorted(self.models):
+            if name not in installed:
+                raise ConfigError(
+                    f"{self.source or 'config'}: key 'models.{name}': no model {name!r} is installed{did_you_mean(name, installed)}; "
+                    f"installed models: {', '.join(sorted(installed)) or 'none'}"
+                )
+
     def model_config(self, name: str) -> dict:
         """The model's section (a copy, so a hook cannot change it for the next loop)."""
         return copy.deepcopy(self.models.get(name) or {})
@@ -78,7 +87,10 @@ def _section(data: Any, schema: dict, prefix: str, source: str) -> dict:
         raise ConfigError(f"{source}: key {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(schema))
     if unknown:
-        raise ConfigError(f"{source}: unknown key {prefix + str(unknown[0])!r}; known keys: {', '.join(sorted(schema))}")
+        raise ConfigError(
+            f"{source}: unknown key {prefix + str(unknown[0])!r}{did_you_mean(str(unknown[0]), schema)}; "
+            f"known keys: {', '.join(sorted(schema))}"
+        )
     out = {}
     for key, spec in schema.items():
         if isinstance(spec, dict):
@@ -115,8 +127,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if file.is_file():
         try:
             data = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # its str() is a multi-line trace: keep the line and the problem
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            raise ConfigError(f"{file}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
         config = parse_config(data, str(file))
     else:
         config = parse_config({}, "defaults")

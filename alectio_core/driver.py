@@ -6,6 +6,7 @@ an interrupted experiment from its last finished loop.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
 from .engine import Engine
@@ -97,6 +98,15 @@ def check_metric(curve: list[dict], metric: str) -> None:
         raise ValidationError(f"unknown metric {metric!r}; available: {', '.join(names)}")
 
 
+def check_plot_path(path: str) -> None:
+    """Refuse a plot that cannot be written before the experiment runs, not after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValidationError(f"cannot write the plot to {path!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValidationError(f"cannot write the plot to {path!r}: folder {folder!r} is not writable")
+
+
 def plot_curve(experiment: dict, curve: list[dict], path: str, metric: str | None = None) -> None:
     """Draw the learning curve (labeled records vs. ``metric``, by default the headline one)."""
     import matplotlib
@@ -112,5 +122,9 @@ def plot_curve(experiment: dict, curve: list[dict], path: str, metric: str | Non
     ax.set_title(f"{experiment['model']} — {experiment['strategy']} (experiment {experiment['id']})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise ValidationError(f"cannot write the plot to {path!r}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

@@ -63,6 +63,8 @@ class Engine:
     def __init__(self, storage: Storage, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.storage = storage
         self.config = config or Config()
+        if self.config.models:
+            self.config.check_models(plugins.model_names())
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self._pools: dict[str, int] = {}
         self.leases = Leases(storage, ttl=float((self.config.server or {}).get("lease_seconds") or DEFAULT_TTL))
@@ -97,9 +99,10 @@ class Engine:
                 raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}")
         if config is not None and not isinstance(config, Mapping):
             raise ValidationError("config must be a mapping of the model's settings")
-        model_config = self.config.model_config(model)
-        model_config.update(config or {})
-        info = found.info(model_config)
+        section, overrides = self.config.model_config(model), dict(config or {})
+        info = found.info({**section, **overrides})
+        model_config = found.settings(info["settings"], section, self.config.source or "config", f"models.{model}.")
+        model_config = found.settings(info["settings"], {**model_config, **overrides}, "experiment config")
         references = self._assign_index(found, model_config)
         if initial > len(references):
             raise ValidationError(f"initial ({initial}) is larger than the pool ({len(references)} records)")
@@ -556,7 +559,8 @@ class _LoopRun:
             self.storage.discard_attempt(self.eid, self.loop, self.attempt)
         except Exception:
             log.warning("could not remove the staged results of experiment %s loop %d attempt %s", self.eid, self.loop, self.attempt)
-        log.error("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
+        # Raised to the caller, who reports it (the CLI's Error line, the job runner's log): not logged twice.
+        log.info("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
         plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status=self.state["status"], error=message)
 
     def _train(self, labeled: np.ndarray) -> dict:

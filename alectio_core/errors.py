@@ -6,6 +6,15 @@ Each error carries a stable ``code`` and the HTTP status it maps to.
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class AlectioError(Exception):
     code = "error"
@@ -89,6 +98,16 @@ class PluginError(AlectioError):
         self.model = model
         self.hook = hook
         self.index = index
+
+
+class PluginLoadError(PluginError):
+    """A model that is installed but could not be imported or registered."""
+
+    def __init__(self, model: str, message: str):
+        AlectioError.__init__(self, message)
+        self.model = model
+        self.hook = "load"
+        self.index = None
 
 
 class StorageError(AlectioError):

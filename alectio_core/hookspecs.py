@@ -117,7 +117,13 @@ class ModelSpecs:
 
         :returns: ``{"task": one of classification, multilabel,
             object_detection, segmentation, regression, "labels": [class
-            names]}``. Without it the task is ``classification``.
+            names], "settings": {name: default}}``. Without it the task is
+            ``classification``. ``settings``, when given, declares every key
+            the model's section of ``config.yaml`` may hold: alectio fills in
+            the defaults before handing ``config`` to the hooks, and a key
+            not declared is an error naming the key, the model and the file
+            (with the closest declared name). Without ``settings`` any key
+            is passed through unchecked.
         """
 
 

@@ -157,7 +157,7 @@ class JobRunner:
                 )
 
     def _record_failure(self, job: Job, exc: Exception) -> None:
-        """The engine records its own failures; cover those before it starts."""
+        """Log a failed loop; the engine records its own failures, cover those before it starts."""
         try:
             state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
         except NotFoundError:
@@ -167,8 +167,10 @@ class JobRunner:
             if self.engine.leases.pending(job.experiment_id, job.loop):
                 return  # the engine's own record of it waits for the storage
             state = {"experiment_id": job.experiment_id, "loop": job.loop, "status": "queued", "stage": None}
-        if state.get("status") not in ("queued", "running"):
-            return  # already recorded (failed or cancelled) by the engine
+        if state.get("status") not in ("queued", "running"):  # already recorded by the engine
+            if state.get("status") == "failed":
+                log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, state.get("error"))
+            return
         message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
         state.update(status="failed", error=message, finished_at=now())
         log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, message)

@@ -19,6 +19,7 @@ Environment:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import os
@@ -26,7 +27,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -35,11 +36,14 @@ import importlib_metadata as metadata
 
 from .errors import (
     AlectioError,
+    ConfigError,
     PluginError,
+    PluginLoadError,
     UnknownModelError,
     UnknownStorageError,
     UnknownStrategyError,
     UnknownTaskError,
+    did_you_mean,
 )
 from .hookspecs import MODEL_HOOKS, PROJECT, REQUIRED_MODEL_HOOKS, ModelSpecs, PluginSpecs
 
@@ -120,7 +124,24 @@ class Model:
         labels = info.get("labels")
         if labels is not None and not isinstance(labels, (list, tuple)):
             raise PluginError(self.name, "model_info", "'labels' must be a list of class names")
-        return {"task": task, "labels": list(labels) if labels is not None else None}
+        settings = info.get("settings")
+        if settings is not None and (not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings)):
+            raise PluginError(self.name, "model_info", "'settings' must be a dict of setting name -> default value")
+        return {"task": task, "labels": list(labels) if labels is not None else None, "settings": settings}
+
+    def settings(self, declared: dict | None, section: Mapping[str, Any], source: str, prefix: str = "") -> dict:
+        """``section`` over the declared defaults; a key the model did not
+        declare is an error naming it, the model and ``source``. A model
+        that declares nothing takes any keys."""
+        if declared is None:
+            return dict(section)
+        for key in sorted(section):
+            if key not in declared:
+                raise ConfigError(
+                    f"{source}: unknown key {prefix + key!r}{did_you_mean(key, declared)}; "
+                    f"model {self.name!r} has the settings: {', '.join(sorted(declared)) or 'none'}"
+                )
+        return {**copy.deepcopy(declared), **section}
 
 
 @dataclass
@@ -171,9 +192,10 @@ class Registry:
             self._contributions[hook] = found
             return found
 
-    def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str) -> None:
+    def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str, announce: bool = True) -> None:
         distribution = dist.metadata["Name"] if dist is not None else None
-        log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
+        if announce:
+            log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
         self.errors.append(
             {
                 "name": name,
@@ -244,30 +266,62 @@ def _discover() -> Registry:
     return registry
 
 
-def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
-    return [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
+class _Rejected(Exception):
+    """A plugin that cannot be registered; the message says why, in our words."""
 
 
-def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+def _unpassed_argument(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> str | None:
+    """Why pluggy refused ``plugin``, in our words, when an implementation
+    asks for an argument its hook does not pass (None if that is not it)."""
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        hook = (opts or {}).get("specname") or attr
+        caller = getattr(pm.hook, hook, None)
+        if opts is None or caller is None or caller.spec is None:
+            continue
+        passed = caller.spec.argnames
+        try:
+            parameters = inspect.signature(getattr(plugin, attr)).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in parameters:
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty and p.name not in passed:
+                return (
+                    f"hook {hook!r} of {kind} {name!r} asks for argument {p.name!r}{did_you_mean(p.name, passed)}, "
+                    f"which alectio does not pass; {hook} takes: {', '.join(passed)}"
+                )
+    return None
+
+
+def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> None:
     """Register, rejecting unknown hooks and arguments with the plugin's name."""
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(name, "register", str(exc)) from None
-    unknown = _unknown_hooks(pm, plugin)
+        raise _Rejected(_unpassed_argument(pm, plugin, name, kind) or " ".join(str(exc).split())) from None
+    unknown = [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
     if unknown:
         pm.unregister(plugin)
-        known = ", ".join(sorted(h for h in dir(pm.hook) if not h.startswith("_")))
-        raise PluginError(name, unknown[0], f"unknown hook {unknown[0]!r} in plugin {name!r}; known hooks: {known}")
+        known = sorted(n for n in dir(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec())
+        raise _Rejected(
+            f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} in {kind} {name!r}; "
+            f"known hooks: {', '.join(known)}"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (_Rejected, AlectioError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
     """Load and register one ``alectio.plugins`` plugin; record any failure."""
     try:
         plugin = load()
-        _register_checked(registry.pm, plugin, name)
+        _register_checked(registry.pm, plugin, name, "plugin")
     except Exception as exc:
-        registry._record_error(name, PLUGINS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        registry._record_error(name, PLUGINS_GROUP, dist, _reason(exc))
         return False
     hooks = sorted(hc.name for hc in registry.pm.get_hookcallers(plugin) or [])
     kinds = sorted({_KIND_BY_HOOK.get(h, "other") for h in hooks}) or ["other"]
@@ -284,17 +338,18 @@ def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist
     return True
 
 
-def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:
-    """Load and register one model; record any failure."""
+def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=None, announce: bool = True) -> bool:
+    """Load and register one model; record any failure (and log it, if
+    ``announce``: a caller that raises it instead says it once)."""
     try:
         module = load()
         pm = ModelPluginManager()
-        _register_checked(pm, module, name)
+        _register_checked(pm, module, name, "model")
         missing = [h for h in REQUIRED_MODEL_HOOKS if not getattr(pm.hook, h).get_hookimpls()]
         if missing:
-            raise PluginError(name, missing[0], f"model {name!r} does not implement hook(s) {', '.join(missing)}")
+            raise _Rejected(f"model {name!r} does not implement hook(s) {', '.join(missing)}")
     except Exception as exc:
-        registry._record_error(name, MODELS_GROUP, dist, f"{type(exc).__name__}: {exc}")
+        registry._record_error(name, MODELS_GROUP, dist, _reason(exc), announce)
         return False
     registry.models[name] = Model(
         name=name,
@@ -311,7 +366,20 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
 # ----------------------------------------------------------------------
 
 
-def _load_model(registry: Registry, name: str) -> None:
+def model_names() -> set[str]:
+    """Every installed model's name: loaded, not imported yet, broken, or
+    left out by ``ALECTIO_LOAD_PLUGINS``."""
+    registry = load_plugins()
+    return (
+        set(registry.models)
+        | set(registry.pending_models)
+        | {e["name"] for e in registry.errors if e["group"] == MODELS_GROUP}
+        | {ep.name for ep in metadata.entry_points(group=MODELS_GROUP)}
+    )
+
+
+
+def _load_model(registry: Registry, name: str, announce: bool = True) -> None:
     """Import a pending model once. Callers that ask for it meanwhile wait
     for that import (the entry point stays pending until it is done), so
     each gets the model or its load error, never "unknown model"."""
@@ -323,7 +391,7 @@ def _load_model(registry: Registry, name: str) -> None:
         with registry._lock:
             ep = registry.pending_models.get(name)  # None: loaded while this caller waited
         if ep is not None:
-            register_model(registry, name, ep.load, ep.dist)
+            register_model(registry, name, ep.load, ep.dist, announce)
             with registry._lock:
                 registry.pending_models.pop(name, None)
 
@@ -339,11 +407,12 @@ def get_models() -> dict[str, Model]:
 def get_model(name: str) -> Model:
     """One model, importing only its module."""
     registry = load_plugins()
-    _load_model(registry, name)
+    _load_model(registry, name, announce=False)  # a failure is raised here, not logged too
     if name not in registry.models:
         failed = next((e for e in registry.errors if e["name"] == name and e["group"] == MODELS_GROUP), None)
         if failed:
-            raise PluginError(name, "load", f"model {name!r} failed to load: {failed['error']}")
+            source = f" (distribution {failed['distribution']})" if failed["distribution"] else ""
+            raise PluginLoadError(name, f"model {name!r}{source} failed to load: {failed['error']}")
         known = ", ".join(sorted(set(registry.models) | set(registry.pending_models))) or "none installed"
         raise UnknownModelError(f"unknown model {name!r}; installed models: {known}")
     return registry.models[name]

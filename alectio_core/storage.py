@@ -26,7 +26,6 @@ import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -257,12 +256,28 @@ class Storage(ABC):
         """Release connections."""
 
 
+#: What ``--storage`` and ``storage:`` accept, for error messages.
+URL_FORMS = "sqlite:///relative.db, sqlite:////absolute.db, a bare path (alectio.db, /abs/alectio.db), s3://bucket/prefix"
+
+# Two letters or more, so a Windows drive ("C:") stays a path.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+$")
+
+
 def parse_url(url: str) -> tuple[str, str]:
-    """``scheme://rest`` -> (scheme, rest); a bare path means sqlite."""
-    if "://" not in url:
-        return "sqlite", url
-    parts = urlsplit(url)
-    return parts.scheme, url[len(parts.scheme) + 3 :]
+    """``scheme://rest`` -> (scheme, rest).
+
+    A bare path, absolute or relative, means that SQLite file: it is read as
+    ``sqlite:///`` + path, so ``/data/a.db`` stays absolute. Something that
+    looks like a scheme without ``//`` (``sqlite:/a.db``) is an error rather
+    than a folder named ``sqlite:``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and _SCHEME.fullmatch(scheme):
+        return scheme.lower(), rest
+    head, colon, _ = url.partition(":")
+    if colon and _SCHEME.fullmatch(head):
+        raise ValidationError(f"malformed storage URL {url!r}; use one of: {URL_FORMS}")
+    return "sqlite", "/" + url
 
 
 def open_storage(url: str | None = None, options: Mapping[str, Any] | None = None) -> Storage:

@@ -53,9 +53,12 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError as BotoConnectionError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
@@ -180,7 +183,7 @@ class S3Storage(Storage):
         return self._loop_key(experiment_id, loop, "attempts", check_id(attempt, "attempt"), *rest)
 
     def _error(self, exc: BaseException, action: str, key: str) -> StorageError:
-        where = f"s3://{self.bucket}/{key}"
+        where = f"s3://{self.bucket}/{key}" if key else self.url  # keys already carry the prefix
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             message = (
                 f"no usable AWS credentials to {action} {where}: set AWS_ACCESS_KEY_ID and "
@@ -200,9 +203,19 @@ class S3Storage(Storage):
                 )
             else:
                 message = f"S3 error {code} trying to {action} {where}: {exc}"
+        elif isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+            message = (
+                f"S3 endpoint {self.endpoint} did not answer trying to {action} {where} "
+                f"(gave up after {self.max_attempts} attempts): {exc}"
+            )
+        elif isinstance(exc, EndpointConnectionError):
+            message = (
+                f"could not connect to S3 endpoint {self.endpoint} trying to {action} {where} "
+                f"(gave up after {self.max_attempts} attempts): {exc}"
+            )
         elif isinstance(exc, (BotoConnectionError, HTTPClientError)):
             message = (
-                f"S3 endpoint {self.endpoint} stopped answering trying to {action} {where} "
+                f"the connection to S3 endpoint {self.endpoint} failed trying to {action} {where} "
                 f"(gave up after {self.max_attempts} attempts): {exc}"
             )
         elif isinstance(exc, (BotoCoreError, OSError)):

@@ -28,9 +28,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from alectio_core.errors import ConflictError, NotFoundError, StorageError
+from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, parse_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -437,9 +437,15 @@ class _SQLiteSink(OutputSink):
 
 def open_sqlite(url: str, options: Mapping[str, Any]) -> SQLiteStorage:
     scheme, rest = parse_url(url)
-    path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel.db, sqlite:////abs.db
+    if not rest.startswith("/"):  # sqlite://a.db would read the file name as a host
+        raise ValidationError(f"malformed storage URL {url!r}; use one of: {URL_FORMS}")
+    path = rest[1:]  # sqlite:///rel.db, sqlite:////abs.db
     if not path:
         raise StorageError(f"storage URL {url!r} names no database file; try sqlite:///alectio.db")
+    if options:
+        raise ValidationError(
+            f"storage_options {', '.join(map(repr, sorted(options)))} given, but the sqlite backend takes none ({url})"
+        )
     return SQLiteStorage(os.path.expanduser(path))
 
 

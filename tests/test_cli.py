@@ -39,6 +39,16 @@ def test_config_errors_are_one_line(tmp_path):
     assert result.output.strip() == f"Error: {bad}: key 'server.port' must be int, got str 'high'"
 
 
+def test_invalid_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("server:\n  port: 5000\n   host: x\n")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {bad}: not valid YAML: line 3, column 8: mapping values are not allowed here"
+    ]
+
+
 def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     import subprocess
     import sys
@@ -51,14 +61,25 @@ def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     assert (package / "my_model" / "hooks.py").exists()
 
     env = install_aside(package, tmp_path / "site")
-    run = subprocess.run(
-        [sys.executable, "-m", "alectio_core", "run", "my_model", "--loops", "2", "--initial", "30",
-         "--batch", "30", "--json", "--storage", f"sqlite:///{tmp_path}/a.db"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
-    assert run.returncode == 0, run.stderr
-    curve = json.loads(run.stdout)
-    assert [p["labeled"] for p in curve] == [30, 60] and curve[-1]["metrics"]["accuracy"] > 0.5
+
+    def accuracies(strategy, seed):
+        run = subprocess.run(
+            [sys.executable, "-m", "alectio_core", "run", "my_model", "--strategy", strategy, "--seed", str(seed),
+             "--loops", "5", "--initial", "50", "--batch", "50", "--json", "--storage", f"sqlite:///{tmp_path}/{strategy}-{seed}.db"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        assert run.returncode == 0, run.stderr
+        curve = json.loads(run.stdout)
+        assert [p["labeled"] for p in curve] == [50, 100, 150, 200, 250]
+        return [p["metrics"]["accuracy"] for p in curve]
+
+    # The README's command shows active learning: the curve rises from well
+    # below 1.0, and margin sampling ends higher than random on every seed.
+    for seed in (0, 1):
+        margin, random = accuracies("margin", seed), accuracies("random", seed)
+        assert margin[0] == random[0] < 0.85, (margin, random)  # the same initial labels
+        assert margin[-1] > margin[0] + 0.1, margin
+        assert sum(margin) > sum(random) and margin[-1] > random[-1], (margin, random)
     # its own test passes too
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
@@ -181,3 +202,23 @@ def test_experiments_delete_yes_skips_the_question_and_a_running_loop_refuses(st
     assert engine.get_experiment(fresh["id"])["id"] == fresh["id"]
     done = CliRunner().invoke(cli, ["experiments", "delete", ran["id"], "--yes", "--storage", db])
     assert done.exit_code == 0 and done.output.strip() == f"Deleted experiment {ran['id']} (1 loop done)."
+
+
+def test_init_warns_when_the_package_collides_with_an_installed_one(tmp_path):
+    fresh = CliRunner().invoke(cli, ["init", "fresh_name", "--dir", str(tmp_path)])
+    assert fresh.exit_code == 0 and fresh.stderr == ""
+    # the test suite installs alectio-test-digits 0.2.0 (model digits_lr)
+    same_dist = CliRunner().invoke(cli, ["init", "test_digits", "--dir", str(tmp_path)])
+    assert same_dist.exit_code == 0
+    assert same_dist.stderr.splitlines() == [
+        "warning: a distribution named alectio-test-digits (0.2.0) is already installed; installing "
+        "alectio-test-digits would replace or shadow it (pick another NAME unless that is meant)"
+    ]
+    same_import = CliRunner().invoke(cli, ["init", "numpy", "--dir", str(tmp_path)])
+    assert same_import.stderr.startswith(
+        "warning: the import name 'numpy' is already provided by the installed distribution numpy ("
+    )
+    same_model = CliRunner().invoke(cli, ["init", "digits_lr", "--dir", str(tmp_path)])
+    assert same_model.stderr.startswith(
+        "warning: a model named 'digits_lr' is already installed by the distribution alectio-test-digits;"
+    )

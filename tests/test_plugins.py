@@ -86,6 +86,26 @@ def test_broken_plugins_do_not_stop_a_loop(broken_env, tmp_path):
     assert result.stdout.strip() == "done", result.stderr
 
 
+def test_a_misspelled_hook_is_one_line_suggesting_the_spec_hook(broken_env, tmp_path):
+    result = alectio(broken_env, "run", "misspelled_hook", "--storage", str(tmp_path / "a.db"), ALECTIO_LOAD_PLUGINS="misspelled_hook")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: model 'misspelled_hook' (distribution alectio-test-broken) failed to load: unknown hook 'infrence' "
+        "(did you mean 'infer'?) in model 'misspelled_hook'; known hooks: assign_index, infer, model_info, test, train"
+    ]
+
+
+def test_a_plugin_that_fails_to_load_is_one_line_each(broken_env):
+    result = alectio(broken_env, "plugins")
+    lines = result.stderr.splitlines()
+    assert all(line.startswith('Error loading plugin "') for line in lines), lines
+    assert sorted(line.split('"')[1] for line in lines) == ["incomplete", "misspelled_hook", "needs_missing_lib", "unknown_argument"]
+    assert (
+        'Error loading plugin "unknown_argument" (distribution alectio-test-broken): hook \'register_strategies\' of plugin '
+        "'unknown_argument' asks for argument 'budget', which alectio does not pass; register_strategies takes: register"
+    ) in lines
+
+
 def test_nothing_is_loaded_at_import_time():
     code = (
         "import sys, alectio_core, alectio_core.plugins as p\n"
@@ -111,6 +131,31 @@ def test_model_hook_with_unknown_argument_is_rejected_naming_the_plugin():
     error = registry.errors.pop()
     assert error["name"] == "typo_model" and "labelled" in error["error"] and "typo_model" in error["error"]
     assert "typo_model" not in registry.models
+
+
+def test_a_misspelled_argument_is_named_with_the_closest_one():
+    registry = plugins.load_plugins()
+    module = types.ModuleType("typo")
+    module.train = lambda labelled, ckpt_file: None
+    assert not plugins.register_model(registry, "typo_model", lambda: module)
+    assert registry.errors.pop()["error"] == (
+        "hook 'train' of model 'typo_model' asks for argument 'labelled' (did you mean 'labeled'?), which alectio "
+        "does not pass; train takes: labeled, resume_from, ckpt_file, loop, config, payload"
+    )
+
+
+def test_a_misspelled_listener_hook_lists_only_the_spec_hooks():
+    class Listener:
+        @hookimpl
+        def loop_finishd(self, experiment):
+            pass
+
+    registry = plugins.load_plugins()
+    assert not plugins.register_plugin(registry, "typo_listener", Listener)
+    error = registry.errors.pop()["error"]
+    assert error.startswith("unknown hook 'loop_finishd' (did you mean 'loop_finished'?) in plugin 'typo_listener'; known hooks: ")
+    known = error.split("known hooks: ")[1].split(", ")
+    assert "loop_finishd" not in known and {"loop_finished", "register_storage"} <= set(known)
 
 
 class FakeStrategy:

@@ -316,3 +316,74 @@ def test_an_unknown_metric_lists_the_available_ones(db, detector):
     assert line.startswith("Error: unknown metric 'mAP50'; available: mAP, mAP_50, mAP_75, precision, recall")
     (experiment,) = Engine(open_storage(db)).storage.list_experiments()
     assert len(Engine(open_storage(db)).learning_curve(experiment["id"])) == 1  # stopped after loop 0, not at the end
+
+
+def test_a_bare_absolute_path_is_that_path(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "data" / "abs.db"
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--json", "--storage", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"storage {target}" in result.stderr
+    assert target.is_file() and list(elsewhere.iterdir()) == []
+    assert len(Engine(open_storage(f"sqlite:///{target}")).storage.list_experiments()) == 1  # the same file, by URL
+
+
+def test_a_bare_relative_path_is_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--json", "--storage", "sub/rel.db"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sub" / "rel.db").is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite:/a.db", "sqlite://a.db", "s3:/bucket/prefix", "sqlite:a.db"])
+def test_malformed_storage_urls_show_the_accepted_forms(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", url])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: malformed storage URL {url!r}; use one of: sqlite:///relative.db, sqlite:////absolute.db, "
+        "a bare path (alectio.db, /abs/alectio.db), s3://bucket/prefix"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no folder named 'sqlite:', no a.db
+
+
+def alectio_process(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alectio_core", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_a_failed_loop_is_said_once(tmp_path):
+    """A real process: no log line repeating the Error line."""
+    (tmp_path / "config.yaml").write_text("models:\n  digits_lr:\n    max_iter: many\n")
+    result = alectio_process("run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", "a.db", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("experiment "), lines
+    assert lines[1].startswith("Error: model 'digits_lr', hook 'train': raised ValueError: ")
+    assert lines[1].endswith(f"(continue with: alectio run digits_lr --resume {lines[0].split()[1].rstrip(':')})")
+
+
+def test_a_plugin_error_over_several_lines_is_one_line(db, fake_model):
+    def test():
+        raise RuntimeError("shape mismatch:\n  expected (10,)\n  got (9,)")
+
+    fake_model("multiline", test=test)
+    result = run("multiline", "--strategy", "random", "--loops", "1", "--initial", "3", storage=db)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(
+        "Error: model 'multiline', hook 'test': raised RuntimeError: shape mismatch: expected (10,) got (9,) (continue with:"
+    )
+
+
+def test_an_unwritable_plot_path_fails_before_the_run(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "c.png"
+    result = alectio_process("run", "digits_lr", "--loops", "1", "--initial", "20", "--storage", "a.db", "--plot", str(missing), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write the plot to {str(missing)!r}: folder {str(missing.parent)!r} does not exist"
+    ]
+    assert not (tmp_path / "a.db").exists()  # nothing ran

@@ -336,7 +336,8 @@ def test_server_gone_mid_loop_fails_the_loop_and_keeps_earlier_loops(aws_env, bu
         engine.run_loop(exp["id"], 1)
     message = str(failure.value)
     assert f"s3://{bucket}/fault/experiments/{exp['id']}/loops/1/attempts/" in message
-    assert "stopped answering" in message and "outputs/000001" in message
+    assert "could not connect to S3 endpoint" in message and "outputs/000001" in message
+    assert "did not answer" not in message  # nothing was listening: that is not a silence
 
     aws_env.start()  # same port, same data
     store = open_storage(url, options)
@@ -363,10 +364,28 @@ def test_server_gone_mid_loop_fails_the_loop_and_keeps_earlier_loops(aws_env, bu
 
 
 def test_server_that_stops_answering(aws_env, bucket):
-    """Connections accepted, never answered: short timeouts, a clear error."""
+    """Connections accepted, never answered: short timeouts, a clear error
+    naming the URL with its prefix."""
     with BlackHole() as hole:
-        with pytest.raises(StorageError, match=rf"stopped answering trying to open s3://{bucket}/.*after 2 attempts"):
-            open_storage(f"s3://{bucket}", {"endpoint_url": hole.url, "max_attempts": 2, "read_timeout": 0.5, "connect_timeout": 0.5})
+        with pytest.raises(StorageError, match=rf"did not answer trying to open s3://{bucket}/al .*after 2 attempts"):
+            open_storage(f"s3://{bucket}/al", {"endpoint_url": hole.url, "max_attempts": 2, "read_timeout": 0.5, "connect_timeout": 0.5})
+
+
+def test_nothing_listening_is_not_called_silence(aws_env, bucket):
+    """A refused connection says so, with the prefix in the URL it prints."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again before the client tries it
+    with pytest.raises(StorageError) as failure:
+        open_storage(f"s3://{bucket}/al", {"endpoint_url": f"http://127.0.0.1:{port}", "max_attempts": 1})
+    message = str(failure.value)
+    assert message.startswith(f"could not connect to S3 endpoint http://127.0.0.1:{port} trying to open s3://{bucket}/al ")
+    assert "did not answer" not in message
+
+
+def test_missing_bucket_names_the_prefix(aws_env):
+    with pytest.raises(StorageError, match=r"S3 bucket 'my-bucket' does not exist .*cannot open s3://my-bucket/al$"):
+        open_storage("s3://my-bucket/al")
 
 
 def test_transient_errors_are_retried(aws_env, bucket):
@@ -376,7 +395,7 @@ def test_transient_errors_are_retried(aws_env, bucket):
         assert store.get_experiment("e1") == {"id": "e1"}
         assert proxy.failed == 2
     with Proxy(aws_env.port, fail_first=10) as proxy:
-        with pytest.raises(StorageError, match=rf"kept failing \(HTTP 503 .*\) trying to open s3://{bucket}/; gave up after 2 attempts"):
+        with pytest.raises(StorageError, match=rf"kept failing \(HTTP 503 .*\) trying to open s3://{bucket}/r; gave up after 2 attempts"):
             open_storage(f"s3://{bucket}/r", {"endpoint_url": proxy.url, "max_attempts": 2})
         assert proxy.failed == 2
 

@@ -1,7 +1,8 @@
 """The alectio hooks of ``digits_cnn``.
 
 Settings come from the model's section of alectio's ``config.yaml``; every key
-is optional (see ``DEFAULTS``)::
+is optional (see ``DEFAULTS``, declared to alectio by ``model_info``, so a
+misspelled key is an error before any loop runs)::
 
     models:
       digits_cnn:
@@ -11,7 +12,6 @@ is optional (see ``DEFAULTS``)::
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -35,12 +35,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def settings(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    unknown = set(config or {}) - set(DEFAULTS)
-    if unknown:
-        warnings.warn(
-            f"digits_cnn: ignoring unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}",
-            stacklevel=3,
-        )
+    """The defaults under ``config``. alectio itself rejects a key not in
+    ``DEFAULTS`` (``model_info`` declares them), so none is checked here."""
     return {**DEFAULTS, **(config or {})}
 
 
@@ -113,4 +109,5 @@ def assign_index():
 
 @hookimpl
 def model_info():
-    return {"task": "classification", "labels": list(CLASS_NAMES)}
+    # "settings": alectio fills in these defaults and rejects a misspelled key
+    return {"task": "classification", "labels": list(CLASS_NAMES), "settings": dict(DEFAULTS)}

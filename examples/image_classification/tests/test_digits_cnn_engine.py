@@ -74,3 +74,28 @@ def test_two_loops_through_the_engine_resume_from_the_first_checkpoint(engine, m
     a = torch.load(resumed, weights_only=True)
     b = torch.load(loop0_ckpt, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def alectio(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alectio_core", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_a_misspelled_setting_is_one_error_before_any_loop(tmp_path):
+    (tmp_path / "config.yaml").write_text("models:\n  digits_cnn:\n    epocs: 3\n")
+    result = alectio("run", MODEL, "--loops", "2", "--storage", "a.db", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: config.yaml: unknown key 'models.digits_cnn.epocs' (did you mean 'epochs'?); model 'digits_cnn' "
+        "has the settings: batch_size, device, epochs, eval_batch_size, lr, seed, weight_decay, width"
+    ]
+
+
+def test_a_run_with_good_settings_warns_about_nothing(tmp_path):
+    (tmp_path / "config.yaml").write_text("models:\n  digits_cnn:\n    epochs: 2\n    device: cpu\n")
+    result = alectio("run", MODEL, "--loops", "2", "--initial", "50", "--batch", "50", "--storage", "a.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("experiment "), lines  # no warnings

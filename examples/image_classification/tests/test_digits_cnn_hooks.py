@@ -115,10 +115,9 @@ def test_assign_index_names_every_pool_record_once():
     assert all(type(r) is int and 0 <= r < 1797 for r in refs)
 
 
-def test_model_info():
-    assert hooks.model_info() == {"task": "classification", "labels": [str(d) for d in range(10)]}
-
-
-def test_unknown_config_key_warns(tmp_path):
-    with pytest.warns(UserWarning, match="epocs"):
-        hooks.settings({"epocs": 3})
+def test_model_info_declares_the_settings():
+    assert hooks.model_info() == {
+        "task": "classification",
+        "labels": [str(d) for d in range(10)],
+        "settings": hooks.DEFAULTS,
+    }
