@@ -1,56 +1,35 @@
 """Shared fixtures.
 
-The suite pip-installs the model plugin package ``tests/packages/
-alectio-test-digits`` for real at the start of the session, so every test
-that uses the ``digits_lr`` model found it through its entry point.
+The model plugin packages ``tests/packages/alectio-test-digits`` and
+``alectio-test-slow`` are pip-installed for real, once per session, into a
+temporary folder on the path (``installer.py``), so every test that uses the
+``digits_lr`` model finds it through its entry point, and nothing is left
+installed in the environment running the tests.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import types
-from pathlib import Path
 
 import pytest
+from installer import PACKAGES, install_aside, installed_packages  # noqa: F401 (the first two: for test modules)
 
 from alectio_core import plugins
 from alectio_core.engine import Engine
 from alectio_core.storage import open_storage
 
-PACKAGES = Path(__file__).parent / "packages"
-
-
-def pip_install(path: Path, *extra: str, python: str = sys.executable) -> None:
-    """pip-install a package from a copy, so no build output lands in the tree."""
-    with tempfile.TemporaryDirectory(prefix="alectio-pkg-") as folder:
-        copy = Path(folder) / path.name
-        shutil.copytree(path, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", *extra, str(copy)],
-            check=True,
-            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        )
-
-
-def install_aside(path: Path, target: Path) -> dict:
-    """pip-install a package into ``target`` and return an environment whose
-    Python sees it on top of this one (as a user's extra install would)."""
-    pip_install(path, "--target", str(target))
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
-
 
 @pytest.fixture(scope="session", autouse=True)
-def installed_test_model():
-    """Install the digits model package the way a user would."""
-    pip_install(PACKAGES / "alectio-test-digits")
-    importlib.invalidate_caches()
-    plugins.reset_plugins()
-    yield "digits_lr"
+def test_site():
+    """The folder the test model packages are installed in, on the path."""
+    with installed_packages("alectio-test-digits", "alectio-test-slow") as site:
+        yield site
+
+
+@pytest.fixture(scope="session")
+def installed_test_model(test_site):
+    """The digits model, installed the way a user would."""
+    return "digits_lr"
 
 
 @pytest.fixture

@@ -1,67 +1,33 @@
 """Fixtures and helpers shared by the server tests (``from server_support import ...``).
 
 The ``slow_test`` model (``tests/packages/alectio-test-slow``) is
-pip-installed for real, like a user's plugin; tests steer it through the
-experiment's ``config``: ``hold_file`` keeps a loop in train while the file
-exists, ``infer_hold_file`` pauses infer after its first chunk,
-``train_seconds`` sleeps, ``fail_in`` makes a hook raise.
+pip-installed for real, like a user's plugin (conftest's ``test_site``);
+tests steer it through the experiment's ``config``: ``hold_file`` keeps a
+loop in train while the file exists, ``infer_hold_file`` pauses infer after
+its first chunk, ``train_seconds`` sleeps, ``fail_in`` makes a hook raise.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from alectio_core import plugins
 from alectio_core.config import parse_config
 from alectio_core.server import create_app
 from alectio_core.tokens import create_token
 
-SLOW_PACKAGE = Path(__file__).parent / "packages" / "alectio-test-slow"
-
-
-def _installed_matches_source() -> bool:
-    try:
-        dist = importlib.metadata.distribution("alectio-test-slow")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    installed = dist.locate_file("alectio_test_slow/__init__.py")
-    source = SLOW_PACKAGE / "alectio_test_slow" / "__init__.py"
-    return Path(installed).is_file() and Path(installed).read_bytes() == source.read_bytes()
-
-
-def install_slow_model(workdir: Path) -> str:
-    """pip-install the slow test model (from a copy, keeping the tree clean)."""
-    if not _installed_matches_source():
-        copy = workdir / "alectio-test-slow"
-        shutil.copytree(SLOW_PACKAGE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(copy)],
-            check=True,
-            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        )
-        importlib.invalidate_caches()
-        sys.modules.pop("alectio_test_slow", None)
-        plugins.reset_plugins()
-    return "slow_test"
-
 
 @pytest.fixture(scope="session")
-def slow_model(tmp_path_factory):
-    return install_slow_model(tmp_path_factory.mktemp("slow-model"))
+def slow_model(test_site):
+    return "slow_test"
 
 
 def wait_for(check, timeout: float = 60.0, interval: float = 0.02, what: str = "condition"):

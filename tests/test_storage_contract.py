@@ -5,15 +5,11 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from installer import on_path, pip_install
 
 from alectio_core import plugins
 from alectio_core.storage import open_storage
@@ -79,25 +75,9 @@ class TestS3Contract(StorageContract):
 @pytest.fixture(scope="module")
 def folder_plugin(tmp_path_factory):
     """``pip install`` examples/storage_folder into a fresh target folder and
-    put it on ``sys.path``; alectio finds it through its entry point."""
-    work = tmp_path_factory.mktemp("folder-plugin")
-    source = work / "src"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
-        check=True,
-        env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    plugins.reset_plugins()
-    yield target
-    sys.path.remove(str(target))
-    for name in [m for m in sys.modules if m.startswith("alectio_storage_folder")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    plugins.reset_plugins()
+    put it on the path; alectio finds it through its entry point."""
+    with on_path(pip_install(tmp_path_factory.mktemp("folder-plugin"), EXAMPLE)) as target:
+        yield target
 
 
 def test_folder_plugin_is_discovered_through_its_entry_point(folder_plugin):

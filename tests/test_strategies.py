@@ -5,7 +5,6 @@ task handling and lookup by name through the plugin registry."""
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,11 @@ from alectio_core.strategies import ScoreStrategy, select, top_k
 from alectio_plugins.strategy_kcenter import KCenterGreedy
 from alectio_plugins.strategy_random import Random
 from alectio_plugins.strategy_uncertainty import Entropy, LeastConfidence, Margin
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
 
 UNCERTAINTY = [LeastConfidence(), Margin(), Entropy()]
 ALL = [*UNCERTAINTY, Random(), KCenterGreedy(), KCenterGreedy(max_rows=16)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from alectio_digits_cnn import hooks
+torch = pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
+
+from alectio_digits_cnn import hooks  # noqa: E402
 
 FAST = {"epochs": 8}
 

@@ -9,9 +9,10 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-import torch
 
-import alectio_shapes_detector.hooks as hooks
+torch = pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
+
+import alectio_shapes_detector.hooks as hooks  # noqa: E402
 
 plugins = pytest.importorskip("alectio_core.plugins")
 from alectio_core.engine import Engine  # noqa: E402

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from alectio_shapes_detector import data, hooks
-from alectio_shapes_detector.evaluate import map50
-from alectio_shapes_detector.model import peak_logits
+torch = pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
+
+from alectio_shapes_detector import data, hooks  # noqa: E402
+from alectio_shapes_detector.evaluate import map50  # noqa: E402
+from alectio_shapes_detector.model import peak_logits  # noqa: E402
 
 # A smaller pool and test split than the defaults keep the suite quick.
 CONFIG = {"pool_size": 600, "test_size": 120}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from alectio_newsgroups_text import data, hooks
+torch = pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
+
+from alectio_newsgroups_text import data, hooks  # noqa: E402
 
 POOL_SIZE, TEST_SIZE, NUM_CLASSES = 11293, 7528, 20
 
