@@ -242,7 +242,7 @@ def test_a_failure_the_storage_could_not_take_is_saved_when_it_answers(slow_mode
 
         moto.start()  # same port, same data
         state = api.loop(eid, 0)
-        assert state["status"] == "failed" and "stopped answering" in state["error"], state
+        assert state["status"] == "failed" and "could not connect to S3 endpoint" in state["error"], state
         stored = wait_for(lambda: (s := open_storage(url, options).get_loop_state(eid, 0))["status"] != "running" and s, what="the failure to be stored")
         assert (stored["status"], stored["error"]) == ("failed", state["error"])
 

@@ -357,6 +357,6 @@ def test_concurrent_first_callers_all_get_the_load_error(gated_model):
     got = first_touch_from_threads(ep.name, 3)
     assert all(isinstance(g, PluginError) for g in got), got
     assert {str(g) for g in got} == {
-        f"model {ep.name!r}, hook 'load': model {ep.name!r} failed to load: ImportError: No module named 'torchvision'"
+        f"model {ep.name!r} failed to load: ImportError: No module named 'torchvision'"
     }
     assert ep.loads == 1
