@@ -34,8 +34,9 @@ test = ["pytest"]
 [project.entry-points."alectio.models"]
 {name} = "{name}.hooks"
 
-[tool.setuptools]
-packages = ["{name}"]
+# Find the package and any subpackage added later (a hand-made list misses them).
+[tool.setuptools.packages.find]
+include = ["{name}*"]
 '''
 
 HOOKS = '''\

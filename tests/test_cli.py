@@ -59,8 +59,11 @@ def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     assert result.exit_code == 0, result.output
     package = tmp_path / "alectio-my-model"
     assert (package / "my_model" / "hooks.py").exists()
+    (package / "my_model" / "data").mkdir()  # a subpackage a user adds later ships too
+    (package / "my_model" / "data" / "__init__.py").write_text("")
 
     env = install_aside(package, tmp_path / "site")
+    assert (tmp_path / "site" / "my_model" / "data" / "__init__.py").exists()
 
     def accuracies(strategy, seed):
         run = subprocess.run(
