@@ -566,7 +566,7 @@ class _LoopRun:
     def _train(self, labeled: np.ndarray) -> dict:
         self._stage("train")
         resume_from = self.storage.fetch_checkpoint(self.eid, self.loop - 1) if self.loop > 0 else None
-        ckpt_file = self.storage.checkpoint_path(self.eid, self.loop)
+        ckpt_file = self.storage.checkpoint_path(self.eid, self.loop, self.attempt)
         self.ckpt_file = ckpt_file
         started = time.perf_counter()
         result = self.model.call(

@@ -211,14 +211,17 @@ class Storage(ABC):
     # -- checkpoints ----------------------------------------------------
 
     @abstractmethod
-    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
-        """A local path for loop ``loop``'s checkpoint; its folder exists."""
+    def checkpoint_path(self, experiment_id: str, loop: int, attempt: str) -> str:
+        """A local path where ``attempt`` of loop ``loop`` writes its
+        checkpoint; its folder exists. Each attempt has its own: an attempt
+        that lost its lease but still runs (a process that stalled) can
+        never overwrite the checkpoint another attempt committed."""
 
     @abstractmethod
     def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
         """Record (and for remote stores, upload) the checkpoint ``train``
-        wrote at ``checkpoint_path``; returns its reference, or None when
-        ``train`` wrote none."""
+        wrote at ``checkpoint_path(experiment_id, loop, attempt)``; returns
+        its reference, or None when ``train`` wrote none."""
 
     @abstractmethod
     def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:

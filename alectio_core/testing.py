@@ -171,7 +171,7 @@ class StorageContract:
         storage.put_selection(eid, 0, np.array([0], dtype=np.int64))
         storage.put_selection(eid, 1, np.array([1], dtype=np.int64))
         attempt = attempt_id()
-        ckpt = storage.checkpoint_path(eid, 0)
+        ckpt = storage.checkpoint_path(eid, 0, attempt)
         Path(ckpt).write_bytes(b"weights")
         storage.put_result(eid, 0, attempt, "checkpoint", storage.save_checkpoint(eid, 0, attempt))
         for name, value in JSON_SAMPLES.items():
@@ -541,9 +541,22 @@ class StorageContract:
     # ------------------------------------------------------------------
 
     def test_checkpoint_path_folder_exists(self, storage: Storage, experiment: dict):
-        path = Path(storage.checkpoint_path(experiment["id"], 0))
+        eid, attempt = experiment["id"], attempt_id()
+        path = Path(storage.checkpoint_path(eid, 0, attempt))
         assert path.parent.is_dir()
-        assert storage.checkpoint_path(experiment["id"], 0) != storage.checkpoint_path(experiment["id"], 1)
+        assert storage.checkpoint_path(eid, 0, attempt) != storage.checkpoint_path(eid, 1, attempt)
+
+    def test_each_attempt_writes_its_own_checkpoint(self, storage: Storage, experiment: dict):
+        """An attempt that stalled past its lease and wakes after another
+        attempt committed the loop writes only its own file: the committed
+        checkpoint is never overwritten."""
+        eid, stalled, winner = experiment["id"], attempt_id(), attempt_id()
+        assert storage.checkpoint_path(eid, 0, stalled) != storage.checkpoint_path(eid, 0, winner)
+        Path(storage.checkpoint_path(eid, 0, winner)).write_bytes(b"committed")
+        storage.put_result(eid, 0, winner, "checkpoint", storage.save_checkpoint(eid, 0, winner))
+        storage.commit_loop(eid, 0, winner, {"loop": 0, "status": "done"})
+        Path(storage.checkpoint_path(eid, 0, stalled)).write_bytes(b"stale")  # its train, late
+        assert Path(storage.fetch_checkpoint(eid, 0)).read_bytes() == b"committed"
 
     def test_no_checkpoint_written_means_none(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
@@ -556,7 +569,7 @@ class StorageContract:
     def test_checkpoint_saved_and_fetched(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
         content = bytes(range(256)) * 100
-        Path(storage.checkpoint_path(eid, 0)).write_bytes(content)
+        Path(storage.checkpoint_path(eid, 0, attempt)).write_bytes(content)
         ref = storage.save_checkpoint(eid, 0, attempt)
         assert ref is not None
         storage.put_result(eid, 0, attempt, "checkpoint", ref)
@@ -566,7 +579,7 @@ class StorageContract:
 
     def test_checkpoint_folder_saved_and_fetched(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
-        folder = Path(storage.checkpoint_path(eid, 0))
+        folder = Path(storage.checkpoint_path(eid, 0, attempt))
         (folder / "sub").mkdir(parents=True)
         (folder / "weights.bin").write_bytes(b"\x00\x01" * 1000)
         (folder / "sub" / "config.json").write_text('{"a": 1}')
@@ -619,7 +632,7 @@ class StorageContract:
         """The next loop may run elsewhere: ``fetch_checkpoint`` must give it
         the committed checkpoint as a local file."""
         eid, attempt = experiment["id"], attempt_id()
-        Path(storage.checkpoint_path(eid, 0)).write_bytes(b"weights-v1")
+        Path(storage.checkpoint_path(eid, 0, attempt)).write_bytes(b"weights-v1")
         storage.put_result(eid, 0, attempt, "checkpoint", storage.save_checkpoint(eid, 0, attempt))
         storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
         other = reopen()

@@ -566,10 +566,10 @@ class S3Storage(Storage):
 
     # -- checkpoints ----------------------------------------------------
 
-    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
-        folder = self.cache_dir / check_id(experiment_id)
+    def checkpoint_path(self, experiment_id: str, loop: int, attempt: str) -> str:
+        folder = self.cache_dir / check_id(experiment_id) / f"loop_{check_loop(loop)}"
         folder.mkdir(parents=True, exist_ok=True)
-        return str(folder / f"loop_{check_loop(loop)}.ckpt")
+        return str(folder / f"{check_id(attempt, 'attempt')}.ckpt")
 
     @staticmethod
     def _stamp(path: str) -> Path:
@@ -577,7 +577,7 @@ class S3Storage(Storage):
         return Path(path).with_name(Path(path).name + ".attempt")
 
     def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
-        path = Path(self.checkpoint_path(experiment_id, loop))
+        path = Path(self.checkpoint_path(experiment_id, loop, attempt))
         if not path.exists():
             return None
         prefix = self._attempt_key(experiment_id, loop, attempt, "checkpoint")
@@ -602,7 +602,7 @@ class S3Storage(Storage):
             return None
         if not ref:
             return None
-        local = self.checkpoint_path(experiment_id, loop)
+        local = self.checkpoint_path(experiment_id, loop, attempt)
         stamp = self._stamp(local)
         if os.path.exists(local) and stamp.exists() and stamp.read_text() == attempt:
             return local

@@ -282,6 +282,7 @@ class SQLiteStorage(Storage):
             for table in ("results", "output_chunks"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt != ?", (*key, attempt))
         self._states[key] = (data, time.monotonic())
+        self._drop_checkpoints(*key, keep=attempt)
 
     def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
         with self._tx() as db:
@@ -291,6 +292,12 @@ class SQLiteStorage(Storage):
                     "(SELECT committed_attempt FROM loops WHERE experiment_id = ? AND loop = ?)",
                     (experiment_id, loop, attempt, experiment_id, loop),
                 )
+        try:
+            committed = self._committed_attempt(experiment_id, loop)
+        except NotFoundError:
+            committed = None
+        if attempt != committed:
+            self._drop_checkpoints(experiment_id, loop, only=attempt)
 
     def _committed_attempt(self, experiment_id: str, loop: int) -> str:
         row = self._db().execute(
@@ -356,13 +363,25 @@ class SQLiteStorage(Storage):
 
     # -- checkpoints ----------------------------------------------------
 
-    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
-        folder = self.checkpoint_root / check_id(experiment_id)
+    def _checkpoints(self, experiment_id: str, loop: int) -> Path:
+        return self.checkpoint_root / check_id(experiment_id) / f"loop_{check_loop(loop)}"
+
+    def checkpoint_path(self, experiment_id: str, loop: int, attempt: str) -> str:
+        folder = self._checkpoints(experiment_id, loop)
         folder.mkdir(parents=True, exist_ok=True)
-        return str(folder / f"loop_{check_loop(loop)}.ckpt")
+        return str(folder / f"{check_id(attempt, 'attempt')}.ckpt")
+
+    def _drop_checkpoints(self, experiment_id: str, loop: int, keep: str | None = None, only: str | None = None) -> None:
+        """Remove attempts' checkpoint files of a loop (best effort): all but
+        ``keep``'s, or only ``only``'s."""
+        folder = self._checkpoints(experiment_id, loop)
+        for path in folder.glob("*.ckpt") if folder.is_dir() else ():
+            name = path.name[: -len(".ckpt")]
+            if name != keep and only in (None, name):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
     def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
-        path = Path(self.checkpoint_path(experiment_id, loop))
+        path = Path(self.checkpoint_path(experiment_id, loop, attempt))
         if not path.exists():
             return None
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -370,12 +389,16 @@ class SQLiteStorage(Storage):
 
     def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
         try:
+            attempt = self._committed_attempt(experiment_id, loop)
             ref = self.get_result(experiment_id, loop, "checkpoint")
         except NotFoundError:
             return None
-        # The path comes from the checked id and loop, not from the stored
-        # reference: a stored name never becomes a path here.
-        path = self.checkpoint_path(experiment_id, loop)
+        # The path comes from the checked id, loop and attempt, not from the
+        # stored reference: a stored name never becomes a path here.
+        path = self.checkpoint_path(experiment_id, loop, attempt)
+        if ref is not None and not os.path.exists(path):
+            legacy = self._checkpoints(experiment_id, loop).with_suffix(".ckpt")  # alectio 0.1.0: one per loop
+            path = str(legacy) if legacy.exists() else path
         if ref is None or not os.path.exists(path):
             return None
         return path

@@ -58,7 +58,7 @@ def test_loops_pass_labeled_union_checkpoints_and_config(engine, fake_model):
     # resume_from is loop 0's real checkpoint file, ckpt_file a new path in the experiment's folder
     assert second["resume_from"] == first["ckpt_file"]
     assert open(second["resume_from"]).read() == "weights after loop 0"
-    assert os.path.dirname(first["ckpt_file"]).endswith(exp["id"]) and first["ckpt_file"] != second["ckpt_file"]
+    assert os.path.dirname(first["ckpt_file"]).endswith(os.path.join(exp["id"], "loop_0")) and first["ckpt_file"] != second["ckpt_file"]
     assert first["config"] == {"lr": 0.1}
     # the seed's payload carries the same data
     assert second["payload"]["labeled"] == second["labeled"] and second["payload"]["resume_from"] == first["ckpt_file"]

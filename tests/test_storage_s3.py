@@ -108,7 +108,7 @@ def test_a_loop_stores_everything_under_the_prefix_as_json_and_npy(aws_env, buck
     # no database and nothing but checkpoint working copies on this machine
     assert not list(tmp_path.glob("*.db"))
     local = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert local and all(p.name.startswith("loop_") for p in local)
+    assert local and all(p.parent.name.startswith("loop_") and p.name.endswith((".ckpt", ".ckpt.attempt")) for p in local)
 
 
 def test_a_refused_create_leaves_every_object_byte_identical(aws_env, bucket):
@@ -232,7 +232,7 @@ def test_a_checkpoint_object_named_to_escape_the_cache_is_refused(aws_env, bucke
     url = f"s3://{bucket}/ckpt"
     machine_a = open_storage(url, {"cache_dir": str(tmp_path / "a")})
     machine_a.create_experiment({"id": "e1"})
-    folder = Path(machine_a.checkpoint_path("e1", 0))
+    folder = Path(machine_a.checkpoint_path("e1", 0, "a1"))
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"w")
     ref = machine_a.save_checkpoint("e1", 0, "a1")
@@ -240,7 +240,7 @@ def test_a_checkpoint_object_named_to_escape_the_cache_is_refused(aws_env, bucke
     machine_a.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
 
     machine_b = open_storage(url, {"cache_dir": str(tmp_path / "b")})
-    download = Path(machine_b.checkpoint_path("e1", 0) + ".download")
+    download = Path(machine_b.checkpoint_path("e1", 0, "a1") + ".download")
     escape = tmp_path / "escaped.txt"
     evil = ref["key"] + os.path.relpath(escape, download)
     aws_env.client().put_object(Bucket=bucket, Key=evil, Body=b"owned")

@@ -160,7 +160,7 @@ def test_identifiers_that_become_paths_are_validated(storage, bad):
     with pytest.raises(ValidationError, match="invalid experiment id"):
         storage.create_experiment({"id": bad})
     with pytest.raises(ValidationError):
-        storage.checkpoint_path(bad, 0)
+        storage.checkpoint_path(bad, 0, "a1")
 
 
 # -- a damaged database file ----------------------------------------------------
@@ -248,7 +248,7 @@ def test_a_tampered_checkpoint_reference_is_not_followed(storage):
     """The stored reference is informational: the checkpoint's path comes
     from the validated experiment id and loop, never from what is stored."""
     storage.create_experiment({"id": "e1"})
-    Path(storage.checkpoint_path("e1", 0)).write_text("weights")
+    Path(storage.checkpoint_path("e1", 0, "a1")).write_text("weights")
     storage.put_result("e1", 0, "a1", "checkpoint", {"path": "/etc/hostname", "bytes": 1})
     storage.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
-    assert storage.fetch_checkpoint("e1", 0) == storage.checkpoint_path("e1", 0)
+    assert storage.fetch_checkpoint("e1", 0) == storage.checkpoint_path("e1", 0, "a1")

@@ -301,13 +301,14 @@ class FolderStorage(Storage):
 
     # -- checkpoints: the working copy is the stored copy ---------------------
 
-    def checkpoint_path(self, experiment_id: str, loop: int) -> str:
-        folder = self._loop(experiment_id, loop)
+    def checkpoint_path(self, experiment_id: str, loop: int, attempt: str) -> str:
+        # Inside the attempt's folder: it goes with the attempt on commit or discard.
+        folder = self._attempt(experiment_id, loop, attempt)
         folder.mkdir(parents=True, exist_ok=True)
         return str(folder / "checkpoint")
 
     def save_checkpoint(self, experiment_id: str, loop: int, attempt: str) -> dict | None:
-        path = Path(self.checkpoint_path(experiment_id, loop))
+        path = Path(self.checkpoint_path(experiment_id, loop, attempt))
         if not path.exists():
             return None
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
