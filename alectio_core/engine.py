@@ -66,7 +66,6 @@ class Engine:
         if self.config.models:
             self.config.check_models(plugins.model_names())
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
-        self._pools: dict[str, int] = {}
         self.leases = Leases(storage, ttl=float((self.config.server or {}).get("lease_seconds") or DEFAULT_TTL))
 
     # ------------------------------------------------------------------
@@ -154,8 +153,17 @@ class Engine:
         return dict(experiment, loops_done=len(done), latest_metrics=done[-1].get("metrics") if done else None)
 
     def active_loops(self, experiment_id: str) -> list[dict]:
-        """The experiment's loops that a process is running or about to run."""
-        return [s for s in self.storage.list_loop_states(experiment_id) if s["status"] in ("queued", "running")]
+        """The experiment's loops that a live process is running or about to
+        run, or holds for other work (platform mode sending results again).
+        A loop left ``running`` by a process whose lease expired is not one:
+        it is reported interrupted instead of blocking for ever."""
+        busy = []
+        for state in self.loop_states(experiment_id):
+            if state["status"] in ("queued", "running"):
+                busy.append(state)
+            elif self.leases.held(experiment_id, state["loop"]):
+                busy.append(dict(state, status="busy"))  # e.g. platform mode sending its results again
+        return busy
 
     def delete_experiment(self, experiment_id: str) -> int:
         """Delete the experiment and everything stored for it; return how
@@ -170,14 +178,13 @@ class Engine:
             )
         done = self.summary(experiment)["loops_done"]
         self.storage.delete_experiment(experiment_id)
-        self._pools.pop(experiment_id, None)
         log.info("experiment %s deleted", experiment_id)
         return done
 
     def pool_size(self, experiment_id: str) -> int:
-        if experiment_id not in self._pools:
-            self._pools[experiment_id] = int(self.get_experiment(experiment_id)["pool_size"])
-        return self._pools[experiment_id]
+        # Not cached: an experiment deleted and created again (from another
+        # process too) may come back with another pool.
+        return int(self.get_experiment(experiment_id)["pool_size"])
 
     def selections(self, experiment_id: str, upto: int) -> list[np.ndarray]:
         """Selections of loops 0..upto that exist."""

@@ -124,7 +124,9 @@ class JobRunner:
     def _finishing(self, job: Job) -> bool:
         """A job whose loop already shows its outcome (done, failed,
         cancelled) in storage: a client that saw it may start the next."""
-        if not job.started or job.finished.is_set() or not job.runs_loop:
+        if not job.runs_loop:
+            return job.started  # sending results again: started means nearly over, worth the wait
+        if not job.started or job.finished.is_set():
             return job.finished.is_set()
         try:
             state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
@@ -158,6 +160,10 @@ class JobRunner:
 
     def _record_failure(self, job: Job, exc: Exception) -> None:
         """Log a failed loop; the engine records its own failures, cover those before it starts."""
+        message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
+        if not job.runs_loop:  # the loop is done: its state is not this job's to change
+            log.error("experiment %s loop %d: sending its results again failed: %s", job.experiment_id, job.loop, message)
+            return
         try:
             state = self.engine.storage.get_loop_state(job.experiment_id, job.loop)
         except NotFoundError:
@@ -171,7 +177,6 @@ class JobRunner:
             if state.get("status") == "failed":
                 log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, state.get("error"))
             return
-        message = exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
         state.update(status="failed", error=message, finished_at=now())
         log.error("experiment %s loop %d failed: %s", job.experiment_id, job.loop, message)
         self._record(job, state)

@@ -274,6 +274,13 @@ class Leases:
         lease = self._held.get((experiment_id, loop))
         return lease if lease is not None and lease.lost is None and time.monotonic() <= lease.valid_until else None
 
+    def held(self, experiment_id: str, loop: int) -> bool:
+        """Does a live process (this one or another) hold the loop's lease?"""
+        if self.holds(experiment_id, loop) is not None:
+            return True
+        found = self.storage.read_lease(experiment_id, loop)
+        return found is not None and live(found[0])
+
     def observe(self, experiment_id: str, loop: int, state: dict) -> dict:
         """The state to report for a loop stored as ``running`` or ``queued``:
         as stored while a live process holds its lease, else failed

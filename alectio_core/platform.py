@@ -295,9 +295,12 @@ class Platform:
                 experiment = self.engine.get_experiment(eid)
             except NotFoundError:
                 initial = max(1, int(np.unique(first).size))
-                experiment = self.engine.create_experiment(
-                    model, strategy=None, batch_size=task.n_rec, initial=initial, loops=task.n_loop, experiment_id=eid
-                )
+                try:
+                    experiment = self.engine.create_experiment(
+                        model, strategy=None, batch_size=task.n_rec, initial=initial, loops=task.n_loop, experiment_id=eid
+                    )
+                except ConflictError:  # another server sharing the storage created it first
+                    experiment = self.engine.get_experiment(eid)
             if experiment.get("platform") is None:
                 platform = {k: v for k, v in asdict(task).items() if k not in ("cur_loop",)}
                 experiment = self.storage.update_experiment(eid, {"platform": platform})

@@ -292,4 +292,14 @@ def open_storage(url: str | None = None, options: Mapping[str, Any] | None = Non
 
     url = url or os.environ.get("ALECTIO_STORAGE") or "sqlite:///alectio.db"
     scheme, _ = parse_url(url)
-    return get_storage_factory(scheme)(url, dict(options or {}))
+    factory = get_storage_factory(scheme)
+    try:
+        return factory(url, dict(options or {}))
+    except TypeError as exc:
+        if "abstract" not in str(exc):
+            raise
+        # A backend written for an older alectio: say what it lacks, in one line.
+        raise StorageError(
+            f"the {scheme!r} storage plugin does not implement this alectio's storage interface ({exc}); "
+            "see docs/storage-plugins.md"
+        ) from None

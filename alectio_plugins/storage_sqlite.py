@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -136,10 +136,15 @@ class SQLiteStorage(Storage):
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT (disk full, I/O error) leaves the transaction
+            # open: roll it back, or every later write on this thread's
+            # connection fails; a failing rollback must not hide the cause.
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def _one(self, sql: str, args: tuple, missing: str) -> tuple:
         row = self._db().execute(sql, args).fetchone()
@@ -164,8 +169,14 @@ class SQLiteStorage(Storage):
                 raise ConflictError(f"experiment {eid!r} already exists")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM experiments").fetchone()[0]
             db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, data))
+            # Rows of an id without an experiment can only be orphans (a write
+            # that raced a delete): a new experiment starts from scratch.
+            for table in ("loops", "selections", "results", "output_chunks", "leases"):
+                db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (eid,))
             if pool is not None:  # REPLACE: a pool left by an older version's failed create
                 db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (eid, pool))
+        for key in [k for k in self._states if k[0] == eid]:
+            self._states.pop(key, None)
 
     def get_experiment(self, experiment_id: str) -> dict:
         check_id(experiment_id)

@@ -197,6 +197,9 @@ def test_experiments_delete_asks_first(stored):
 def test_experiments_delete_yes_skips_the_question_and_a_running_loop_refuses(stored):
     db, engine, ran, fresh = stored
     engine.storage.put_loop_state(fresh["id"], 0, {"experiment_id": fresh["id"], "loop": 0, "status": "running"})
+    import time  # a live process runs it: it holds the loop's lease
+
+    engine.storage.write_lease(fresh["id"], 0, {"owner": "server:1:x", "expires_at": time.time() + 60}, None)
     busy = CliRunner().invoke(cli, ["experiments", "delete", fresh["id"], "--yes", "--storage", db])
     assert busy.exit_code == 1
     assert busy.output.strip() == (

@@ -360,3 +360,44 @@ def test_identifiers_with_a_trailing_newline_are_refused(engine, fake_model):
     fake_model("m")
     with pytest.raises(ValidationError, match="invalid experiment id"):
         engine.create_experiment("m", strategy=None, initial=1, loops=1, experiment_id="abc\n")
+
+
+# -- deleting next to leases ---------------------------------------------------------
+
+
+def test_a_loop_left_running_by_a_dead_process_does_not_block_deleting(engine, fake_model):
+    fake_model("deletable")
+    exp = engine.create_experiment("deletable", initial=5, loops=2)
+    # what `alectio run` killed with -9 leaves: running, and no live lease
+    engine.storage.put_loop_state(exp["id"], 0, {"experiment_id": exp["id"], "loop": 0, "status": "running"})
+    engine.delete_experiment(exp["id"])
+    with pytest.raises(NotFoundError):
+        engine.get_experiment(exp["id"])
+
+
+def test_a_loop_another_process_holds_refuses_deleting(engine, fake_model):
+    import time
+
+    fake_model("held")
+    exp = engine.create_experiment("held", initial=5, loops=2)
+    engine.run_loop(exp["id"], 0)
+    # another server holds the done loop (platform mode sending its results again)
+    found = engine.storage.read_lease(exp["id"], 0)
+    engine.storage.write_lease(exp["id"], 0, {"owner": "other:1:x", "expires_at": time.time() + 60}, found and found[1])
+    with pytest.raises(ConflictError, match="loop 0"):
+        engine.delete_experiment(exp["id"])
+    assert engine.get_experiment(exp["id"])["id"] == exp["id"]
+
+
+def test_an_id_deleted_and_created_again_elsewhere_has_its_new_pool(storage, fake_model):
+    from alectio_core.engine import Engine
+
+    fake_model("big", pool=20)
+    fake_model("small", pool=8)
+    here, elsewhere = Engine(storage), Engine(storage)
+    here.create_experiment("big", experiment_id="same", initial=2, strategy=None)
+    here.record_selection("same", 0, [15])  # this process has seen the 20-record pool
+    elsewhere.delete_experiment("same")
+    elsewhere.create_experiment("small", experiment_id="same", initial=2, strategy=None)
+    with pytest.raises(ValidationError, match="index 15 is outside the pool 0..7"):
+        here.record_selection("same", 0, [15])

@@ -360,3 +360,31 @@ def test_concurrent_first_callers_all_get_the_load_error(gated_model):
         f"model {ep.name!r} failed to load: ImportError: No module named 'torchvision'"
     }
     assert ep.loads == 1
+
+
+class OlderStorage:
+    """A storage plugin written for alectio 0.1: its backend lacks the lease methods."""
+
+    @hookimpl
+    def register_storage(self, register):
+        from alectio_core.storage import Storage
+
+        class Old(Storage):  # every 0.1 method, none of the lease ones
+            pass
+
+        for name in set(Storage.__abstractmethods__) - {"read_lease", "write_lease"}:
+            setattr(Old, name, lambda self, *a, **k: None)
+        Old.__abstractmethods__ = frozenset({"read_lease", "write_lease"})
+        register("old", lambda url, options: Old())
+
+
+def test_a_storage_plugin_for_an_older_interface_is_one_line_naming_what_it_lacks(registered):
+    from alectio_core.errors import StorageError
+    from alectio_core.storage import open_storage
+
+    registered("old_storage", OlderStorage())
+    with pytest.raises(StorageError) as info:
+        open_storage("old://x")
+    message = str(info.value)
+    assert "\n" not in message and "'old' storage plugin does not implement" in message
+    assert "read_lease" in message and "write_lease" in message and "docs/storage-plugins.md" in message
