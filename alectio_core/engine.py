@@ -299,9 +299,7 @@ class Engine:
             state = self.storage.get_loop_state(experiment_id, loop)
             ours = state["status"] == "queued" and state.get("owner") == self.leases.owner
             if state["status"] in ("running", "queued") and not ours:
-                state.update(status="failed", stage=None, error="interrupted", finished_at=now())
-                self.storage.put_loop_state(experiment_id, loop, state)
-                log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
+                self.leases.mark_interrupted(experiment_id, loop, state)
         except NotFoundError:
             pass
         except BaseException:

@@ -298,6 +298,13 @@ class Leases:
             return state
         return self._interrupt(experiment_id, loop, found)
 
+    def mark_interrupted(self, experiment_id: str, loop: int, state: dict) -> None:
+        """Store a loop that a dead process left running or queued as failed
+        ("interrupted"); the caller holds its lease."""
+        state.update(status="failed", stage=None, error="interrupted", finished_at=_now())
+        self.storage.put_loop_state(experiment_id, loop, state)
+        log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
+
     def _interrupt(self, experiment_id: str, loop: int, found) -> dict:
         try:
             version = self.storage.write_lease(experiment_id, loop, self._record(), found[1] if found else None)
@@ -306,9 +313,7 @@ class Leases:
         try:
             state = self.storage.get_loop_state(experiment_id, loop)  # fresh: taking the lease drops cached reads
             if state["status"] in ("running", "queued"):
-                state.update(status="failed", stage=None, error="interrupted", finished_at=_now())
-                self.storage.put_loop_state(experiment_id, loop, state)
-                log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
+                self.mark_interrupted(experiment_id, loop, state)
         finally:
             self._give_back(experiment_id, loop, version)
         return state

@@ -17,6 +17,7 @@ from installer import PACKAGES, install_aside, installed_packages  # noqa: F401 
 from alectio_core import plugins
 from alectio_core.engine import Engine
 from alectio_core.storage import open_storage
+from alectio_core.testing import MotoS3
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,3 +75,11 @@ def fake_model():
     yield make
     for name in added:
         registry.models.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    """An S3 server (moto) on 127.0.0.1 over HTTP, one per test module."""
+    server = MotoS3().start()
+    yield server
+    server.stop()

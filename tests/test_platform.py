@@ -19,18 +19,10 @@ from alectio_core.config import parse_config
 from alectio_core.jobs import JobRunner
 from alectio_core.server import create_app
 from alectio_core.storage import open_storage
-from alectio_core.testing import MotoS3
 from alectio_core.tokens import create_token
 
 POOL = 30
 PLATFORM_TOKEN = "platform-secret-123"
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    server = MotoS3().start()
-    yield server
-    server.stop()
 
 
 class StandIn:

@@ -13,7 +13,7 @@ from installer import on_path, pip_install
 
 from alectio_core import plugins
 from alectio_core.storage import open_storage
-from alectio_core.testing import MotoS3, StorageContract
+from alectio_core.testing import StorageContract
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "storage_folder"
 
@@ -38,13 +38,6 @@ class TestSQLiteContract(StorageContract):
 # ----------------------------------------------------------------------
 # s3 against a real S3 server over HTTP
 # ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    server = MotoS3().start()
-    yield server
-    server.stop()
 
 
 class TestS3Contract(StorageContract):

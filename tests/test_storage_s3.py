@@ -30,13 +30,6 @@ from alectio_core.testing import MotoS3, make_chunks, write_chunks
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 
-@pytest.fixture(scope="module")
-def moto_s3():
-    server = MotoS3().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def aws_env(moto_s3, monkeypatch, tmp_path):
     """boto3's standard variables pointing at the moto server, nothing alectio-specific."""

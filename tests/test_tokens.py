@@ -23,7 +23,6 @@ from alectio_core import tokens
 from alectio_core.cli import cli
 from alectio_core.server import create_app
 from alectio_core.storage import open_storage
-from alectio_core.testing import MotoS3
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{40,}$")
 
@@ -274,13 +273,6 @@ def test_a_token_made_by_0_1_0_is_refused_saying_to_make_a_new_one(url):
 
 
 # -- S3: one read by name, and no resurrection --------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    server = MotoS3().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
