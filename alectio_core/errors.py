@@ -110,6 +110,19 @@ class PluginLoadError(PluginError):
         self.index = None
 
 
+class ContributionError(PluginError):
+    """What a plugin contributed (a query strategy, a metrics function)
+    raised or broke its contract. The message names the kind of plugin, the
+    plugin and its distribution, and where it failed; there is no model to
+    blame."""
+
+    def __init__(self, hook: str, message: str):
+        AlectioError.__init__(self, message)
+        self.model = None
+        self.hook = hook
+        self.index = None
+
+
 class StorageError(AlectioError):
     code = "storage_error"
     status = 503

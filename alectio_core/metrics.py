@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import ValidationError
+from .errors import AlectioError, ContributionError, ValidationError
 
 
 def compute_metrics(
@@ -34,7 +34,10 @@ def compute_metrics(
         NaN and infinities become None).
     :raises UnknownTaskError: no plugin registered metrics for ``task``.
     :raises ValidationError: (a ``ValueError``) the lengths differ or there are
-        no records.
+        no records; a ``ValueError`` from the metrics function (the results
+        do not fit the task) is raised as it is.
+    :raises ContributionError: the metrics function raised anything else or
+        returned something other than a dict; the message names its plugin.
     """
     from .plugins import get_metrics_function
 
@@ -46,10 +49,22 @@ def compute_metrics(
         )
     if not predictions:
         raise ValidationError("test returned no records; metrics need at least one prediction and label")
-    result = function(predictions, labels, class_labels=class_labels)
+    try:
+        result = function(predictions, labels, class_labels=class_labels)
+    except (AlectioError, ValueError):
+        raise  # the test results do not fit the task: the model's to fix
+    except Exception as exc:
+        raise _failed(task, function, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(result, dict):
-        raise TypeError(f"the metrics function for task {task!r} must return a dict, got {type(result).__name__}")
+        raise _failed(task, function, f"must return a dict, got {type(result).__name__}")
     return jsonable(result)
+
+
+def _failed(task: str, function: Any, problem: str) -> ContributionError:
+    from .plugins import origin
+
+    where = origin("register_metrics", task, function)
+    return ContributionError("metrics", f"metrics for task {task!r}{where} failed: {problem}")
 
 
 def jsonable(value: Any) -> Any:

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_c
 
 import numpy as np
 
-from .errors import UnknownStrategyError, ValidationError
-from .plugins import TASKS, get_strategies
+from .errors import AlectioError, ContributionError, UnknownStrategyError, ValidationError
+from .plugins import TASKS, get_strategies, origin
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
 
@@ -233,8 +233,14 @@ def select(
     if k == 0:
         return np.empty(0, np.int64)
     rng = np.random.default_rng(seed)
-    picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes))
     name = getattr(strat, "name", repr(strat))
+    try:
+        picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes))
+    except AlectioError:
+        raise
+    except Exception as exc:
+        where = origin("register_strategies", name, strat)
+        raise ContributionError("select", f"strategy {name!r}{where} failed in select: {type(exc).__name__}: {exc}") from exc
     if picked.shape != (k,) or picked.dtype.kind not in "iu":
         raise ValidationError(f"strategy {name!r} returned {picked.shape} {picked.dtype}, expected {k} integer indices")
     if len(np.unique(picked)) != k:

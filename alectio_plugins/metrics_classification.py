@@ -95,7 +95,7 @@ def multilabel_metrics(
     return jsonable(result)
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_metrics(register: Any) -> None:
     """Register ``classification`` and ``multilabel``."""
     register("classification", classification_metrics)

@@ -147,7 +147,7 @@ def detection_metrics(
     )
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_metrics(register: Any) -> None:
     """Register ``object_detection``."""
     register("object_detection", detection_metrics)

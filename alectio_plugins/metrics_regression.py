@@ -47,7 +47,7 @@ def regression_metrics(
     )
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_metrics(register: Any) -> None:
     """Register ``regression``."""
     register("regression", regression_metrics)

@@ -67,7 +67,7 @@ def segmentation_metrics(
     )
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_metrics(register: Any) -> None:
     """Register ``segmentation``."""
     register("segmentation", segmentation_metrics)

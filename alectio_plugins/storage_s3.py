@@ -734,6 +734,6 @@ def open_s3(url: str, options: Mapping[str, Any]) -> S3Storage:
     return S3Storage(bucket, prefix, options)
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_storage(register):
     register("s3", open_s3)

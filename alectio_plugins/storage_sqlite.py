@@ -483,6 +483,6 @@ def open_sqlite(url: str, options: Mapping[str, Any]) -> SQLiteStorage:
     return SQLiteStorage(os.path.expanduser(path))
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_storage(register):
     register("sqlite", open_sqlite)

@@ -115,6 +115,6 @@ class KCenterGreedy:
         return f"<strategy kcenter max_rows={self.max_rows}>"
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_strategies(register: Callable[..., None]) -> None:
     register(KCenterGreedy())

@@ -35,6 +35,6 @@ class Random:
         return "<strategy random>"
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_strategies(register: Callable[..., None]) -> None:
     register(Random())

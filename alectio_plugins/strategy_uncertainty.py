@@ -104,7 +104,7 @@ class Entropy(Uncertainty):
         return np.log1p(e) + a * e / (1 + e)
 
 
-@hookimpl
+@hookimpl(trylast=True)  # a third-party plugin registering the same name is called first, and wins
 def register_strategies(register: Callable[..., None]) -> None:
     register(LeastConfidence())
     register(Margin())

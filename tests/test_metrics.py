@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from alectio_core import plugins
-from alectio_core.errors import UnknownTaskError
+from alectio_core.errors import ContributionError, UnknownTaskError
 from alectio_core.metrics import compute_metrics
 from alectio_plugins import metrics_classification, metrics_detection, metrics_regression, metrics_segmentation
 from alectio_plugins.metrics_classification import classification_metrics, multilabel_metrics
@@ -132,10 +132,10 @@ def test_compute_metrics_makes_a_third_party_result_json_safe(monkeypatch):
     def fake(predictions, labels, *, class_labels=None):
         return {"loss": np.float32("nan"), "n": np.int64(len(labels)), "per": {1: np.array([0.5, np.inf])}}
 
-    monkeypatch.setattr(plugins, "get_metrics", lambda: {"regression": fake})
+    monkeypatch.setattr(plugins.contributions, "get_metrics", lambda: {"regression": fake})
     assert compute_metrics("regression", [1.0], [2.0]) == {"loss": None, "n": 1, "per": {"1": [0.5, None]}}
-    monkeypatch.setattr(plugins, "get_metrics", lambda: {"regression": lambda p, l, class_labels=None: [1]})
-    with pytest.raises(TypeError, match="must return a dict"):
+    monkeypatch.setattr(plugins.contributions, "get_metrics", lambda: {"regression": lambda p, l, class_labels=None: [1]})
+    with pytest.raises(ContributionError, match="metrics for task 'regression' failed: must return a dict, got list"):
         compute_metrics("regression", [1.0], [2.0])
 
 
