@@ -1,0 +1,1 @@
+"""Plugins whose ``register_*`` hooks, strategies and metrics fail."""
