@@ -132,7 +132,10 @@ class PluginSpecs:
 
     # ------------------------------------------------------------------
     # Contributions: each receives a ``register`` callback that validates
-    # what it is given and says how to fix a bad registration.
+    # what it is given and says how to fix a bad registration. Plugins are
+    # called one at a time in pluggy's order and the first registration of
+    # a name wins; built-ins are ``trylast``, so a plugin replaces them. A
+    # hook that raises or returns a value is reported, naming its plugin.
     # ------------------------------------------------------------------
 
     @hookspec
@@ -160,6 +163,9 @@ class PluginSpecs:
 
         Call ``register(task, function)`` where ``function(predictions,
         labels, *, class_labels=None)`` returns a JSON-serialisable dict.
+        It raises ``ValueError`` when the results do not fit the task (that
+        is reported against the model's ``test`` hook); anything else it
+        raises is reported as this plugin's failure.
         """
 
     # ------------------------------------------------------------------
