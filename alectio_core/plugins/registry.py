@@ -70,22 +70,22 @@ class Registry:
                 return self._contributions[hook]
             found: dict[str, Any] = {}
             contributors: dict[str, str] = {}
+
+            def registering(plugin: str) -> Callable[..., None]:
+                def register(*args: Any, **kwargs: Any) -> None:
+                    try:
+                        name, value = validate(*args, **kwargs)
+                    except TypeError as exc:
+                        raise BadRegistration(str(exc)) from None
+                    if name in found:
+                        log.info("%s: %r from plugin %r is shadowed by plugin %r", hook, name, plugin, contributors[name])
+                        return
+                    found[name] = value
+                    contributors[name] = plugin
+
+                return register
+
             for plugin, caller in each_plugin(self.pm, hook):
-
-                def registering(plugin: str) -> Callable[..., None]:
-                    def register(*args: Any, **kwargs: Any) -> None:
-                        try:
-                            name, value = validate(*args, **kwargs)
-                        except TypeError as exc:
-                            raise BadRegistration(str(exc)) from None
-                        if name in found:
-                            log.info("%s: %r from plugin %r is shadowed by plugin %r", hook, name, plugin, contributors[name])
-                            return
-                        found[name] = value
-                        contributors[name] = plugin
-
-                    return register
-
                 try:
                     returned = [r for r in caller(register=registering(plugin)) if r is not None]
                 except BadRegistration as exc:
