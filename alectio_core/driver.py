@@ -6,6 +6,7 @@ an interrupted experiment from its last finished loop.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -116,7 +117,9 @@ def plot_curve(experiment: dict, curve: list[dict], path: str, metric: str | Non
 
     name = headline(experiment, None, metric)[0]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p["labeled"] for p in curve], [(p["metrics"] or {}).get(name) for p in curve], marker="o")
+    values = [(p["metrics"] or {}).get(name) for p in curve]
+    # A loop without the metric is a gap (matplotlib reads None as nan too).
+    ax.plot([p["labeled"] for p in curve], [math.nan if v is None else v for v in values], marker="o")
     ax.set_xlabel("labeled records")
     ax.set_ylabel(name)
     ax.set_title(f"{experiment['model']} — {experiment['strategy']} (experiment {experiment['id']})")

@@ -37,7 +37,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     started: bool = False
-    lease: Lease | None = None  # the loop's, held from submit until the job ends
+    lease: Lease = field(init=False, repr=False)  # the loop's: claimed by submit, held until the job ends
     runs_loop: bool = True  # False: work for a loop already done (its state is not the job's)
 
 
@@ -91,16 +91,17 @@ class JobRunner:
                 )
             busy.finished.wait(5.0)  # its outcome is stored; its thread is returning
             waited = True
+        lease: Lease | None = None
         try:
             # The lease first: another server running this loop makes it 409 before anything is stored.
-            job.lease = self.engine.claim_loop(experiment_id, loop, on_stop=lambda: self._lease_stopped(job))
+            job.lease = lease = self.engine.claim_loop(experiment_id, loop, on_stop=lambda: self._lease_stopped(job))
             if prepare is not None:
                 prepare()
             if runs_loop:
                 self.engine.queue_loop(experiment_id, loop)
         except BaseException:
-            if job.lease is not None:
-                self.engine.leases.release(job.lease)
+            if lease is not None:
+                self.engine.leases.release(lease)
             self._release(job)
             raise
         self._start_workers()

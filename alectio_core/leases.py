@@ -213,7 +213,7 @@ class Leases:
             except ConflictError:
                 found = self.storage.read_lease(lease.experiment_id, lease.loop)
                 if found is None or found[0].get("owner") != self.owner:
-                    holder = (found or ({},))[0].get("owner") or "nobody"
+                    holder = (found[0].get("owner") if found else None) or "nobody"
                     raise LeaseLost(
                         f"loop {lease.loop} of experiment {lease.experiment_id!r} lost its lease (now held by {holder}); "
                         "this attempt stopped without saving"

@@ -52,5 +52,6 @@ class Progress:
         if self.rows is not None:
             self.rows.close()
         if self.loops is not None:
-            self.loops.n = self.loops.total if exc[0] is None else self.loops.n
+            if exc[0] is None and self.loops.total is not None:  # set by __enter__
+                self.loops.n = self.loops.total
             self.loops.close()

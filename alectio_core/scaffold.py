@@ -200,8 +200,8 @@ def collision(name: str) -> str | None:
         owner = metadata.distribution(providers[0])
         return f"the import name {name!r} is already provided by the installed distribution {owner.metadata['Name']} ({owner.version})"
     for ep in metadata.entry_points(group="alectio.models", name=name):
-        owner = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
-        return f"a model named {name!r} is already installed by the distribution {owner}"
+        installer = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+        return f"a model named {name!r} is already installed by the distribution {installer}"
     if name in sys.stdlib_module_names:
         return f"the import name {name!r} is a module of Python's standard library"
     return None

@@ -42,6 +42,7 @@ class Connection:
         if self.writer is not None:
             self.writer.add(index, array)
         else:
+            assert self._db is not None, "add() after close()"
             row = np.ascontiguousarray(array, dtype="<f4").ravel()
             self._db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (int(index), row.tobytes()))
 

@@ -63,7 +63,7 @@ def _greedy(ious: np.ndarray, scores: np.ndarray) -> list[tuple[int, int]]:
 
 def _annotations(images: list, cat: dict[int, int], truth: bool) -> list[dict]:
     """COCO annotations (xywh boxes; 1-based image and category ids)."""
-    anns = []
+    anns: list[dict] = []
     for i, (boxes, objects, scores) in enumerate(images):
         for (x1, y1, x2, y2), c, s in zip(boxes.tolist(), objects.tolist(), scores.tolist()):
             ann = {"image_id": i + 1, "category_id": cat[c], "bbox": [x1, y1, x2 - x1, y2 - y1]}

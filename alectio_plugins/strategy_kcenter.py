@@ -78,6 +78,7 @@ class KCenterGreedy:
                 keys, idx, vals = keys[keep], idx[keep], vals[keep]
                 threshold = float(keys.max())
         check_pool(k, seen)
+        assert vals is not None, "no chunk, so k == 0: a caller asks for k >= 1 (strategies.select)"
         order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index
         return idx[order][self.greedy(_activate(vals[order], task), k, rng)]
 

@@ -24,7 +24,7 @@ PACKAGES = Path(__file__).parent / "packages"
 
 # Build output, caches and environments are not part of a source tree.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache"
 )
 
 
