@@ -86,10 +86,9 @@ def serve(config_path, storage, host, port, log_level):
     from .server.run import serve as run_server
 
     config = _config(config_path, storage)
-    server = config.server
-    host = host or server["host"]
-    port = server["port"] if port is None else port
-    _logging(log_level or server["log_level"])
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    _logging(log_level or config.server.log_level)
     run_server(config, host, port)
 
 
