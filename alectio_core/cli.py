@@ -1,57 +1,23 @@
-"""The ``alectio`` command. Domain errors become one-line messages here and
-nowhere else."""
+"""The ``alectio`` command: the group (the console script's entry point),
+``serve``, ``plugins``, ``run`` and ``init``. The ``token`` and
+``experiments`` groups live in their own modules; the options and the
+error handling they all share are in :mod:`.cli_options`."""
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import sys
 
 import click
 from click.core import ParameterSource
 
 from . import plugins
-from .config import DEFAULT_STORAGE, LOG_LEVELS, Config, load_config
+from .cli_experiments import experiments
+from .cli_options import config_option, domain_errors, one_line, read_config, start_logging, storage_option
+from .cli_tokens import token
+from .config import LOG_LEVELS
 from .errors import AlectioError
 from .strategies import DEFAULT_STRATEGY
-
-
-def one_line(message: str) -> str:
-    """Every error is one line, whatever a plugin's exception held."""
-    return " ".join(message.split())
-
-
-def domain_errors(fn):
-    """Turn alectio's errors into ``Error: ...`` and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AlectioError as exc:
-            raise click.ClickException(one_line(exc.message)) from None
-
-    return wrapper
-
-
-def _config(path: str | None, storage: str | None) -> Config:
-    config = load_config(path)
-    if storage:
-        config.storage = storage
-    return config
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config.yaml to read (default: $ALECTIO_CONFIG or ./config.yaml).")
-storage_option = click.option(
-    "--storage",
-    help=f"Storage URL, e.g. sqlite:///alectio.db or s3://bucket/prefix (default: $ALECTIO_STORAGE, else config.yaml's "
-    f"storage, else {DEFAULT_STORAGE}, the file ./alectio.db).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -85,11 +51,10 @@ def serve(config_path, storage, host, port, log_level):
     """
     from .server.run import serve as run_server
 
-    config = _config(config_path, storage)
-    server = config.server
-    host = host or server["host"]
-    port = server["port"] if port is None else port
-    _logging(log_level or server["log_level"])
+    config = read_config(config_path, storage)
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    start_logging(log_level or config.server.log_level)
     run_server(config, host, port)
 
 
@@ -103,9 +68,6 @@ def list_plugins(show_all):
         rows = [r for r in rows if r.get("distribution") != plugins.BUILTIN_DISTRIBUTION]
     click.echo(json.dumps(rows, indent=2))
 
-
-from .cli_experiments import experiments  # noqa: E402 (these groups import helpers from here)
-from .cli_tokens import token  # noqa: E402
 
 cli.add_command(token)
 cli.add_command(experiments)
@@ -156,8 +118,8 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
 
     if plot:
         check_plot_path(plot)
-    _logging(log_level)
-    config = _config(config_path, storage)
+    start_logging(log_level)
+    config = read_config(config_path, storage)
     engine = Engine(open_storage(config.storage, config.storage_options), config)
     if resume_id:
         ctx = click.get_current_context()
@@ -235,7 +197,3 @@ def init(name, parent):
     if clash:
         click.echo(f"warning: {clash}; installing {root.name} would replace or shadow it (pick another NAME unless that is meant)", err=True)
     click.echo(f"created {root}\nnext: pip install -e {root} && alectio run {name}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    cli(prog_name="alectio")

@@ -7,14 +7,14 @@ import json
 
 import click
 
-from .cli import _config, config_option, domain_errors, storage_option
+from .cli_options import config_option, domain_errors, read_config, storage_option
 
 
 def _engine(config_path, storage):
     from .engine import Engine
     from .storage import open_storage
 
-    config = _config(config_path, storage)
+    config = read_config(config_path, storage)
     return Engine(open_storage(config.storage, config.storage_options), config)
 
 

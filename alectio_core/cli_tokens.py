@@ -12,12 +12,12 @@ import json
 import click
 
 from . import tokens
-from .cli import _config, config_option, domain_errors, storage_option
+from .cli_options import config_option, domain_errors, read_config, storage_option
 from .storage import open_storage
 
 
 def _storage(config_path, storage):
-    config = _config(config_path, storage)
+    config = read_config(config_path, storage)
     return open_storage(config.storage, config.storage_options)
 
 

@@ -1,62 +1,83 @@
 """``config.yaml``: where things are stored, how the server runs, and each
 model's own settings (handed to its hooks as ``config``).
 
-Read with ``yaml.safe_load``; every key is checked against ``SCHEMA`` so a
-typo or a wrong type is an error naming the key and the file.
+Each section is a dataclass below, and its fields are the only place a
+default is written: the server, the leases and platform mode read
+``config.server.lease_seconds``, never a default of their own. One
+converter, :func:`_convert`, reads the file into them, checking every key
+so a typo or a wrong type is an error naming the key and the file.
 
 Lookup order for the file: the ``--config`` option, ``$ALECTIO_CONFIG``,
 then ``./config.yaml`` if present (else built-in defaults). Then
-``$ALECTIO_STORAGE`` overrides ``storage``.
+``$ALECTIO_STORAGE`` overrides ``storage``. :func:`environment` is the one
+place the ``ALECTIO_*`` variables that configure alectio are read.
+
+Why dataclasses and not pydantic-settings: every command reads this
+module, and ``alectio --help`` has 0.3 s in all. Importing pydantic and
+building these models costs ~130 ms, pydantic-settings ~150-270 ms
+(``python -X importtime``, this machine); dataclasses cost nothing more
+(the module is already loaded). Our messages (key, file, did-you-mean)
+would need pydantic's errors translated back anyway, and
+pydantic-settings' nested ``ALECTIO_SERVER__PORT`` variables would add
+environment overrides nobody asked for. What the file holds is three
+flat sections of str/int/float, which one 40-line converter covers.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .errors import ConfigError, did_you_mean
 
 DEFAULT_STORAGE = "sqlite:///alectio.db"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# key -> (type, default). A dict value is a nested section; ``models`` maps
-# model names to free-form sections.
-SCHEMA: dict[str, Any] = {
-    "storage": (str, DEFAULT_STORAGE),
-    "storage_options": (dict, {}),
-    "server": {
-        "host": (str, "127.0.0.1"),
-        "port": (int, 5000),
-        "workers": (int, 2),
-        "threads": (int, 16),
-        "log_level": (str, "info"),
-        "max_body_bytes": (int, 10 * 1024 * 1024),
-        "lease_seconds": (float, 30.0),
-    },
-    "models": (dict, {}),
-    "platform": {
-        "model": (str, None),
-        "backend_url": (str, None),
-        "callback_timeout": (float, 10.0),
-        "callback_retries": (int, 3),
-        "max_selection_bytes": (int, 64 * 1024 * 1024),
-    },
-}
+
+def _rule(test, message: str) -> dict:
+    """A check beyond the type: ``message`` follows the key when ``test`` fails."""
+    return {"rule": (test, message)}
+
+
+@dataclass
+class ServerSettings:
+    """``server:``: how ``alectio serve`` runs."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=5000, metadata=_rule(lambda v: 0 <= v <= 65535, "must be between 0 and 65535"))
+    workers: int = 2  # loops running at once
+    threads: int = 16  # HTTP threads
+    log_level: str = field(default="info", metadata=_rule(lambda v: v.lower() in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}"))
+    max_body_bytes: int = 10 * 1024 * 1024
+    lease_seconds: float = field(default=30.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
+
+
+@dataclass
+class PlatformSettings:
+    """``platform:``: Alectio platform mode (``POST /one_loop``)."""
+
+    model: str | None = None
+    backend_url: str | None = None
+    callback_timeout: float = 10.0
+    callback_retries: int = 3
+    max_selection_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
 class Config:
+    """The whole file, checked (see :func:`parse_config`)."""
+
     storage: str = DEFAULT_STORAGE
-    storage_options: dict = field(default_factory=dict)
-    server: dict = field(default_factory=dict)
-    models: dict = field(default_factory=dict)
-    platform: dict = field(default_factory=dict)
-    source: str | None = None  # the file it came from, for messages
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    models: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
+    source: str | None = field(default=None, metadata={"not_a_key": True})  # the file it came from, for messages
 
     def check_models(self, installed: set[str]) -> None:
         """A section for a model that is not installed is a typo, not a no-op."""
@@ -72,52 +93,97 @@ class Config:
         return copy.deepcopy(self.models.get(name) or {})
 
 
-def _check(value: Any, expected: type, key: str, source: str) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+# ----------------------------------------------------------------------
+# The one converter: the file's mappings into the dataclasses above
+# ----------------------------------------------------------------------
+
+
+def _check(value: Any, kind: Any, key: str, source: str) -> Any:
+    """``value`` as the annotated ``kind`` (str, int, float, X | None, dict[str, X])."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is dict:
+        if value is None:  # `models:` with every entry commented out
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+        if args[1] is Any:
+            return value
+        return {name: _check(item, args[1], f"{key}.{name}", source) for name, item in value.items()}
+    if value is None:  # `port:` with nothing after it
+        raise ConfigError(f"{source}: key {key!r} must be {kind.__name__}, got no value")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: key {key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: key {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
-def _section(data: Any, schema: dict, prefix: str, source: str) -> dict:
+def _convert(cls: type, data: Any, prefix: str, source: str) -> Any:
+    """An instance of the dataclass ``cls`` from the mapping ``data``; keys
+    it leaves out keep their defaults."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: key {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(schema))
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("not_a_key")}
+    unknown = sorted(str(key) for key in set(data) - set(known))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix + str(unknown[0])!r}{did_you_mean(str(unknown[0]), schema)}; "
-            f"known keys: {', '.join(sorted(schema))}"
+            f"{source}: unknown key {prefix + unknown[0]!r}{did_you_mean(unknown[0], known)}; known keys: {', '.join(sorted(known))}"
         )
-    out = {}
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            out[key] = _section(data.get(key), spec, f"{prefix}{key}.", source)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in known.items():  # in declaration order, so the first bad key is always the same one
+        if name not in data:
             continue
-        expected, default = spec
-        value = data.get(key, copy.deepcopy(default))
-        out[key] = value if value is None else _check(value, expected, prefix + key, source)
-    return out
+        key, kind = prefix + name, hints[name]
+        if is_dataclass(kind):
+            values[name] = _convert(kind, data[name], key + ".", source)
+            continue
+        values[name] = value = _check(data[name], kind, key, source)
+        test, message = spec.metadata.get("rule", (None, ""))
+        if test is not None and not test(value):
+            raise ConfigError(f"{source}: key {key!r} {message}")
+    return cls(**values)
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
-    values = _section(data, SCHEMA, "", source)
-    for name, section in values["models"].items():
-        if section is not None and not isinstance(section, dict):
-            raise ConfigError(f"{source}: key 'models.{name}' must be a mapping of the model's settings")
-    if values["server"]["log_level"].lower() not in LOG_LEVELS:
-        raise ConfigError(f"{source}: key 'server.log_level' must be one of {', '.join(LOG_LEVELS)}")
-    if not values["server"]["lease_seconds"] > 0:
-        raise ConfigError(f"{source}: key 'server.lease_seconds' must be > 0")
-    if not 0 <= values["server"]["port"] <= 65535:
-        raise ConfigError(f"{source}: key 'server.port' must be between 0 and 65535")
-    return Config(source=source, **values)
+    config = _convert(Config, data, "", source)
+    config.source = source
+    return config
+
+
+# ----------------------------------------------------------------------
+# The environment and the file
+# ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The ``ALECTIO_*`` variables that configure alectio (an empty one is unset)."""
+
+    config: str | None  # $ALECTIO_CONFIG: the config file
+    storage: str | None  # $ALECTIO_STORAGE: overrides config.yaml's storage
+    home: Path  # $ALECTIO_HOME: the server's first-token file goes here (~/.alectio)
+
+
+def environment() -> Environment:
+    """Read now, not at import: tests and wrappers set them per run."""
+    return Environment(
+        config=os.environ.get("ALECTIO_CONFIG") or None,
+        storage=os.environ.get("ALECTIO_STORAGE") or None,
+        home=Path(os.environ.get("ALECTIO_HOME") or Path("~/.alectio").expanduser()),
+    )
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
-    explicit = path or os.environ.get("ALECTIO_CONFIG")
+    env = environment()
+    explicit = path or env.config
     if explicit:
         file = Path(explicit)
         if not file.is_file():
@@ -125,6 +191,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     else:
         file = Path("config.yaml")
     if file.is_file():
+        import yaml  # only when there is a file: the defaults need none of it
+
         try:
             data = yaml.safe_load(file.read_text())
         except yaml.YAMLError as exc:  # its str() is a multi-line trace: keep the line and the problem
@@ -134,6 +202,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         config = parse_config(data, str(file))
     else:
         config = parse_config({}, "defaults")
-    if os.environ.get("ALECTIO_STORAGE"):
-        config.storage = os.environ["ALECTIO_STORAGE"]
+    if env.storage:
+        config.storage = env.storage
     return config

@@ -26,7 +26,7 @@ import numpy as np
 from . import plugins
 from .config import Config
 from .errors import AlectioError, ConflictError, LoopCancelled, NotFoundError, PluginError, StorageError, ValidationError
-from .leases import DEFAULT_TTL, Lease, LeaseLost, Leases
+from .leases import Lease, LeaseLost, Leases
 from .outputs import DEFAULT_CHUNK_ROWS, OutputWriter, current_writer
 from .storage import Storage, check_id, check_loop
 from .strategies import DEFAULT_STRATEGY
@@ -66,7 +66,7 @@ class Engine:
         if self.config.models:
             self.config.check_models(plugins.model_names())
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
-        self.leases = Leases(storage, ttl=float((self.config.server or {}).get("lease_seconds") or DEFAULT_TTL))
+        self.leases = Leases(storage, ttl=self.config.server.lease_seconds)
 
     # ------------------------------------------------------------------
     # Experiments and selections

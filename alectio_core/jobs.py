@@ -44,7 +44,7 @@ class Job:
 class JobRunner:
     """Runs loop jobs on at most ``workers`` threads."""
 
-    def __init__(self, engine: Engine, workers: int = 2):
+    def __init__(self, engine: Engine, workers: int):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.engine = engine

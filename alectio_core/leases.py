@@ -36,8 +36,6 @@ from .errors import AlectioError, ConflictError, LoopCancelled, StorageError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL = 30.0
-
 
 class LoopBusy(ConflictError):
     """Another live process holds the loop's lease."""
@@ -91,7 +89,7 @@ class Leases:
     """This process's leases on one storage: taking, renewing, giving back,
     and the reading side (is a loop someone else's, or interrupted?)."""
 
-    def __init__(self, storage, ttl: float = DEFAULT_TTL):
+    def __init__(self, storage, ttl: float):
         if ttl <= 0:
             raise ValueError("lease seconds must be > 0")
         self.storage, self.ttl = storage, float(ttl)

@@ -264,15 +264,14 @@ class Platform:
 
     def __init__(self, engine: Engine, config: Config, submit: Callable[..., Any], backoff: float = 0.5):
         self.engine, self.storage = engine, engine.storage
-        defaults = {"model": None, "backend_url": None, "callback_timeout": 10.0, "callback_retries": 3, "max_selection_bytes": 64 * 2**20}
-        self.settings = {**defaults, **(config.platform or {})}
-        self.options = dict(config.storage_options or {})
+        self.settings = config.platform
+        self.options = dict(config.storage_options)
         self.submit = submit  # JobRunner.submit
         self.backoff = backoff
         self._lock = threading.Lock()
 
     def _check_configured(self) -> tuple[str, str]:
-        model, backend = self.settings.get("model"), self.settings.get("backend_url")
+        model, backend = self.settings.model, self.settings.backend_url
         missing = [k for k, v in (("platform.model", model), ("platform.backend_url", backend)) if not v]
         if missing:
             raise ConfigError(f"platform mode needs {' and '.join(missing)} in config.yaml")
@@ -354,7 +353,7 @@ class Platform:
         return {"experiment_id": eid, "loop": loop, "status": "done", "sending_again": ["export", "callback"] if export else ["callback"]}
 
     def _selection(self, bucket: PlatformBucket, loop: int) -> np.ndarray:
-        return bucket.read_selection(loop, int(self.settings["max_selection_bytes"]))
+        return bucket.read_selection(loop, self.settings.max_selection_bytes)
 
     def run(self, task: Task, cancel: threading.Event | None = None) -> dict:
         """The job: the loop, the export, the callback."""
@@ -429,16 +428,16 @@ class Platform:
 
     def callback(self, task: Task) -> tuple[int, str | None]:
         """POST end_of_task; returns (attempts made, last error or None)."""
-        url = self.settings["backend_url"].rstrip("/") + "/end_of_task"
+        url = self.settings.backend_url.rstrip("/") + "/end_of_task"
         body = {k: getattr(task, k) for k in ("experiment_id", "project_id", "user_id", "n_rec", "n_loop")}
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get(TOKEN_VARIABLE, '')}"}
-        total = 1 + max(0, int(self.settings["callback_retries"]))
+        total = 1 + max(0, self.settings.callback_retries)
         error = None
         for attempt in range(1, total + 1):
             request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=float(self.settings["callback_timeout"])) as response:
+                with urllib.request.urlopen(request, timeout=self.settings.callback_timeout) as response:
                     response.read()
                 log.info("end_of_task sent for %s loop %d (attempt %d)", task.prefix, task.cur_loop, attempt)
                 return attempt, None

@@ -288,9 +288,10 @@ def open_storage(url: str | None = None, options: Mapping[str, Any] | None = Non
 
     ``url`` defaults to ``$ALECTIO_STORAGE`` or ``sqlite:///./alectio.db``.
     """
+    from .config import DEFAULT_STORAGE, environment
     from .plugins import get_storage_factory
 
-    url = url or os.environ.get("ALECTIO_STORAGE") or "sqlite:///alectio.db"
+    url = url or environment().storage or DEFAULT_STORAGE
     scheme, _ = parse_url(url)
     factory = get_storage_factory(scheme)
     try:

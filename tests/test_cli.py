@@ -228,3 +228,60 @@ def test_init_warns_when_the_package_collides_with_an_installed_one(tmp_path):
     assert same_model.stderr.startswith(
         "warning: a model named 'digits_lr' is already installed by the distribution alectio-test-digits;"
     )
+
+
+# -- the command modules: no import cycle, one entry point ----------------------------
+
+
+def _module_level_imports(path, package="alectio_core"):
+    """The alectio_core modules that ``path`` imports when it is imported
+    (imports inside functions run later, once every module is loaded)."""
+    import ast
+
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(f"{package}.{node.module}")
+            else:
+                found.update(f"{package}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith(package + "."))
+    return found
+
+
+def test_no_cli_module_imports_one_that_imports_it_back():
+    from pathlib import Path
+
+    import alectio_core
+
+    root = Path(alectio_core.__file__).parent
+    graph = {f"alectio_core.{p.stem}": _module_level_imports(p) for p in root.glob("*.py")}
+    for module in (m for m in graph if m.split(".")[-1].startswith("cli")):
+        seen, todo = set(), list(graph[module])
+        while todo:
+            name = todo.pop()
+            assert name != module, f"{module} imports a module that imports it back"
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph.get(name, ()))
+
+
+def test_each_command_module_imports_on_its_own():
+    import subprocess
+    import sys
+
+    for module, command in (("cli_tokens", "token"), ("cli_experiments", "experiments")):
+        code = f"import alectio_core.{module} as m; print(m.{command}.name)"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == command
+
+
+def test_the_console_script_is_the_click_group():
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="alectio")
+    assert script.value == "alectio_core.cli:cli" and script.load() is cli

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from alectio_core.cli import cli
 from alectio_core.config import load_config
 from alectio_core.errors import ConfigError
 
@@ -20,7 +22,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
     config = load_config()
     assert config.storage == "sqlite:///alectio.db"
-    assert config.server["host"] == "127.0.0.1" and config.server["port"] == 5000
+    assert config.server.host == "127.0.0.1" and config.server.port == 5000
     assert config.model_config("anything") == {}
 
 
@@ -32,7 +34,7 @@ def test_values_model_sections_and_env_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
     monkeypatch.setenv("ALECTIO_CONFIG", str(path))
     config = load_config()
-    assert config.storage == "sqlite:///x.db" and config.server["port"] == 8080
+    assert config.storage == "sqlite:///x.db" and config.server.port == 8080
     section = config.model_config("digits_lr")
     assert section == {"max_iter": 50, "layers": [1, 2]}
     section["max_iter"] = 1  # a hook changing its config does not change the next loop's
@@ -54,6 +56,13 @@ def test_values_model_sections_and_env_overrides(tmp_path, monkeypatch):
         ("server:\n  log_level: loud\n", "key 'server.log_level' must be one of"),
         ("server:\n  lease_seconds: 0\n", "key 'server.lease_seconds' must be > 0"),
         ("server:\n  lease_seconds: soon\n", "key 'server.lease_seconds' must be float"),
+        ("server:\n  port:\n", "key 'server.port' must be int, got no value"),  # was None, crashing later
+        ("storage:\n", "key 'storage' must be str, got no value"),
+        ("storage_options: [1]\n", "key 'storage_options' must be a mapping, got list"),
+        ("platform:\n  callback_retries: '3'\n", "key 'platform.callback_retries' must be int, got str '3'"),
+        ("platform:\n  max_selection_bytes: 1.5\n", "key 'platform.max_selection_bytes' must be int, got float 1.5"),
+        ("platform:\n  backend_url: 8080\n", "key 'platform.backend_url' must be str, got int 8080"),
+        ("platform:\n  modle: x\n", r"unknown key 'platform.modle' \(did you mean 'model'\?\)"),
         ("a: [\n", "not valid YAML"),
         ("!!python/object:os.system {}\n", "not valid YAML"),  # safe_load refuses objects
     ],
@@ -65,16 +74,82 @@ def test_bad_files_name_the_key_and_the_file(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+def test_sections_are_typed_objects_with_their_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
+    config = load_config(write(tmp_path, "server:\n  lease_seconds: 5\nplatform:\n  model: m\n"))
+    assert config.server.lease_seconds == 5.0 and isinstance(config.server.lease_seconds, float)
+    assert config.server.workers == 2 and config.server.port == 5000
+    assert config.platform.model == "m" and config.platform.backend_url is None
+    assert config.platform.callback_retries == 3
+
+
+def test_a_default_defined_once_is_what_the_server_leases_and_platform_see(tmp_path, monkeypatch):
+    """Sections left out of the file (and a hand-made Config) get the
+    defaults declared in config.py: the server, the leases and platform
+    mode read those, with no defaults of their own."""
+    from dataclasses import fields
+
+    from alectio_core.config import Config, PlatformSettings, ServerSettings
+    from alectio_core.server import create_app
+    from alectio_core.server.platform import _platform
+
+    server = {f.name: f.default for f in fields(ServerSettings)}
+    platform = {f.name: f.default for f in fields(PlatformSettings)}
+    monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
+    from_file = load_config(write(tmp_path, "server:\n  host: 0.0.0.0\nplatform:\n  model: m\n"))
+    for config in (from_file, Config()):
+        app = create_app(config, storage=f"sqlite:///{tmp_path}/a.db")
+        ctx = app.extensions["alectio"]
+        assert app.config["MAX_CONTENT_LENGTH"] == server["max_body_bytes"]
+        assert ctx["runner"].workers == server["workers"]
+        assert ctx["engine"].leases.ttl == server["lease_seconds"]
+        with app.app_context():
+            seen = _platform().settings
+        for key in ("callback_timeout", "callback_retries", "max_selection_bytes"):
+            assert getattr(seen, key) == platform[key], key
+        ctx["runner"].shutdown()
+
+
+def test_a_value_from_the_file_reaches_the_server_and_the_leases(tmp_path, monkeypatch):
+    from alectio_core.server import create_app
+
+    monkeypatch.delenv("ALECTIO_STORAGE", raising=False)
+    config = load_config(write(tmp_path, "server:\n  workers: 3\n  lease_seconds: 4\n  max_body_bytes: 1000\n"))
+    app = create_app(config, storage=f"sqlite:///{tmp_path}/a.db")
+    ctx = app.extensions["alectio"]
+    assert (ctx["runner"].workers, ctx["engine"].leases.ttl, app.config["MAX_CONTENT_LENGTH"]) == (3, 4.0, 1000)
+    ctx["runner"].shutdown()
+
+
+def test_the_environment_wins_over_the_file(tmp_path, monkeypatch):
+    """$ALECTIO_STORAGE beats config.yaml's storage everywhere a storage is
+    opened; --storage beats both; $ALECTIO_CONFIG names the file."""
+    from alectio_core.config import environment
+    from alectio_core.storage import open_storage
+
+    path = write(tmp_path, f"storage: sqlite:///{tmp_path}/file.db\nserver:\n  port: 8080\n")
+    monkeypatch.setenv("ALECTIO_CONFIG", str(path))
+    monkeypatch.setenv("ALECTIO_STORAGE", f"sqlite:///{tmp_path}/env.db")
+    assert environment().config == str(path)
+    config = load_config()
+    assert config.storage == f"sqlite:///{tmp_path}/env.db" and config.server.port == 8080
+    assert open_storage().path.name == "env.db"
+    listed = CliRunner().invoke(cli, ["token", "create", "--name", "ci"])
+    assert listed.exit_code == 0, listed.output
+    assert (tmp_path / "env.db").exists() and not (tmp_path / "file.db").exists()
+    given = CliRunner().invoke(cli, ["token", "create", "--name", "ci", "--storage", f"sqlite:///{tmp_path}/flag.db"])
+    assert given.exit_code == 0, given.output
+    assert (tmp_path / "flag.db").exists() and not (tmp_path / "file.db").exists()
+    monkeypatch.setenv("ALECTIO_HOME", str(tmp_path / "home"))
+    assert environment().home == tmp_path / "home"
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config file '.*nope.yaml' not found"):
         load_config(tmp_path / "nope.yaml")
 
 
 # -- typos below the top level, as `alectio run` shows them --------------------------
-
-from click.testing import CliRunner  # noqa: E402
-
-from alectio_core.cli import cli  # noqa: E402
 
 
 def run_with(tmp_path, text, model="digits_lr"):

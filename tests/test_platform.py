@@ -506,8 +506,8 @@ def test_a_selection_over_max_selection_bytes_is_refused_naming_the_file_and_the
 
 
 def test_the_size_limit_is_a_config_setting():
-    assert parse_config({}).platform["max_selection_bytes"] == 64 * 2**20
-    assert parse_config({"platform": {"max_selection_bytes": 1000}}).platform["max_selection_bytes"] == 1000
+    assert parse_config({}).platform.max_selection_bytes == 64 * 2**20
+    assert parse_config({"platform": {"max_selection_bytes": 1000}}).platform.max_selection_bytes == 1000
 
 
 def test_initial_counts_unique_indices(make_client, seed_bucket, stand_in):

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..config import Config, parse_config
+from ..config import Config
 from ..engine import Engine
 from ..errors import AlectioError
 from ..jobs import JobRunner
@@ -44,11 +44,10 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     verifier.
     """
     config = config or Config()
-    server = {**parse_config({}).server, **config.server}  # defaults for keys a hand-made Config lacks
     if storage is None or isinstance(storage, str):
         storage = open_storage(storage or config.storage, config.storage_options)
     app = Flask("alectio", static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = server["max_body_bytes"]
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     engine = Engine(storage, config)
     if recover:
         engine.recover_interrupted()
@@ -56,7 +55,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         "config": config,
         "storage": storage,
         "engine": engine,
-        "runner": JobRunner(engine, workers=server["workers"]),
+        "runner": JobRunner(engine, workers=config.server.workers),
         "tokens": TokenVerifier(storage),
     }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from ..config import Config, parse_config
+from ..config import Config, environment
 from ..errors import ConfigError
 from . import create_app
 from .logs import log_in_background, quiet_waitress_queue
@@ -70,8 +70,7 @@ def serve(config: Config, host: str, port: int) -> None:
         previous = signal.signal(signal.SIGTERM, stop)
         gc.collect()
         gc.freeze()
-        threads = {**parse_config({}).server, **config.server}["threads"]
-        waitress.serve(app, host=host, port=port, threads=threads, ident="alectio")
+        waitress.serve(app, host=host, port=port, threads=config.server.threads, ident="alectio")
     finally:
         if app is not None:
             app.extensions["alectio"]["runner"].shutdown()
@@ -82,8 +81,7 @@ def serve(config: Config, host: str, port: int) -> None:
 
 
 def first_token_file() -> Path:
-    home = os.environ.get("ALECTIO_HOME") or os.path.join(os.path.expanduser("~"), ".alectio")
-    return Path(home) / "first-token"
+    return environment().home / "first-token"
 
 
 def write_private(path: Path, text: str) -> None:
