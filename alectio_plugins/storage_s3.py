@@ -702,12 +702,6 @@ class S3OutputSink(OutputSink):
         manifest = {"chunks": self.seq, "rows": self.rows, "width": self.width, "format": "npy"}
         self.storage._put_json(f"{self.folder}/manifest.json", manifest)
 
-    def abort(self) -> None:
-        try:
-            self.storage._delete_prefix(self.folder + "/")
-        except StorageError as exc:
-            log.warning("could not remove aborted outputs %s: %s", self.folder, exc)
-
 
 def open_s3(url: str, options: Mapping[str, Any]) -> S3Storage:
     scheme, rest = parse_url(url)
