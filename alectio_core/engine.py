@@ -53,7 +53,7 @@ class Engine:
         self.leases = Leases(storage, ttl=float((self.config.server or {}).get("lease_seconds") or DEFAULT_TTL))
 
     # ------------------------------------------------------------------
-    # Experiments and selections
+    # Experiments
     # ------------------------------------------------------------------
 
     def create_experiment(
@@ -151,7 +151,9 @@ class Engine:
         # process too) may come back with another pool.
         return int(self.get_experiment(experiment_id)["pool_size"])
 
-    # Which records each loop labels: the rules are in .selections.
+    # ------------------------------------------------------------------
+    # Selections: which records each loop labels (the rules: .selections)
+    # ------------------------------------------------------------------
 
     def selections(self, experiment_id: str, upto: int) -> list[np.ndarray]:
         """Selections of loops 0..upto that exist."""
