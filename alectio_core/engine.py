@@ -9,9 +9,9 @@ query strategy picks loop k+1's selection.
 The server, the CLI and platform mode all drive loops through
 :class:`Engine`; a failed hook fails the loop (recorded, with the message),
 never the caller's process. Here: the experiment-level operations and the
-loops' lifecycle (queue, claim, recover, run); one loop's stages are in
-:mod:`.loop_run`, the selection rules in :mod:`.selections`, the checks on
-what hooks return in :mod:`.hook_results`.
+loops' lifecycle (queue, claim, recover, run); their rules are in
+:mod:`.lifecycle` and :mod:`.selections`, one loop's stages in
+:mod:`.loop_run`, the checks on what hooks return in :mod:`.hook_results`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import plugins
+from . import lifecycle, plugins
 from . import selections as chosen
 from .clock import now
 from .config import Config
@@ -117,19 +117,6 @@ class Engine:
         done = [s for s in self.storage.list_loop_states(experiment["id"]) if s["status"] == "done"]
         return dict(experiment, loops_done=len(done), latest_metrics=done[-1].get("metrics") if done else None)
 
-    def active_loops(self, experiment_id: str) -> list[dict]:
-        """The experiment's loops that a live process is running or about to
-        run, or holds for other work (platform mode sending results again).
-        A loop left ``running`` by a process whose lease expired is not one:
-        it is reported interrupted instead of blocking for ever."""
-        busy = []
-        for state in self.loop_states(experiment_id):
-            if state["status"] in ("queued", "running"):
-                busy.append(state)
-            elif self.leases.held(experiment_id, state["loop"]):
-                busy.append(dict(state, status="busy"))  # e.g. platform mode sending its results again
-        return busy
-
     def delete_experiment(self, experiment_id: str) -> int:
         """Delete the experiment and everything stored for it; return how
         many loops it had finished. ``ConflictError`` while a loop is queued
@@ -181,96 +168,39 @@ class Engine:
         return chosen.pick_next(self.storage, experiment, loop, attempt)
 
     # ------------------------------------------------------------------
-    # Loop state
+    # Loop state (the rules: .lifecycle)
     # ------------------------------------------------------------------
 
     def get_loop(self, experiment_id: str, loop: int) -> dict:
         """The loop's state; ``running`` or ``queued`` only while a live
         process holds its lease (else failed, "interrupted")."""
-        state = self.storage.get_loop_state(check_id(experiment_id), check_loop(loop))
-        return self._current(experiment_id, loop, state)
+        return lifecycle.get_loop(self.storage, self.leases, experiment_id, loop)
 
     def loop_states(self, experiment_id: str) -> list[dict]:
         """Every loop's state, as ``get_loop`` reports it."""
-        return [self._current(experiment_id, s["loop"], s) for s in self.storage.list_loop_states(experiment_id)]
+        return lifecycle.loop_states(self.storage, self.leases, experiment_id)
 
-    def _current(self, experiment_id: str, loop: int, state: dict) -> dict:
-        if state.get("status") in ("running", "queued"):
-            return self.leases.observe(experiment_id, loop, state)
-        return state
+    def active_loops(self, experiment_id: str) -> list[dict]:
+        """Loops a live process is running, about to run, or holds for other work."""
+        return lifecycle.active_loops(self.storage, self.leases, experiment_id)
 
     def next_loop(self, experiment_id: str) -> int:
         """The first loop that is not done."""
-        done = [s["loop"] for s in self.storage.list_loop_states(experiment_id) if s["status"] == "done"]
-        return max(done) + 1 if done else 0
+        return lifecycle.next_loop(self.storage, experiment_id)
 
     def queue_loop(self, experiment_id: str, loop: int) -> dict:
-        """Mark a loop queued (the server does this before a worker starts
-        it, holding the loop's lease from ``claim_loop``)."""
-        self._check_startable(experiment_id, loop)
-        state = {
-            "experiment_id": experiment_id,
-            "loop": loop,
-            "status": "queued",
-            "stage": None,
-            "queued_at": now(),
-            "owner": self.leases.owner,
-        }
-        self.storage.put_loop_state(experiment_id, loop, state)
-        return state
+        """Mark a loop queued (the caller holds its lease from ``claim_loop``)."""
+        return lifecycle.queue_loop(self.storage, self.leases, experiment_id, loop)
 
     def claim_loop(self, experiment_id: str, loop: int, on_stop: Callable[[], None] | None = None) -> Lease:
-        """Take the loop's lease for this process (see :mod:`.leases`):
-        ``LoopBusy`` (409) when another live process holds it. A ``running``
-        or ``queued`` state that a process whose lease expired left behind is
-        marked failed ("interrupted") first. Give it back with
-        ``self.leases.release(lease)``."""
-        lease = self.leases.acquire(experiment_id, loop, on_stop)
-        if lease.users > 1:
-            return lease  # this process holds it already (queued by the job runner)
-        try:
-            state = self.storage.get_loop_state(experiment_id, loop)
-            ours = state["status"] == "queued" and state.get("owner") == self.leases.owner
-            if state["status"] in ("running", "queued") and not ours:
-                self.leases.mark_interrupted(experiment_id, loop, state)
-        except NotFoundError:
-            pass
-        except BaseException:
-            self.leases.release(lease)
-            raise
-        return lease
-
-    def _check_startable(self, experiment_id: str, loop: int, queued_ok: bool = False) -> None:
-        self.get_experiment(experiment_id)
-        if loop > 0:
-            try:
-                previous = self.storage.get_loop_state(experiment_id, loop - 1)
-            except NotFoundError:
-                previous = {"status": "not started"}
-            if previous["status"] != "done":
-                raise ConflictError(f"loop {loop} needs loop {loop - 1} done first (it is {previous['status']})")
-        try:
-            state = self.storage.get_loop_state(experiment_id, loop)
-        except NotFoundError:
-            return
-        busy = ("running", "done") if queued_ok else ("running", "queued", "done")
-        if state["status"] in busy:
-            raise ConflictError(f"loop {loop} of experiment {experiment_id!r} is already {state['status']}")
+        """Take the loop's lease for this process (``LoopBusy`` when another
+        live process holds it); give it back with ``self.leases.release(lease)``."""
+        return lifecycle.claim_loop(self.storage, self.leases, experiment_id, loop, on_stop)
 
     def recover_interrupted(self, experiment_id: str | None = None) -> list[tuple[str, int]]:
-        """Mark loops left ``running`` or ``queued`` by a process whose lease
-        expired (or by a version without leases) as failed ("interrupted");
-        loops a live process holds are left alone. Server start-up and
-        ``alectio run --resume`` call it."""
-        recovered = []
-        experiments = [self.get_experiment(experiment_id)] if experiment_id else self.storage.list_experiments()
-        for experiment in experiments:
-            for state in self.storage.list_loop_states(experiment["id"]):
-                if state["status"] in ("running", "queued"):
-                    after = self.leases.observe(experiment["id"], state["loop"], state)
-                    if after["status"] == "failed" and after.get("error") == "interrupted":
-                        recovered.append((experiment["id"], state["loop"]))
-        return recovered
+        """Mark loops a dead process left ``running`` or ``queued`` failed
+        ("interrupted"); server start-up and ``alectio run --resume`` call it."""
+        return lifecycle.recover_interrupted(self.storage, self.leases, experiment_id)
 
     # ------------------------------------------------------------------
     # One loop
@@ -300,7 +230,7 @@ class Engine:
         try:
             if lease.running:
                 raise ConflictError(f"loop {loop} of experiment {experiment_id!r} is already running")
-            self._check_startable(experiment_id, loop, queued_ok=True)
+            lifecycle.check_startable(self.storage, experiment_id, loop, queued_ok=True)
             experiment = self.get_experiment(experiment_id)
             if loop == 0 and not self.has_selection(experiment_id, 0):
                 self.initial_selection(experiment_id)
