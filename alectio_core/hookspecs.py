@@ -12,9 +12,12 @@ arguments"); new arguments are only ever added, so old plugins keep working.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import pluggy
+
+if TYPE_CHECKING:  # numpy loads with the writer: not on `import alectio_core`
+    from .outputs import OutputWriter
 
 PROJECT = "alectio"
 
@@ -83,7 +86,7 @@ class ModelSpecs:
         loop: int,
         config: Mapping[str, Any],
         payload: Mapping[str, Any],
-        writer: Any,
+        writer: OutputWriter,
     ) -> Optional[Mapping[str, Any]]:
         """Score every unlabeled record with this loop's checkpoint.
 

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .engine import Engine, now
+from .clock import now
+from .engine import Engine
 from .errors import AlectioError, ConflictError, NotFoundError
 from .leases import Lease, LeaseLost
 

@@ -29,9 +29,9 @@ import threading
 import time
 import uuid
 from contextlib import suppress
-from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .clock import now
 from .errors import AlectioError, ConflictError, LoopCancelled, StorageError
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ class LoopBusy(ConflictError):
 
 class LeaseLost(ConflictError):
     """Another process took over this process's (expired) lease."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def live(record: dict | None) -> bool:
@@ -63,7 +59,7 @@ class Lease:
         self.valid_until = valid_until  # time.monotonic() past which storage may think it expired
         self.lock = threading.Lock()  # one renewal or commit at a time
         self.users = 0
-        self.running = False  # a _LoopRun is executing under it
+        self.running = False  # a LoopRun is executing under it
         self.lost: AlectioError | None = None
         self.cancel_requested = False
         self.on_stop: list[Callable[[], None]] = []  # called when lost or asked to cancel
@@ -103,7 +99,7 @@ class Leases:
         self._settling = False
 
     def _record(self, cancel_requested: bool = False) -> dict:
-        return {"owner": self.owner, "expires_at": time.time() + self.ttl, "renewed_at": _now(), "cancel_requested": cancel_requested}
+        return {"owner": self.owner, "expires_at": time.time() + self.ttl, "renewed_at": now(), "cancel_requested": cancel_requested}
 
     # -- taking and giving back -------------------------------------------------
 
@@ -170,7 +166,7 @@ class Leases:
         try:
             for _ in range(5):
                 try:
-                    self.storage.write_lease(experiment_id, loop, {"owner": None, "expires_at": 0, "released_at": _now()}, version)
+                    self.storage.write_lease(experiment_id, loop, {"owner": None, "expires_at": 0, "released_at": now()}, version)
                     return
                 except ConflictError:
                     found = self.storage.read_lease(experiment_id, loop)
@@ -299,7 +295,7 @@ class Leases:
     def mark_interrupted(self, experiment_id: str, loop: int, state: dict) -> None:
         """Store a loop that a dead process left running or queued as failed
         ("interrupted"); the caller holds its lease."""
-        state.update(status="failed", stage=None, error="interrupted", finished_at=_now())
+        state.update(status="failed", stage=None, error="interrupted", finished_at=now())
         self.storage.put_loop_state(experiment_id, loop, state)
         log.warning("experiment %s loop %d was interrupted (its lease expired); marked failed", experiment_id, loop)
 

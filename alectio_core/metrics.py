@@ -8,7 +8,7 @@ built-in metrics plugins share; third-party metrics plugins may use them too.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -67,19 +67,26 @@ def _failed(task: str, function: Any, problem: str) -> ContributionError:
     return ContributionError("metrics", f"metrics for task {task!r}{where} failed: {problem}")
 
 
-def jsonable(value: Any) -> Any:
-    """Turn numpy scalars and arrays into Python values and NaN/inf into None,
-    recursively; dict keys become strings."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
+def jsonable(value: Any, *, nan_to_none: bool = True) -> Any:
+    """numpy scalars and arrays -> Python values, recursively: mappings become
+    dicts with string keys, tuples lists. NaN and infinities become None,
+    unless ``nan_to_none=False`` (then they stay, for a JSON encoder to refuse)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, nan_to_none=nan_to_none) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        plain = value.tolist()  # Python values in nested lists, at C speed
+        numbers = value.dtype.kind in "biu" or (value.dtype.kind == "f" and (not nan_to_none or np.isfinite(value).all()))
+        return plain if numbers else jsonable(plain, nan_to_none=nan_to_none)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, nan_to_none=nan_to_none) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) or not nan_to_none else None
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 

@@ -52,9 +52,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from .clock import now
 from .config import Config
-from .engine import Engine, as_indices, now
+from .engine import Engine
 from .errors import ConfigError, ConflictError, NotFoundError, StorageError, TooLargeError, ValidationError
+from .hook_results import as_indices
 from .storage import check_id, check_loop
 
 log = logging.getLogger(__name__)

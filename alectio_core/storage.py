@@ -78,9 +78,6 @@ class OutputSink(ABC):
     def close(self) -> None:
         """All chunks are written (they stay invisible until the commit)."""
 
-    def abort(self) -> None:
-        """Drop what was written (best effort)."""
-
 
 class Storage(ABC):
     """A storage backend. Implementations are safe to share between threads."""

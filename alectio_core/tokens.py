@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-from .engine import now
+from .clock import now
 from .errors import ConflictError, UnauthorizedError, ValidationError
 from .storage import Storage
 

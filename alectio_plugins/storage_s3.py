@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -279,9 +278,9 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def _get_array_into(self, key: str, missing: str, dtype: np.dtype, ndim: int, buffer: np.ndarray | None):
-        """Stream one ``.npy`` object of ``dtype`` and ``ndim`` into ``buffer``
-        (or a new one if it is too small); returns (the array, its buffer)."""
+    def _get_typed_array(self, key: str, missing: str, dtype: np.dtype, ndim: int) -> np.ndarray:
+        """Stream one ``.npy`` object of ``dtype`` and ``ndim`` into a new array
+        (read in small pieces: no second copy of the chunk)."""
         body = self._get_body(key, missing)
         try:
             version = np.lib.format.read_magic(body)
@@ -289,18 +288,16 @@ class S3Storage(Storage):
             shape, fortran, stored = read_header(body)
             if stored != dtype or len(shape) != ndim or (fortran and ndim > 1):
                 raise StorageError(f"s3://{self.bucket}/{key} holds {stored} {shape}, expected {ndim}-d {dtype}")
-            if buffer is None or buffer.shape[0] < shape[0] or buffer.shape[1:] != tuple(shape[1:]):
-                buffer = np.empty(shape, dtype=dtype)
-            array = buffer[: shape[0]]
+            array = np.empty(shape, dtype=dtype)
             target, filled = memoryview(array).cast("B"), 0
-            while filled < target.nbytes:  # small pieces: no second copy of the chunk
+            while filled < target.nbytes:
                 data = body.read(min(1 << 16, target.nbytes - filled))
                 if not data:
                     raise StorageError(f"s3://{self.bucket}/{key} ended after {filled} of {target.nbytes} bytes")
                 target[filled : filled + len(data)] = data
                 filled += len(data)
             body.read()  # drain: botocore checks the length it was promised
-            return array, buffer
+            return array
         except StorageError:
             raise
         except Exception as exc:
@@ -516,33 +513,19 @@ class S3Storage(Storage):
             names = [f"{folder}/{seq:06d}" for seq in range(chunks)]
         except NotFoundError:  # a sink not closed yet: what is there so far
             names = sorted(o["Key"][: -len(".idx.npy")] for o in self._list(f"{folder}/") if o["Key"].endswith(".idx.npy"))
-        if not names:
-            return
-        # Two sets of buffers, alternating, and no thread: chunk p+1 is read
-        # (when the caller asks for it) into chunk p-1's buffers, which a
-        # for-loop has let go of by then. Buffers something still points at
-        # (a view the caller kept) are never overwritten: fresh ones instead.
-        spare = held = None  # the buffers of chunks p-1 and p
+        # Each chunk is read into arrays of its own and handed over: what the
+        # caller is given is the caller's (to keep, or to scribble on), and
+        # a chunk it lets go of is freed. A for-loop holds two chunks at most.
         for name in names:
-            reuse, spare = spare, None
-            if reuse is not None and not all(sys.getrefcount(reuse[i]) == 2 for i in (0, 1)):
-                reuse = None
-            indices, values, buffers = self._get_chunk(experiment_id, loop, name, reuse)
-            del reuse
-            spare, held = held, buffers
-            del buffers
-            yield indices, values
-            del indices, values
+            yield self._get_chunk(experiment_id, loop, name)
 
-    def _get_chunk(self, experiment_id: str, loop: int, name: str, reuse=None):
-        """A chunk's (indices, values) as views on buffers (``reuse``'s when
-        they are large enough), and the buffers."""
+    def _get_chunk(self, experiment_id: str, loop: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         missing = f"experiment {experiment_id!r} loop {loop}: output chunk {name} is missing"
-        indices, idx_buffer = self._get_array_into(f"{name}.idx.npy", missing, np.dtype("<i8"), 1, reuse and reuse[0])
-        values, val_buffer = self._get_array_into(f"{name}.val.npy", missing, np.dtype("<f4"), 2, reuse and reuse[1])
+        indices = self._get_typed_array(f"{name}.idx.npy", missing, np.dtype("<i8"), 1)
+        values = self._get_typed_array(f"{name}.val.npy", missing, np.dtype("<f4"), 2)
         if values.shape[0] != indices.shape[0]:
             raise StorageError(f"s3://{self.bucket}/{name}: index and value arrays do not match")
-        return indices, values, (idx_buffer, val_buffer)
+        return indices, values
 
     # -- leases: conditional writes on one object, the ETag as version ----
 
@@ -718,12 +701,6 @@ class S3OutputSink(OutputSink):
     def close(self) -> None:
         manifest = {"chunks": self.seq, "rows": self.rows, "width": self.width, "format": "npy"}
         self.storage._put_json(f"{self.folder}/manifest.json", manifest)
-
-    def abort(self) -> None:
-        try:
-            self.storage._delete_prefix(self.folder + "/")
-        except StorageError as exc:
-            log.warning("could not remove aborted outputs %s: %s", self.folder, exc)
 
 
 def open_s3(url: str, options: Mapping[str, Any]) -> S3Storage:

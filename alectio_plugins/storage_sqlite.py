@@ -203,7 +203,7 @@ class SQLiteStorage(Storage):
         for key in list(self._states):
             if key[0] == experiment_id:
                 self._states.pop(key, None)
-        self.delete_checkpoints(experiment_id)
+        shutil.rmtree(self.checkpoint_root / experiment_id, ignore_errors=True)
 
     # -- loop state -----------------------------------------------------
 
@@ -439,9 +439,6 @@ class SQLiteStorage(Storage):
         with self._tx() as db:
             db.execute("UPDATE tokens SET data = json_set(data, '$.last_used', ?) WHERE name = ?", (when, name))
 
-    def delete_checkpoints(self, experiment_id: str) -> None:
-        shutil.rmtree(self.checkpoint_root / check_id(experiment_id), ignore_errors=True)
-
 
 @_sqlite_errors
 class _SQLiteSink(OutputSink):
@@ -464,9 +461,6 @@ class _SQLiteSink(OutputSink):
                 ),
             )
         self.seq += 1
-
-    def abort(self) -> None:
-        self.storage.discard_attempt(*self.key)
 
 
 def open_sqlite(url: str, options: Mapping[str, Any]) -> SQLiteStorage:

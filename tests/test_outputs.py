@@ -181,3 +181,14 @@ def test_infer_returning_a_huge_index_fails_the_loop_with_a_plugin_error(engine,
         engine.run_loop(exp["id"], 0)
     assert str(info.value) == f"model 'huge', hook 'infer', index {HUGE}: index {HUGE} is not in the pool (indices 0..19)"
     assert engine.get_loop(exp["id"], 0)["error"] == str(info.value)
+
+
+def test_the_infer_hook_declares_its_writer_as_an_output_writer():
+    """A plugin author's editor and type checker learn what ``writer`` offers
+    (``add``, ``extend``) from the hook's signature."""
+    import typing
+
+    from alectio_core import hookspecs, outputs
+
+    hints = typing.get_type_hints(hookspecs.ModelSpecs.infer, localns=vars(outputs))
+    assert hints["writer"] is OutputWriter

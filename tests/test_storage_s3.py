@@ -15,6 +15,7 @@ import io
 import json
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -192,6 +193,31 @@ def test_outputs_upload_per_chunk_and_read_back_lazily(aws_env, bucket):
         assert {"000000.idx.npy", "000000.val.npy"} <= fetched
         assert not any(name.startswith(("000002", "000003")) for name in fetched)  # at most one chunk ahead
         assert len(list(stream)) == 3
+
+
+def test_chunks_a_reader_keeps_stay_intact_without_reference_counts(aws_env, bucket, monkeypatch):
+    """Whether a chunk's arrays may be reused must not hang on CPython's
+    reference counts: on a Python without ``sys.getrefcount`` (PyPy) a reader
+    that keeps every chunk, and scribbles on the ones it has read, still gets
+    exactly what was stored, chunk after chunk."""
+    store = open_storage(f"s3://{bucket}/kept")
+    chunks = make_chunks(n_chunks=5)
+    write_chunks(store.open_output_sink("e1", 0, "a1"), chunks)
+    store.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
+    monkeypatch.delattr(sys, "getrefcount")
+
+    kept, copies = [], []
+    for idx, val in store.iter_outputs("e1", 0):
+        copies.append((idx.copy(), val.copy()))  # what this chunk held when it arrived
+        if kept:
+            kept[-1][0].fill(-1)  # the reader is done with the previous chunk and reuses it as scratch
+            kept[-1][1].fill(np.nan)
+        kept.append((idx, val))
+    assert [(i.tolist(), v.tolist()) for i, v in copies] == [(i.tolist(), v.tolist()) for i, v in chunks]
+    last_idx, last_val = kept[-1]  # untouched, read after the stream ended
+    assert last_idx.tolist() == chunks[-1][0].tolist() and last_val.tolist() == chunks[-1][1].tolist()
+    for i, v in kept[:-1]:  # a scribbled chunk is the reader's: nothing overwrote it with a later chunk
+        assert (i == -1).all() and np.isnan(v).all()
 
 
 # ----------------------------------------------------------------------

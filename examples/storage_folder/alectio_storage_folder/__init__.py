@@ -385,9 +385,6 @@ class FolderSink(OutputSink):
         self.storage._write_array(self.folder / f"{self.seq:06d}.idx.npy", np.asarray(indices, dtype=np.int64))
         self.seq += 1
 
-    def abort(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
 
 def open_folder(url: str, options: Mapping[str, Any]) -> FolderStorage:
     _, path = parse_url(url)

@@ -1,0 +1,264 @@
+"""One attempt at one loop: the stages in order, and the bookkeeping.
+
+train -> test -> metrics -> infer -> select (the last only for a
+self-driven experiment with records left). Between stages, and once per
+stored chunk of infer outputs, the run checks for a cancel and that this
+process still holds the loop's lease; it records each stage and infer's
+progress in the loop's state. Everything it stores goes under this
+attempt until one commit publishes it; a failure is recorded in the
+loop's state (with the message) and the attempt's staged results dropped.
+:meth:`alectio_core.engine.Engine.run_loop` claims the loop and runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from . import plugins
+from .clock import now
+from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
+from .hook_results import check_infer, check_test, check_train
+from .leases import Lease, LeaseLost
+from .outputs import OutputWriter, current_writer
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress writes during infer
+
+
+class LoopRun:
+    """One attempt at one loop: the stages, in order, and the bookkeeping."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        experiment: dict,
+        loop: int,
+        cancel: threading.Event | None,
+        on_stage: Callable[[str, dict], None] | None,
+        lease: Lease,
+    ):
+        self.engine, self.storage = engine, engine.storage
+        self.lease = lease
+        self.experiment, self.loop = experiment, loop
+        self.eid = experiment["id"]
+        self.model = plugins.get_model(experiment["model"])
+        self.config = experiment.get("config") or {}
+        self.cancel, self.on_stage = cancel, on_stage
+        self.attempt = uuid.uuid4().hex
+        self.state: dict = {
+            "experiment_id": self.eid,
+            "loop": loop,
+            "status": "running",
+            "stage": None,
+            "progress": None,
+            "attempt": self.attempt,
+            "owner": engine.leases.owner,
+            "queued_at": self._queued_at(),
+            "started_at": now(),
+            "finished_at": None,
+            "error": None,
+            "stage_times": {},
+        }
+        self._last_progress = 0.0
+        self._at_once = False  # infer returned its outputs instead of streaming them
+
+    # -- bookkeeping -----------------------------------------------------
+
+    def _queued_at(self) -> str | None:
+        try:
+            previous = self.storage.get_loop_state(self.eid, self.loop)
+        except NotFoundError:
+            return None
+        return previous.get("queued_at") if previous.get("status") == "queued" else None
+
+    def _save_state(self) -> None:
+        self.lease.check()  # a process that lost the loop's lease writes nothing more
+        self.storage.put_loop_state(self.eid, self.loop, self.state)
+
+    def _stage(self, stage: str) -> None:
+        self._check_cancel()
+        self.state.update(stage=stage, progress=None)
+        self._save_state()
+        self._stage_started = time.perf_counter()
+        plugins.notify("stage_started", experiment=self.experiment, loop=self.loop, stage=stage)
+        if self.on_stage:
+            self.on_stage(stage, self.state)
+
+    def _stage_done(self) -> None:
+        elapsed = round(time.perf_counter() - self._stage_started, 4)
+        self.state["stage_times"][self.state["stage"]] = elapsed
+        log.info("experiment %s loop %d stage %s took %.3fs", self.eid, self.loop, self.state["stage"], elapsed)
+
+    def _check_cancel(self) -> None:
+        self.lease.check()
+        if self.cancel is not None and self.cancel.is_set():
+            raise LoopCancelled(f"loop {self.loop} of experiment {self.eid!r} was cancelled")
+
+    def _progress(self, done: int, total: int) -> None:
+        self._check_cancel()
+        if self._at_once and done < total:
+            return  # rows the hook returned all at once: storing them is not infer progress
+        t = time.monotonic()
+        if t - self._last_progress >= PROGRESS_INTERVAL or done == total:
+            self._last_progress = t
+            self.state["progress"] = {"done": done, "total": total}
+            self._save_state()
+            if self.on_stage:
+                self.on_stage(self.state["stage"], self.state)
+
+    # -- the loop ---------------------------------------------------------
+
+    def execute(self, select_next: bool) -> dict:
+        self._save_state()
+        log.info("experiment %s loop %d started (attempt %s)", self.eid, self.loop, self.attempt)
+        plugins.notify("loop_started", experiment=self.experiment, loop=self.loop)
+        try:
+            labeled = self.engine.labeled(self.eid, self.loop)
+            insights = self._train(labeled)
+            predictions, truth = self._test()
+            metrics = self._metrics(predictions, truth, insights)
+            self._infer(labeled)
+            picked = self._select(labeled) if select_next else None
+            self.state.update(
+                status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
+            )
+            if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
+                self.engine.record_selection(self.eid, self.loop + 1, picked)
+            self.engine.leases.commit(
+                self.lease, lambda version: self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state, lease_version=version)
+            )
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        log.info("experiment %s loop %d done", self.eid, self.loop)
+        plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status="done", error=None)
+        return self.state
+
+    def _fail(self, exc: BaseException) -> None:
+        cancelled = isinstance(exc, (LoopCancelled, KeyboardInterrupt))  # Ctrl-C is the user cancelling
+        if isinstance(exc, AlectioError):
+            message = exc.message
+        elif isinstance(exc, KeyboardInterrupt):
+            message = "interrupted"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        self.state.update(status="cancelled" if cancelled else "failed", error=message, finished_at=now())
+        if isinstance(self.lease.lost, LeaseLost):
+            pass  # another process holds the loop now: its state is that process's to write
+        else:
+            try:
+                self._save_state()
+            except Exception:  # the storage itself may be what failed, or the lease with it
+                if self.lease.lost is None:
+                    self.lease.lost = StorageError(f"storage failed: could not record the loop's {self.state['status']} state")
+                self.engine.leases.settle(self.eid, self.loop, dict(self.state))
+        try:
+            self.storage.discard_attempt(self.eid, self.loop, self.attempt)
+        except Exception:
+            log.warning("could not remove the staged results of experiment %s loop %d attempt %s", self.eid, self.loop, self.attempt)
+        # Raised to the caller, who reports it (the CLI's Error line, the job runner's log): not logged twice.
+        log.info("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
+        plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status=self.state["status"], error=message)
+
+    def _train(self, labeled: np.ndarray) -> dict:
+        self._stage("train")
+        resume_from = self.storage.fetch_checkpoint(self.eid, self.loop - 1) if self.loop > 0 else None
+        ckpt_file = self.storage.checkpoint_path(self.eid, self.loop, self.attempt)
+        self.ckpt_file = ckpt_file
+        started = time.perf_counter()
+        result = self.model.call(
+            "train", labeled=labeled.tolist(), resume_from=resume_from, ckpt_file=ckpt_file, loop=self.loop, config=self.config
+        )
+        insights: dict[str, Any] = {"train_time": round(time.perf_counter() - started, 4), "num_labeled": int(labeled.size)}
+        labels = check_train(self.model.name, result)
+        if labels is not None:
+            insights["per_class_counts"] = {str(k): v for k, v in sorted(Counter(labels).items(), key=lambda kv: str(kv[0]))}
+        checkpoint = self.storage.save_checkpoint(self.eid, self.loop, self.attempt)
+        self.storage.put_result(self.eid, self.loop, self.attempt, "checkpoint", checkpoint)
+        self.storage.put_result(self.eid, self.loop, self.attempt, "insights", insights)
+        self.state["train_time"] = insights["train_time"]
+        self.state["per_class_counts"] = insights.get("per_class_counts")
+        self._stage_done()
+        return insights
+
+    def _test(self) -> tuple[list, list]:
+        self._stage("test")
+        result = self.model.call("test", ckpt_file=self.ckpt_file, loop=self.loop, config=self.config)
+        name = self.model.name
+        predictions, labels = check_test(name, result)
+        try:
+            self.storage.put_result(self.eid, self.loop, self.attempt, "predictions", predictions)
+            self.storage.put_result(self.eid, self.loop, self.attempt, "ground_truth", labels)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(name, "test", f"results are not JSON data: {exc}") from None
+        self._stage_done()
+        return predictions, labels
+
+    def _metrics(self, predictions: list, labels: list, insights: dict) -> dict:
+        self._stage("metrics")
+        from .metrics import compute_metrics
+
+        task = self.experiment.get("task", "classification")
+        try:
+            metrics = compute_metrics(task, predictions, labels, class_labels=self.experiment.get("labels"))
+        except AlectioError:
+            raise
+        except Exception as exc:
+            raise PluginError(self.model.name, "test", f"results do not fit task {task!r}: {type(exc).__name__}: {exc}") from exc
+        if task == "classification" and "per_class_counts" in insights:
+            metrics["num_queried_per_class"] = insights["per_class_counts"]
+        self.storage.put_result(self.eid, self.loop, self.attempt, "metrics", metrics)
+        self._stage_done()
+        return metrics
+
+    def _infer(self, labeled: np.ndarray) -> None:
+        self._stage("infer")
+        pool = int(self.experiment["pool_size"])
+        mask = np.ones(pool, dtype=bool)
+        mask[labeled] = False
+        unlabeled = np.flatnonzero(mask)
+        if unlabeled.size == 0:
+            self._stage_done()
+            return
+        sink = self.storage.open_output_sink(self.eid, self.loop, self.attempt)
+        writer = OutputWriter(
+            sink,
+            model=self.model.name,
+            pool_size=pool,
+            unlabeled=unlabeled,
+            chunk_rows=self.engine.chunk_rows,
+            on_chunk=lambda done: self._progress(done, int(unlabeled.size)),
+        )
+        token = current_writer.set(writer)
+        try:
+            result = self.model.call(
+                "infer", unlabeled=unlabeled.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config, writer=writer
+            )
+        finally:
+            current_writer.reset(token)
+        outputs = check_infer(self.model.name, result)
+        if outputs is not None:
+            self._at_once = True
+            for index, output in outputs.items():
+                writer.add(index, output)
+        writer.close()
+        self._stage_done()
+
+    def _select(self, labeled: np.ndarray) -> np.ndarray | None:
+        if not self.engine.wants_selection(self.experiment, self.loop, labeled.size):
+            return None
+        self._stage("select")
+        picked = self.engine.pick_next(self.experiment, self.loop, attempt=self.attempt)
+        self._stage_done()
+        return picked
