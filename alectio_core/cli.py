@@ -12,9 +12,8 @@ import click
 from click.core import ParameterSource
 
 from . import plugins
-from .config import DEFAULT_STORAGE, LOG_LEVELS, Config, load_config
+from .config import DEFAULT_STORAGE, DEFAULT_STRATEGY, LOG_LEVELS, Config, load_config
 from .errors import AlectioError
-from .strategies import DEFAULT_STRATEGY
 
 
 def one_line(message: str) -> str:

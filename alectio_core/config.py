@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError, did_you_mean
 
 DEFAULT_STORAGE = "sqlite:///alectio.db"
+#: The strategy an experiment uses when none is named (``alectio run``, the
+#: HTTP API, ``Engine.create_experiment``), chosen by measurement: see the
+#: README, "Does it pay?", and ``benchmarks/compare_strategies.py``. Here,
+#: not in ``strategies``, so the CLI can show it without importing numpy.
+DEFAULT_STRATEGY = "margin"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # key -> (type, default). A dict value is a nested section; ``models`` maps
@@ -125,6 +128,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     else:
         file = Path("config.yaml")
     if file.is_file():
+        import yaml  # ~20 ms to import: only when there is a file to read
+
         try:
             data = yaml.safe_load(file.read_text())
         except yaml.YAMLError as exc:  # its str() is a multi-line trace: keep the line and the problem
