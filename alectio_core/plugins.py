@@ -20,6 +20,7 @@ Environment:
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import os
@@ -193,7 +194,7 @@ class Registry:
             return found
 
     def _record_error(self, name: str, group: str, dist: metadata.Distribution | None, error: str, announce: bool = True) -> None:
-        distribution = dist.metadata["Name"] if dist is not None else None
+        distribution, version = _about(dist)
         if announce:
             log.warning('Error loading plugin "%s" (distribution %s): %s', name, distribution, error)
         self.errors.append(
@@ -201,10 +202,21 @@ class Registry:
                 "name": name,
                 "group": group,
                 "distribution": distribution,
-                "version": dist.version if dist is not None else None,
+                "version": version,
                 "error": error,
             }
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _about(dist: metadata.Distribution | None) -> tuple[str | None, str | None]:
+    """A distribution's name and version. Each ``dist.metadata`` parses the
+    whole METADATA file, so it is read once per distribution object (one is
+    shared by all its entry points)."""
+    if dist is None:
+        return None, None
+    data = dist.metadata
+    return data["Name"], data["Version"]
 
 
 _registry: Registry | None = None
@@ -242,14 +254,15 @@ def _selected(entry_point: metadata.EntryPoint) -> bool:
     if wanted is None:
         return True
     dist = entry_point.dist
-    if dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION:
+    if _about(dist)[0] == BUILTIN_DISTRIBUTION:
         return True
     return entry_point.name in {w.strip() for w in wanted.split(",") if w.strip()}
 
 
-def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
+def _entry_points(group: str, found: metadata.EntryPoints | None = None) -> Iterable[metadata.EntryPoint]:
     seen = set()
-    for ep in sorted(metadata.entry_points(group=group), key=lambda ep: ep.name):
+    found = metadata.entry_points() if found is None else found  # each call reads every installed distribution
+    for ep in sorted(found.select(group=group), key=lambda ep: ep.name):
         if ep.name in seen:  # the same distribution found twice on sys.path
             continue
         seen.add(ep.name)
@@ -259,9 +272,10 @@ def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
 
 def _discover() -> Registry:
     registry = Registry(pm=get_plugin_manager())
-    for ep in _entry_points(PLUGINS_GROUP):
+    found = metadata.entry_points()
+    for ep in _entry_points(PLUGINS_GROUP, found):
         register_plugin(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
-    registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP)}
+    registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP, found)}
     registry.pm.check_pending()
     return registry
 
@@ -329,8 +343,8 @@ def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist
         {
             "name": name,
             "kind": kinds[0] if len(kinds) == 1 else "+".join(kinds),
-            "distribution": dist.metadata["Name"] if dist is not None else None,
-            "version": dist.version if dist is not None else None,
+            "distribution": _about(dist)[0],
+            "version": _about(dist)[1],
             "hooks": hooks,
         }
     )
@@ -354,8 +368,8 @@ def register_model(registry: Registry, name: str, load: Callable[[], Any], dist=
     registry.models[name] = Model(
         name=name,
         module=module,
-        distribution=dist.metadata["Name"] if dist is not None else None,
-        version=dist.version if dist is not None else None,
+        distribution=_about(dist)[0],
+        version=_about(dist)[1],
         pm=pm,
     )
     return True
