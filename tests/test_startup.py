@@ -67,3 +67,14 @@ print(compute_metrics("classification", [0, 1, 1, 2], [0, 1, 2, 2])["accuracy"])
 """)
     assert out.strip() == "0.75"
     assert [name for name in heavy if name != "numpy"] == []
+
+
+def test_a_run_imports_only_what_its_model_and_storage_use(test_site, tmp_path):
+    # slow_test's hooks use numpy alone: sqlite storage, classification
+    # metrics, the margin strategy and no progress bar (not a terminal) need nothing more.
+    heavy, out = loaded_after(cli("run", "slow_test", "--loops", "2", "--initial", "10", "--batch", "10", "--json",
+                                  "--storage", f"sqlite:///{tmp_path}/alectio.db"))
+    curve = json.loads(out)
+    assert [point["labeled"] for point in curve] == [10, 20]
+    assert all(0 <= point["metrics"]["accuracy"] <= 1 for point in curve)
+    assert [name for name in heavy if name != "numpy"] == []
