@@ -83,7 +83,8 @@ def timed(command: list[str], env: dict) -> tuple[float, float]:
     """Wall-clock and CPU (user + system) seconds of one process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    # In a folder of its own: ``-m`` looks in the current folder first.
+    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode:

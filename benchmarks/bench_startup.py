@@ -66,7 +66,8 @@ def run(command: list[str], env: dict, stderr=subprocess.DEVNULL) -> tuple[float
     """Wall-clock and CPU seconds of one process, and its stderr if asked for."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    # In a folder of its own: ``-m`` looks in the current folder first.
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
