@@ -15,9 +15,8 @@ from . import plugins
 from .cli_experiments import experiments
 from .cli_options import config_option, domain_errors, one_line, read_config, start_logging, storage_option
 from .cli_tokens import token
-from .config import LOG_LEVELS
+from .config import DEFAULT_STRATEGY, LOG_LEVELS
 from .errors import AlectioError
-from .strategies import DEFAULT_STRATEGY
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)

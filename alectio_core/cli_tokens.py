@@ -11,12 +11,12 @@ import json
 
 import click
 
-from . import tokens
 from .cli_options import config_option, domain_errors, read_config, storage_option
-from .storage import open_storage
 
 
 def _storage(config_path, storage):
+    from .storage import open_storage  # numpy and the engine load only when a token command runs
+
     config = read_config(config_path, storage)
     return open_storage(config.storage, config.storage_options)
 
@@ -33,8 +33,10 @@ def token():
 @domain_errors
 def create(name, config_path, storage):
     """Create a token; it is shown once, on the last line."""
+    from .tokens import create_token
+
     store = _storage(config_path, storage)
-    secret = tokens.create_token(store, name)
+    secret = create_token(store, name)
     click.echo(f"Created API token {name!r}. It is shown only now; keep it somewhere safe:", err=True)
     click.echo(secret)
 
@@ -46,7 +48,9 @@ def create(name, config_path, storage):
 @domain_errors
 def list_(as_json, config_path, storage):
     """Names, creation and last use of every token (never the tokens)."""
-    rows = tokens.list_tokens(_storage(config_path, storage))
+    from .tokens import list_tokens
+
+    rows = list_tokens(_storage(config_path, storage))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -66,5 +70,7 @@ def list_(as_json, config_path, storage):
 @domain_errors
 def revoke(name, config_path, storage):
     """Delete the token NAME; a running server refuses it within 10 seconds."""
-    tokens.revoke_token(_storage(config_path, storage), name)
+    from .tokens import revoke_token
+
+    revoke_token(_storage(config_path, storage), name)
     click.echo(f"Revoked API token {name!r}.")

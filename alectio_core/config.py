@@ -36,6 +36,11 @@ from typing import Any
 from .errors import ConfigError, did_you_mean
 
 DEFAULT_STORAGE = "sqlite:///alectio.db"
+#: The strategy an experiment uses when none is named (``alectio run``, the
+#: HTTP API, ``Engine.create_experiment``), chosen by measurement: see the
+#: README, "Does it pay?", and ``benchmarks/compare_strategies.py``. Here,
+#: not in ``strategies``, so the CLI can show it without importing numpy.
+DEFAULT_STRATEGY = "margin"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -8,8 +8,10 @@ arrive in one step, and a rate over that step means nothing.
 
 from __future__ import annotations
 
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # imported when a bar is drawn: --json and piped runs never pay for it
+    from tqdm import tqdm
 
 #: tqdm's default bar without the rate.
 NO_RATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
@@ -23,6 +25,8 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
+            from tqdm import tqdm
+
             self.loops = tqdm(total=int(self.experiment["loops"]), desc="loops", unit="loop", position=0, leave=True, file=self.file)
         return self
 
@@ -38,6 +42,8 @@ class Progress:
         progress = state.get("progress")
         if stage == "infer" and progress:
             if self.rows is None:
+                from tqdm import tqdm
+
                 self.rows = tqdm(total=progress["total"], desc="  infer", unit="rec", position=1, leave=False, file=self.file,
                                  bar_format=NO_RATE)
             if progress["done"] < progress["total"]:

@@ -24,15 +24,11 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_c
 
 import numpy as np
 
+from .config import DEFAULT_STRATEGY  # noqa: F401 (defined with the other defaults; imported from here too)
 from .errors import AlectioError, ContributionError, UnknownStrategyError, ValidationError
 from .plugins import TASKS, get_strategies, origin
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
-
-#: The strategy an experiment uses when none is named (``alectio run``, the
-#: HTTP API, ``Engine.create_experiment``), chosen by measurement: see the
-#: README, "Does it pay?", and ``benchmarks/compare_strategies.py``.
-DEFAULT_STRATEGY = "margin"
 
 #: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
 #: block and its temporaries stay in a core's L2 cache).

@@ -1,5 +1,5 @@
-"""Built-in metrics for tasks ``classification`` and ``multilabel``
-(scikit-learn, ``zero_division=0``).
+"""Built-in metrics for tasks ``classification`` (numpy) and ``multilabel``
+(scikit-learn), both as scikit-learn defines them with ``zero_division=0``.
 
 Per-class values are dicts keyed by class name (``class_labels``) or by
 ``str(id)``; the classes are ``range(len(class_labels))`` when names are
@@ -29,25 +29,26 @@ def classification_metrics(
     fraction of a class's records predicted as something else
     (1 - ``acc_per_class``). Both are None for a class with no records.
     """
-    # Imported on use: loading plugins (every CLI start) stays fast.
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
+    # From the confusion matrix with numpy, as scikit-learn computes them
+    # (zero_division=0): importing sklearn.metrics alone takes ~1 s, more
+    # than a run's whole fixed cost.
     y_pred, y_true = class_ids(predictions, "predictions"), class_ids(labels, "labels")
+    if len(y_pred) != len(y_true) or not len(y_true):
+        raise ValueError(f"classification metrics need as many predictions as labels, and at least one: "
+                         f"got {len(y_pred)} and {len(y_true)}")
     ids, names = resolve_classes(class_labels, np.concatenate([y_true, y_pred]))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=ids, average=None, zero_division=0
-    )
-    macro = precision_recall_fscore_support(y_true, y_pred, labels=ids, average="macro", zero_division=0)
     n, index = len(ids), np.asarray(ids, dtype=np.int64)
     codes = np.searchsorted(index, y_true) * n + np.searchsorted(index, y_pred)
-    matrix = np.bincount(codes, minlength=n * n).reshape(n, n)  # sklearn's, without its 1x1 warning
-    per_class_acc = [ratio(matrix[i, i], matrix[i].sum()) for i in range(n)]
+    matrix = np.bincount(codes, minlength=n * n).reshape(n, n)  # rows: true class, columns: predicted
+    hits, truths, guesses = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    precision, recall, f1 = _share(hits, guesses), _share(hits, truths), _share(2 * hits, truths + guesses)
+    per_class_acc = [ratio(hits[i], truths[i]) for i in range(n)]
     return jsonable(
         {
-            "accuracy": accuracy_score(y_true, y_pred),
-            "precision": macro[0],
-            "recall": macro[1],
-            "f1_score": macro[2],
+            "accuracy": hits.sum() / len(y_true),
+            "precision": precision.mean(),
+            "recall": recall.mean(),
+            "f1_score": f1.mean(),
             "precision_per_class": dict(zip(names, precision)),
             "recall_per_class": dict(zip(names, recall)),
             "f1_per_class": dict(zip(names, f1)),
@@ -57,6 +58,11 @@ def classification_metrics(
             "label_disagreement": {name: None if a is None else 1.0 - a for name, a in zip(names, per_class_acc)},
         }
     )
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """``part / whole`` per class, 0 where ``whole`` is 0 (sklearn's zero_division=0)."""
+    return np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
 
 
 def multilabel_metrics(

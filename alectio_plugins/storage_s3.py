@@ -45,20 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
-import boto3
 import numpy as np
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError as BotoConnectionError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
@@ -149,6 +136,10 @@ class S3Storage(Storage):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.max_attempts = int(options.get("max_attempts", 5))
+        # boto3 costs ~0.15 s to import: only a storage that talks to S3 pays it.
+        import boto3
+        from botocore.config import Config as BotoConfig
+
         config = BotoConfig(
             retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
             connect_timeout=float(options.get("connect_timeout", 5)),
@@ -182,6 +173,18 @@ class S3Storage(Storage):
         return self._loop_key(experiment_id, loop, "attempts", check_id(attempt, "attempt"), *rest)
 
     def _error(self, exc: BaseException, action: str, key: str) -> StorageError:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError as BotoConnectionError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+
         where = f"s3://{self.bucket}/{key}" if key else self.url  # keys already carry the prefix
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             message = (
@@ -225,12 +228,16 @@ class S3Storage(Storage):
 
     @staticmethod
     def _missing(exc: Exception) -> bool:
+        from botocore.exceptions import ClientError
+
         return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING
 
     # -- object primitives ----------------------------------------------
 
     def _put(self, key: str, body: Any, **extra: Any) -> str:
         """Write an object; returns its ETag."""
+        from botocore.exceptions import ClientError
+
         try:
             return self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra).get("ETag", "")
         except ClientError as exc:

@@ -124,6 +124,10 @@ class SQLiteStorage(Storage):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # 64 KiB pages for a new file (an existing one keeps its own): an
+            # infer chunk is a few MB of blob, on 16x fewer overflow pages, and
+            # the WAL reaches its checkpoint (and its fsyncs) 16x less often.
+            db.execute("PRAGMA page_size=65536")
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a commit survives a process crash; only power loss can lose the last ones.
             db.execute("PRAGMA synchronous=NORMAL")

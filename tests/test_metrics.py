@@ -291,6 +291,19 @@ def test_regression_matches_sklearn(seed):
     assert_plain_json(result)
 
 
+@pytest.mark.parametrize("targets", [3, 1])
+def test_regression_matches_sklearn_with_several_targets_and_a_constant_one(targets):
+    rng = np.random.default_rng(targets)
+    y_true = rng.normal(size=(40, targets))
+    y_true[:, 0] = 2.0  # constant labels: r2 is 0.0 unless predicted exactly
+    y_pred = y_true + rng.normal(size=(40, targets))
+    result = regression_metrics(y_pred.tolist(), y_true.tolist())
+    assert result["mae"] == pytest.approx(skm.mean_absolute_error(y_true, y_pred))
+    assert result["mse"] == pytest.approx(skm.mean_squared_error(y_true, y_pred))
+    assert result["rmse"] == pytest.approx(skm.root_mean_squared_error(y_true, y_pred))
+    assert result["r2"] == pytest.approx(skm.r2_score(y_true, y_pred))
+
+
 def test_regression_edge_cases():
     assert regression_metrics([1.0, 2.0], [1.0, 2.0]) == {"mae": 0.0, "mse": 0.0, "rmse": 0.0, "r2": 1.0}
     with warnings.catch_warnings():

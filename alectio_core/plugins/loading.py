@@ -8,6 +8,7 @@ for. This module is the one place that loads plugins.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any, Callable, Iterable
@@ -46,15 +47,15 @@ def _selected(entry_point: metadata.EntryPoint) -> bool:
     wanted = os.environ.get("ALECTIO_LOAD_PLUGINS")
     if wanted is None:
         return True
-    dist = entry_point.dist
-    if dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION:
+    if _about(entry_point.dist)[0] == BUILTIN_DISTRIBUTION:
         return True
     return entry_point.name in {w.strip() for w in wanted.split(",") if w.strip()}
 
 
-def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
+def _entry_points(group: str, found: metadata.EntryPoints | None = None) -> Iterable[metadata.EntryPoint]:
     seen = set()
-    for ep in sorted(metadata.entry_points(group=group), key=lambda ep: ep.name):
+    found = metadata.entry_points() if found is None else found  # each call reads every installed distribution
+    for ep in sorted(found.select(group=group), key=lambda ep: ep.name):
         if ep.name in seen:  # the same distribution found twice on sys.path
             continue
         seen.add(ep.name)
@@ -67,16 +68,24 @@ def _discover() -> Registry:
     # pluggy calls the last registered plugin first. Registering in reverse
     # name order keeps the rule that, of two third-party plugins registering
     # the same name, the one whose entry point sorts first wins.
-    for ep in reversed(list(_entry_points(PLUGINS_GROUP))):
+    found = metadata.entry_points()
+    for ep in reversed(list(_entry_points(PLUGINS_GROUP, found))):
         register_plugin(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
     registry.plugins.sort(key=lambda p: p["name"])
-    registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP)}
+    registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP, found)}
     registry.pm.check_pending()
     return registry
 
 
+@functools.lru_cache(maxsize=256)
 def _about(dist: metadata.Distribution | None) -> tuple[str | None, str | None]:
-    return (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
+    """A distribution's name and version. Each ``dist.metadata`` parses the
+    whole METADATA file, so it is read once per distribution object (one is
+    shared by all its entry points)."""
+    if dist is None:
+        return None, None
+    data = dist.metadata
+    return data["Name"], data["Version"]
 
 
 def register_plugin(registry: Registry, name: str, load: Callable[[], Any], dist=None) -> bool:

@@ -12,15 +12,18 @@ misspelled key is an error before any loop runs)::
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .data import CLASS_NAMES, load_splits
-from .model import DigitsCNN, fit, logits_in_batches, pick_device
 
 from alectio_core import hookimpl
+
+if TYPE_CHECKING:  # torch is imported by the hooks that use it: discovery stays cheap
+    import torch
+
+    from .model import DigitsCNN
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 40,  # passes over the labeled records, every loop
@@ -41,6 +44,10 @@ def settings(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _build(cfg: Mapping[str, Any], weights: Optional[str], device: torch.device) -> DigitsCNN:
+    import torch
+
+    from .model import DigitsCNN
+
     model = DigitsCNN(num_classes=len(CLASS_NAMES), width=int(cfg["width"]))
     if weights is not None:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -49,6 +56,10 @@ def _build(cfg: Mapping[str, Any], weights: Optional[str], device: torch.device)
 
 @hookimpl
 def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, loop: int, config):
+    import torch
+
+    from .model import fit, pick_device
+
     cfg = settings(config)
     pool, _ = load_splits()
     idx = np.asarray(labeled, dtype=np.int64)
@@ -73,6 +84,8 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
 
 @hookimpl
 def test(ckpt_file: str, config):
+    from .model import logits_in_batches, pick_device
+
     cfg = settings(config)
     _, split = load_splits()
     device = pick_device(cfg["device"])
@@ -89,6 +102,8 @@ def test(ckpt_file: str, config):
 
 @hookimpl
 def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
+    from .model import logits_in_batches, pick_device
+
     cfg = settings(config)
     pool, _ = load_splits()
     idx = np.asarray(unlabeled, dtype=np.int64)

@@ -12,15 +12,18 @@ is optional (see ``DEFAULTS``)::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .data import CLASS_NAMES, IMAGE_SIZE, make_split
-from .model import STRIDE, CenterNet, decode, loss_fn, make_targets, peak_logits, pick_device
 
 from alectio_core import hookimpl
+
+if TYPE_CHECKING:  # torch is imported by the hooks that use it: discovery stays cheap
+    import torch
+
+    from .model import CenterNet
 
 DEFAULTS: dict[str, Any] = {
     "pool_size": 2000,  # synthetic training pool, indices 0..pool_size-1
@@ -61,6 +64,10 @@ def test_split(cfg: Mapping[str, Any]):
 
 
 def _build(cfg, weights: Optional[str], device: torch.device) -> CenterNet:
+    import torch
+
+    from .model import CenterNet
+
     model = CenterNet(len(CLASS_NAMES), int(cfg["width"]))
     if weights is not None:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -78,6 +85,10 @@ def _flip(images: np.ndarray, boxes: list, flips: np.ndarray):
 
 
 def _fit(model, data, idx: np.ndarray, cfg, seed: int, device) -> None:
+    import torch
+
+    from .model import STRIDE, loss_fn, make_targets
+
     rng = np.random.default_rng(seed)
     batch_size = int(cfg["batch_size"])
     per_epoch = -(-len(idx) // batch_size)
@@ -103,17 +114,23 @@ def _fit(model, data, idx: np.ndarray, cfg, seed: int, device) -> None:
         schedule.step()
 
 
-@torch.no_grad()
 def _forward(model, images: np.ndarray, batch_size: int, device):
+    import torch
+
     model.eval()
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start : start + batch_size]).to(device)
-        heat, box = model(x)
+        with torch.no_grad():
+            heat, box = model(x)
         yield start, heat.float().cpu(), box.float().cpu()
 
 
 @hookimpl
 def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, loop: int, config):
+    import torch
+
+    from .model import pick_device
+
     cfg = settings(config)
     data = pool(cfg)
     idx = np.asarray(labeled, dtype=np.int64)
@@ -129,6 +146,8 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
 
 @hookimpl
 def test(ckpt_file: str, config):
+    from .model import decode, pick_device
+
     cfg = settings(config)
     data = test_split(cfg)
     device = pick_device(cfg["device"])
@@ -142,6 +161,8 @@ def test(ckpt_file: str, config):
 @hookimpl
 def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
     """Stream, per image, the class logits at its ``top_k`` peaks (top_k x C, flattened)."""
+    from .model import peak_logits, pick_device
+
     cfg = settings(config)
     data = pool(cfg)
     idx = np.asarray(unlabeled, dtype=np.int64)

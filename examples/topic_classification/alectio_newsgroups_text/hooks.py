@@ -12,15 +12,18 @@ is optional (see ``DEFAULTS``)::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .data import load_corpus
-from .model import BagClassifier, fit, logits_in_batches, pick_device
 
 from alectio_core import hookimpl
+
+if TYPE_CHECKING:  # torch is imported by the hooks that use it: discovery stays cheap
+    import torch
+
+    from .model import BagClassifier
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 20,  # passes over the labeled records, every loop
@@ -57,6 +60,10 @@ def corpus(cfg: Mapping[str, Any]):
 
 
 def _build(cfg, data, weights: Optional[str], device: torch.device) -> BagClassifier:
+    import torch
+
+    from .model import BagClassifier
+
     model = BagClassifier(
         len(data.vocabulary), len(data.classes), int(cfg["hidden"]), float(cfg["dropout"])
     )
@@ -67,6 +74,10 @@ def _build(cfg, data, weights: Optional[str], device: torch.device) -> BagClassi
 
 @hookimpl
 def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, loop: int, config):
+    import torch
+
+    from .model import fit, pick_device
+
     cfg = settings(config)
     data = corpus(cfg)
     bags = data.pool.take(np.asarray(labeled, dtype=np.int64))
@@ -90,6 +101,8 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
 
 @hookimpl
 def test(ckpt_file: str, config):
+    from .model import logits_in_batches, pick_device
+
     cfg = settings(config)
     data = corpus(cfg)
     device = pick_device(cfg["device"])
@@ -101,6 +114,8 @@ def test(ckpt_file: str, config):
 
 @hookimpl
 def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
+    from .model import logits_in_batches, pick_device
+
     cfg = settings(config)
     data = corpus(cfg)
     idx = np.asarray(unlabeled, dtype=np.int64)

@@ -6,14 +6,14 @@ is an ``.npz`` of the weights (never a pickle).
 """
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 
 _DATA = {}
 
 
 def _data():
     if not _DATA:
+        from sklearn.datasets import load_digits  # on use: listing plugins stays cheap
+
         X, y = load_digits(return_X_y=True)
         order = np.random.default_rng(0).permutation(len(y))
         X, y = X[order] / 16.0, y[order]
@@ -22,6 +22,8 @@ def _data():
 
 
 def _load(path):
+    from sklearn.linear_model import LogisticRegression
+
     with np.load(path, allow_pickle=False) as f:
         model = LogisticRegression()
         model.classes_, model.coef_, model.intercept_ = f["classes"], f["coef"], f["intercept"]
@@ -37,6 +39,8 @@ def model_info(config):
 
 
 def train(payload):
+    from sklearn.linear_model import LogisticRegression
+
     data, labeled = _data(), payload["labeled"]
     model = LogisticRegression(max_iter=int(payload["config"].get("max_iter", 200)))
     y = data["pool_y"][labeled]
