@@ -8,6 +8,7 @@ import http.client
 import http.server
 import io
 import json
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -330,6 +331,22 @@ def test_a_missing_selection_names_its_key(make_client, seed_bucket, stand_in):
     seed_bucket.put_selection(0, "not a list")
     answer = api.one_loop(seed_bucket.name, 0)
     assert answer.status_code == 400 and "selected_indices_0.json must be a list of integer indices" in answer.json["error"]["message"]
+
+
+def test_an_unreachable_platform_bucket_is_worded_as_for_s3_storage(make_client, seed_bucket, stand_in):
+    """The platform's bucket and the s3 backend share one client set-up and
+    one error wording: nothing listening is "could not connect", not silence."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again before the client tries it
+    api = make_client(stand_in().url, options={"endpoint_url": f"http://127.0.0.1:{port}", "max_attempts": 1})
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 503, answer.json
+    message = answer.json["error"]["message"]
+    where = f"s3://{seed_bucket.name}/proj-1/exp-1/selected_indices_0.json"
+    assert message.startswith(f"could not connect to S3 endpoint http://127.0.0.1:{port} trying to read {where} (gave up after 1 attempts)")
+    assert "did not answer" not in message
+    assert api.app.extensions["alectio"]["storage"].list_experiments() == []
 
 
 def test_a_loop_must_follow_the_one_before(make_client, seed_bucket, stand_in):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from server_support import make_app, slow_model, snapshot  # noqa: F401 (fixtures)
 
-from alectio_core.server.schemas import SCHEMAS
+from alectio_core.schemas import SCHEMAS
 
 BASE = "/api/v1/experiments"
 POOL = 500
