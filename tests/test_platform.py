@@ -8,6 +8,7 @@ import http.client
 import http.server
 import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -368,7 +369,8 @@ def test_platform_mode_not_configured(make_client, seed_bucket, stand_in, monkey
     assert "ALECTIO_PLATFORM_TOKEN" in answer.json["error"]["message"]
 
 
-def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, seed_bucket, stand_in):
+def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, seed_bucket, stand_in, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's retries included
     platform = stand_in(fail=100, status=500)
     api = make_client(platform.url, retries=2)
     seed_bucket.put_selection(0, [1, 2, 3])
@@ -378,6 +380,19 @@ def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, see
     assert state["platform"]["callback"] == "failed" and state["platform"]["callback_attempts"] == 3
     assert "end_of_task callback failed after 3 attempt(s)" in state["error"] and "answered 500" in state["error"]
     assert len(platform.calls) == 3
+    assert all(c["auth"] == f"Bearer {PLATFORM_TOKEN}" for c in platform.calls)
+    assert "end_of_task callback failed after 3 attempt(s)" in caplog.text
+    assert PLATFORM_TOKEN not in caplog.text
+
+
+def test_an_answer_that_is_not_worth_retrying_is_tried_once(make_client, seed_bucket, stand_in):
+    platform = stand_in(fail=100, status=401)
+    api = make_client(platform.url, retries=3)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["platform"]["callback"] == "failed" and state["platform"]["callback_attempts"] == 1
+    assert f"{platform.url}/end_of_task answered 401" in state["error"]
+    assert len(platform.calls) == 1
 
 
 def test_a_slow_then_failing_platform_is_retried_until_it_answers(make_client, seed_bucket, stand_in):
