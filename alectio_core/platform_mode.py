@@ -115,7 +115,8 @@ class PlatformBucket:
     def _fail(self, exc: Exception, action: str, name: str) -> Exception:
         if s3.is_missing(exc):
             return NotFoundError(f"{self.url(name)} does not exist")
-        return s3.storage_error(exc, action, self.url(name), bucket=self.bucket, endpoint=self.client.meta.endpoint_url, attempts=self.attempts)
+        endpoint = self.client.meta.endpoint_url
+        return s3.storage_error(exc, action, self.url(name), bucket=self.bucket, endpoint=endpoint, attempts=self.attempts)
 
     def read_selection(self, loop: int, max_bytes: int) -> np.ndarray:
         """Loop ``loop``'s selection; ``TooLargeError``, before reading it,

@@ -10,6 +10,7 @@ the core never imports the server.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -251,18 +252,19 @@ def _regex(pattern: str) -> re.Pattern:
 def _items(validator, items, instance, schema):
     """A list of plain integers (``selected`` may hold millions) in one pass
     of builtins; anything else through jsonschema's own ``items``."""
-    if not (validator.is_type(instance, "array") and items.get("type") == "integer" and set(items) <= {"type", "minimum", "maximum"}):
+    plain = items.get("type") == "integer" and set(items) <= {"type", "minimum", "maximum"}
+    if not (plain and validator.is_type(instance, "array")):
         yield from _Draft.VALIDATORS["items"](validator, items, instance, schema)
         return
-    for i, v in enumerate(instance):
-        if type(v) is not int:
-            yield jsonschema.ValidationError("not an integer", validator="type", validator_value="integer", instance=v, schema=items, path=[i])
-            return
-    low, high = items.get("minimum"), items.get("maximum")
-    if instance and ((low is not None and min(instance) < low) or (high is not None and max(instance) > high)):
-        i, v = next((i, v) for i, v in enumerate(instance) if (low is not None and v < low) or (high is not None and v > high))
-        keyword = "minimum" if low is not None and v < low else "maximum"
-        yield jsonschema.ValidationError("out of range", validator=keyword, validator_value=items[keyword], instance=v, schema=items, path=[i])
+    low, high = items.get("minimum", -math.inf), items.get("maximum", math.inf)
+    bad = next((i for i, v in enumerate(instance) if type(v) is not int), None)
+    keyword = "type"
+    if bad is None and instance and not (low <= min(instance) and max(instance) <= high):
+        bad = next(i for i, v in enumerate(instance) if not low <= v <= high)
+        keyword = "minimum" if instance[bad] < low else "maximum"
+    if bad is not None:
+        value = items[keyword]
+        yield jsonschema.ValidationError(keyword, validator=keyword, validator_value=value, instance=instance[bad], schema=items, path=[bad])
 
 
 # JSON Schema counts 1.0 as an integer; a count or an index sent as 1.0 is refused.
