@@ -1,7 +1,7 @@
 """S3, shared by the ``s3`` storage backend (:mod:`alectio_plugins.storage_s3`)
 and platform mode's bucket (:mod:`alectio_core.platform_mode`): the
-client's configuration, botocore's failures as one-line ``StorageError``\\ s,
-and ``.npy`` upload bodies read straight from arrays.
+client's configuration, botocore's failures as one-line storage errors, and
+``.npy`` upload bodies read straight from arrays.
 
 Credentials, region and endpoint come from boto3's standard chain;
 ``storage_options`` may add ``endpoint_url``, ``region_name``,
