@@ -30,19 +30,15 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import StorageError, ValidationError
+from .ids import ID_RULE, is_id
 
 #: Names of the per-loop results (``put_result`` / ``get_result``).
 RESULT_NAMES = ("insights", "predictions", "ground_truth", "metrics", "checkpoint")
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
 def check_id(value: Any, what: str = "experiment id") -> str:
     """Identifiers become file names and object keys: allow a safe alphabet."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise ValidationError(
-            f"invalid {what} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )
+    if not is_id(value):
+        raise ValidationError(f"invalid {what} {value!r}: {ID_RULE}")
     return value
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import threading
 import time
@@ -33,19 +32,17 @@ from typing import Any
 
 from .clock import now
 from .errors import ConflictError, UnauthorizedError, ValidationError
+from .ids import ID_RULE, is_id
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "hmac-sha256"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"invalid token name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )
+    if not is_id(name):
+        raise ValidationError(f"invalid token name {name!r}: {ID_RULE}")
     return name
 
 
@@ -97,7 +94,7 @@ class TokenVerifier:
         if not token or "." not in token or len(token) > 200:
             return None
         name, _, secret = token.rpartition(".")
-        if not _NAME.fullmatch(name) or not secret:
+        if not is_id(name) or not secret:
             return None
         record = self._record(name)
         if record is None:

@@ -32,7 +32,6 @@ writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -47,81 +46,19 @@ from urllib.parse import quote
 
 import numpy as np
 
+from alectio_core import s3
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
 from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
 
 log = logging.getLogger(__name__)
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_OPTIONS = {"endpoint_url", "region_name", "addressing_style", "max_attempts", "connect_timeout", "read_timeout", "cache_dir"}
-_MISSING = ("NoSuchKey", "404", "NotFound")
-_DENIED = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "Forbidden")
+_BUCKET = re.compile(s3.BUCKET_PATTERN)
+_OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
 
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
-class NpyBody(io.RawIOBase):
-    """A seekable ``.npy`` file over an array's memory, without copying it.
-
-    botocore reads it to checksum the body and again to send it; ``seek``
-    lets it rewind for both and for retries.
-    """
-
-    def __init__(self, array: np.ndarray):
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-        self._parts = [memoryview(header.getvalue()), memoryview(np.ascontiguousarray(array)).cast("B")]
-        self._size = sum(p.nbytes for p in self._parts)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, min(self._size, base + offset))
-        return self._pos
-
-    def __len__(self) -> int:
-        return self._size
-
-    def readinto(self, buffer) -> int:
-        out = memoryview(buffer).cast("B")
-        done, start = 0, 0
-        for part in self._parts:
-            end = start + part.nbytes
-            if self._pos < end and done < out.nbytes:
-                lo = self._pos - start
-                n = min(part.nbytes - lo, out.nbytes - done)
-                out[done : done + n] = part[lo : lo + n]
-                done += n
-                self._pos += n
-            start = end
-        return done
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._pos
-        pieces, start = [], 0
-        for part in self._parts:  # one copy of what is asked for, no more
-            end = start + part.nbytes
-            if self._pos < end and size > 0:
-                lo = self._pos - start
-                n = min(part.nbytes - lo, size)
-                pieces.append(part[lo : lo + n])
-                self._pos += n
-                size -= n
-            start = end
-        return b"".join(pieces)
 
 
 class S3Storage(Storage):
@@ -135,22 +72,8 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.max_attempts = int(options.get("max_attempts", 5))
-        # boto3 costs ~0.15 s to import: only a storage that talks to S3 pays it.
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        config = BotoConfig(
-            retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
-            connect_timeout=float(options.get("connect_timeout", 5)),
-            read_timeout=float(options.get("read_timeout", 30)),
-            s3={"addressing_style": options.get("addressing_style", "auto")},
-            max_pool_connections=16,
-        )
-        session = boto3.session.Session()
-        self.client = session.client(
-            "s3", endpoint_url=options.get("endpoint_url"), region_name=options.get("region_name"), config=config
-        )
+        self.max_attempts = s3.max_attempts(options)
+        self.client = s3.make_client(options)
         self.endpoint = self.client.meta.endpoint_url
         cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
         self.cache_dir = contained(Path(cache) / "s3" / bucket, self.prefix or "_", f"S3 prefix {self.prefix!r} as a cache folder")
@@ -173,64 +96,10 @@ class S3Storage(Storage):
         return self._loop_key(experiment_id, loop, "attempts", check_id(attempt, "attempt"), *rest)
 
     def _error(self, exc: BaseException, action: str, key: str) -> StorageError:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionError as BotoConnectionError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ReadTimeoutError,
-        )
-
         where = f"s3://{self.bucket}/{key}" if key else self.url  # keys already carry the prefix
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            message = (
-                f"no usable AWS credentials to {action} {where}: set AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role ({exc})"
-            )
-        elif isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if code == "NoSuchBucket" or (code in ("404", "NotFound") and key == ""):
-                message = f"S3 bucket {self.bucket!r} does not exist (at {self.endpoint}); cannot {action} {where}"
-            elif code in _DENIED:
-                message = f"access denied to {where} ({code}) trying to {action}: check the credentials and the bucket policy"
-            elif status >= 500:
-                message = (
-                    f"S3 endpoint {self.endpoint} kept failing (HTTP {status} {code}) trying to {action} {where}; "
-                    f"gave up after {self.max_attempts} attempts"
-                )
-            else:
-                message = f"S3 error {code} trying to {action} {where}: {exc}"
-        elif isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
-            message = (
-                f"S3 endpoint {self.endpoint} did not answer trying to {action} {where} "
-                f"(gave up after {self.max_attempts} attempts): {exc}"
-            )
-        elif isinstance(exc, EndpointConnectionError):
-            message = (
-                f"could not connect to S3 endpoint {self.endpoint} trying to {action} {where} "
-                f"(gave up after {self.max_attempts} attempts): {exc}"
-            )
-        elif isinstance(exc, (BotoConnectionError, HTTPClientError)):
-            message = (
-                f"the connection to S3 endpoint {self.endpoint} failed trying to {action} {where} "
-                f"(gave up after {self.max_attempts} attempts): {exc}"
-            )
-        elif isinstance(exc, (BotoCoreError, OSError)):
-            message = f"S3 failure trying to {action} {where}: {type(exc).__name__}: {exc}"
-        else:
-            message = f"unexpected failure trying to {action} {where}: {type(exc).__name__}: {exc}"
-        return StorageError(message)
-
-    @staticmethod
-    def _missing(exc: Exception) -> bool:
-        from botocore.exceptions import ClientError
-
-        return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING
+        return s3.storage_error(
+            exc, action, where, bucket=self.bucket, endpoint=self.endpoint, attempts=self.max_attempts, on_bucket=key == ""
+        )
 
     # -- object primitives ----------------------------------------------
 
@@ -244,7 +113,7 @@ class S3Storage(Storage):
             code = exc.response.get("Error", {}).get("Code")
             if extra.get("IfNoneMatch") and code in ("PreconditionFailed", "412"):
                 raise ConflictError(f"s3://{self.bucket}/{key} already exists") from None
-            if extra.get("IfMatch") and (code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409") or self._missing(exc)):
+            if extra.get("IfMatch") and (code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409") or s3.is_missing(exc)):
                 raise ConflictError(f"s3://{self.bucket}/{key} changed") from None
             raise self._error(exc, "write", key) from exc
         except Exception as exc:
@@ -257,7 +126,7 @@ class S3Storage(Storage):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except Exception as exc:
-            if self._missing(exc):
+            if s3.is_missing(exc):
                 raise NotFoundError(missing) from None
             raise self._error(exc, "read", key) from exc
 
@@ -271,7 +140,7 @@ class S3Storage(Storage):
             body.close()
 
     def _put_array(self, key: str, array: np.ndarray) -> None:
-        self._put(key, NpyBody(array), ContentType="application/octet-stream")
+        self._put(key, s3.NpyBody.of(array), ContentType="application/octet-stream")
 
     def _get_array(self, key: str, missing: str) -> np.ndarray:
         """Stream one ``.npy`` object into one array (no pickles, no temp copy)."""
@@ -542,7 +411,7 @@ class S3Storage(Storage):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             data = json.loads(response["Body"].read())
         except Exception as exc:
-            if self._missing(exc):
+            if s3.is_missing(exc):
                 return None
             raise self._error(exc, "read", key) from exc
         data.pop("nonce", None)

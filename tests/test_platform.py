@@ -8,6 +8,8 @@ import http.client
 import http.server
 import io
 import json
+import logging
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -332,6 +334,22 @@ def test_a_missing_selection_names_its_key(make_client, seed_bucket, stand_in):
     assert answer.status_code == 400 and "selected_indices_0.json must be a list of integer indices" in answer.json["error"]["message"]
 
 
+def test_an_unreachable_platform_bucket_is_worded_as_for_s3_storage(make_client, seed_bucket, stand_in):
+    """The platform's bucket and the s3 backend share one client set-up and
+    one error wording: nothing listening is "could not connect", not silence."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again before the client tries it
+    api = make_client(stand_in().url, options={"endpoint_url": f"http://127.0.0.1:{port}", "max_attempts": 1})
+    answer = api.one_loop(seed_bucket.name, 0)
+    assert answer.status_code == 503, answer.json
+    message = answer.json["error"]["message"]
+    where = f"s3://{seed_bucket.name}/proj-1/exp-1/selected_indices_0.json"
+    assert message.startswith(f"could not connect to S3 endpoint http://127.0.0.1:{port} trying to read {where} (gave up after 1 attempts)")
+    assert "did not answer" not in message
+    assert api.app.extensions["alectio"]["storage"].list_experiments() == []
+
+
 def test_a_loop_must_follow_the_one_before(make_client, seed_bucket, stand_in):
     api = make_client(stand_in().url)
     seed_bucket.put_selection(0, [1, 2])
@@ -351,7 +369,8 @@ def test_platform_mode_not_configured(make_client, seed_bucket, stand_in, monkey
     assert "ALECTIO_PLATFORM_TOKEN" in answer.json["error"]["message"]
 
 
-def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, seed_bucket, stand_in):
+def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, seed_bucket, stand_in, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's retries included
     platform = stand_in(fail=100, status=500)
     api = make_client(platform.url, retries=2)
     seed_bucket.put_selection(0, [1, 2, 3])
@@ -361,6 +380,19 @@ def test_a_callback_that_keeps_failing_shows_in_the_loop_status(make_client, see
     assert state["platform"]["callback"] == "failed" and state["platform"]["callback_attempts"] == 3
     assert "end_of_task callback failed after 3 attempt(s)" in state["error"] and "answered 500" in state["error"]
     assert len(platform.calls) == 3
+    assert all(c["auth"] == f"Bearer {PLATFORM_TOKEN}" for c in platform.calls)
+    assert "end_of_task callback failed after 3 attempt(s)" in caplog.text
+    assert PLATFORM_TOKEN not in caplog.text
+
+
+def test_an_answer_that_is_not_worth_retrying_is_tried_once(make_client, seed_bucket, stand_in):
+    platform = stand_in(fail=100, status=401)
+    api = make_client(platform.url, retries=3)
+    seed_bucket.put_selection(0, [1, 2, 3])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["platform"]["callback"] == "failed" and state["platform"]["callback_attempts"] == 1
+    assert f"{platform.url}/end_of_task answered 401" in state["error"]
+    assert len(platform.calls) == 1
 
 
 def test_a_slow_then_failing_platform_is_retried_until_it_answers(make_client, seed_bucket, stand_in):

@@ -130,7 +130,7 @@ def test_uncertainty_beats_random_on_digits(tmp_path):
 def test_the_cli_and_the_server_default_to_one_documented_strategy(db):
     from pathlib import Path
 
-    from alectio_core.server.schemas import SCHEMAS
+    from alectio_core.schemas import SCHEMAS
     from alectio_core.strategies import DEFAULT_STRATEGY
 
     assert DEFAULT_STRATEGY == "margin"  # what the science issue's measurements chose

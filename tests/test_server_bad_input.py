@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from server_support import make_app, slow_model, snapshot  # noqa: F401 (fixtures)
 
-from alectio_core.server.schemas import SCHEMAS
+from alectio_core.schemas import SCHEMAS
 
 BASE = "/api/v1/experiments"
 POOL = 500
@@ -269,3 +269,25 @@ def test_named_bad_requests(world):
         if code:
             assert response.json["error"]["code"] == code, response.json
     assert snapshot(world.db) == before
+
+
+def test_a_refused_body_names_the_field_and_what_is_wrong(world):
+    """The messages a user reads: the field by its path, and the rule."""
+    eid = world.eid
+    cases = [
+        (world.post(BASE, json={"model": "slow_test", "batch_size": "5"}), "batch_size must be integer, got a string"),
+        (world.post(BASE, json={"model": "slow_test", "loops": 5.0}), "loops must be integer, got a number"),
+        (world.post(BASE, json={"model": "slow_test", "initial": 0}), "initial must be between 1 and 2147483647, got 0"),
+        (world.post(BASE, json={"model": "slow_test", "id": "bad id"}), "id 'bad id' does not match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+        (world.post(BASE, json={"model": "slow_test", "id": "abc\n"}), "id 'abc\\n' does not match"),
+        (world.post(BASE, json={"model": ""}), "model must be 1-200 characters long"),
+        (world.post(BASE, json={"strategy": "random"}), "body is missing the required field 'model'"),
+        (world.post(BASE, json=[1]), "body must be object, got an array"),
+        (world.start(eid, selected=[1, 2, "3"]), "selected[2] must be integer, got a string"),
+        (world.start(eid, selected=[1, -4]), "selected[1] must be between 0 and 9223372036854775807, got -4"),
+        (world.start(eid, selected=[]), "selected must hold at least 1 item(s)"),
+        (world.start(eid, chosen=[1]), "body has an unknown field 'chosen'; known fields: selected"),
+    ]
+    for response, message in cases:
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid", response.json
+        assert response.json["error"]["message"].startswith(message), (message, response.json)

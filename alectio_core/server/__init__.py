@@ -65,7 +65,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     init_auth(app, app.extensions["alectio"]["tokens"])
 
     from .api import api
-    from .platform import platform
+    from .one_loop import platform
 
     app.register_blueprint(api)
     app.register_blueprint(platform)

@@ -1,7 +1,7 @@
 """The JSON API blueprint.
 
-Bodies are checked against :mod:`.schemas` before anything is stored; the
-engine then checks what needs the stored data (the pool, earlier
+Bodies are checked against :mod:`alectio_core.schemas` before anything is
+stored; the engine then checks what needs the stored data (the pool, earlier
 selections). A loop is started as a background job (:mod:`alectio_core.jobs`)
 and answered 202 at once; its status is read back from storage.
 """
@@ -16,8 +16,9 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from .. import plugins
 from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStrategyError, ValidationError
+from ..ids import is_id
+from ..schemas import MAX_INT, validate
 from . import error_response
-from .schemas import MAX_INT, matches_id, validate
 
 api = Blueprint("api", __name__)
 
@@ -52,7 +53,7 @@ def json_body(schema: str, required: bool = True) -> dict:
 
 
 def _experiment(experiment_id: str) -> dict:
-    if not matches_id(experiment_id):
+    if not is_id(experiment_id):
         raise NotFoundError(f"unknown experiment {experiment_id!r}")
     return _ctx()["engine"].get_experiment(experiment_id)
 
@@ -60,7 +61,7 @@ def _experiment(experiment_id: str) -> dict:
 def _loop_state(experiment_id: str, loop: int) -> dict:
     """The loop's stored state; 404 naming the experiment or the loop.
     (The hot path of status polling: one storage read.)"""
-    if matches_id(experiment_id) and loop <= MAX_INT:
+    if is_id(experiment_id) and loop <= MAX_INT:
         try:
             return _ctx()["engine"].get_loop(experiment_id, loop)
         except NotFoundError:

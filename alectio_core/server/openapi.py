@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the API (``GET /api/v1/openapi.json``).
 
-Request and response bodies are the schemas of :mod:`.schemas`, the ones
-the server validates with; a test compares the paths here with the app's
+Request and response bodies are the schemas of :mod:`alectio_core.schemas`,
+the ones the server validates with; a test compares the paths here with the app's
 real routes so the two cannot drift.
 """
 
@@ -11,7 +11,8 @@ import copy
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
-from .schemas import ID_PATTERN, SCHEMAS
+from ..ids import ID_PATTERN
+from ..schemas import ONE_LOOP_SCHEMA, SCHEMAS
 
 
 def _ref(name: str) -> dict:
@@ -156,8 +157,6 @@ def _platform_paths(included: bool) -> tuple[dict, dict]:
     """``POST /one_loop``, when the app serves platform mode."""
     if not included:
         return {}, {}
-    from ..platform import ONE_LOOP_SCHEMA
-
     return {
         "/one_loop": {
             "post": {

@@ -1,17 +1,21 @@
-"""Platform mode over HTTP: ``POST /one_loop`` (the seed's protocol).
+"""Platform mode over HTTP: the ``POST /one_loop`` route (the seed's protocol).
+
+Named for its route, as :mod:`.api` is for ``/api``; the protocol itself
+(the platform's bucket, the loop, the ``end_of_task`` callback) is
+:mod:`alectio_core.platform_mode`, which needs no server.
 
 Token-protected like every route. The loop runs as a job on the server's
 runner and the answer is 202 at once; what happens next (the loop, the
 results written to the platform's bucket, the ``end_of_task`` callback)
-shows in the loop's state at the returned ``url``. See
-:mod:`alectio_core.platform`.
+shows in the loop's state at the returned ``url``.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, url_for
 
-from ..platform import ONE_LOOP_SCHEMA, Platform
+from ..platform_mode import Platform
+from ..schemas import ONE_LOOP_SCHEMA
 from .api import json_body
 
 platform = Blueprint("platform", __name__)

@@ -1,24 +1,28 @@
-"""JSON Schemas of the API's bodies, and the small validator requests go through.
+"""JSON Schemas of the HTTP bodies, and ``validate``, which checks a body
+against one with ``jsonschema``.
 
 The same schemas are the ``components`` of the OpenAPI document
-(:mod:`.openapi`), so what the document promises is what the server checks.
-The validator covers the JSON Schema subset used here: ``type``,
-``properties``, ``required``, ``additionalProperties: false``, ``items``,
-``enum``, ``minimum``/``maximum``, ``minLength``/``maxLength``, ``pattern``,
-``minItems``.
+(:mod:`alectio_core.server.openapi`), so what the document promises is what
+the server checks. They live in the core because platform mode
+(:mod:`alectio_core.platform_mode`) checks its requests with them too, and
+the core never imports the server.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from typing import Any
 
-from ..engine import STAGES, STATUSES
-from ..errors import ValidationError
-from ..strategies import DEFAULT_STRATEGY
+import jsonschema
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+from .engine import STAGES, STATUSES
+from .errors import ValidationError
+from .ids import ID_PATTERN
+from .s3 import BUCKET_PATTERN
+from .strategies import DEFAULT_STRATEGY
+
 MAX_INT = 2**31 - 1
 MAX_INDEX = 2**63 - 1
 
@@ -194,86 +198,113 @@ SCHEMAS: dict[str, dict] = {
     },
 }
 
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
+
+#: ``POST /one_loop`` (platform mode; in the OpenAPI document only when the
+#: server serves it). Extra fields are ignored: the platform may send more
+#: than alectio uses.
+ONE_LOOP_SCHEMA = {
+    "type": "object",
+    "required": ["experiment_id", "project_id", "cur_loop", "user_id", "bucket_name", "type", "n_rec", "n_loop"],
+    "properties": {
+        "experiment_id": _id,
+        "project_id": _id,
+        "cur_loop": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+        "user_id": {"type": ["string", "integer"]},
+        "bucket_name": {"type": "string", "pattern": BUCKET_PATTERN},
+        "type": {"type": "string", "maxLength": 200},
+        "n_rec": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+        "n_loop": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+    },
 }
 
 
-def validate(value: Any, schema: dict | str, where: str = "body") -> Any:
-    """Check ``value`` against a schema (or the name of one in ``SCHEMAS``);
-    a ``ValidationError`` names the first offending field."""
+def validate(value: Any, schema: dict | str) -> Any:
+    """``value`` when it matches ``schema`` (a schema, or the name of one in
+    ``SCHEMAS``); else a ``ValidationError`` naming the offending field by
+    its path (``batch_size``, ``selected[3]``) and what is wrong."""
     if isinstance(schema, str):
         schema = SCHEMAS[schema]
-    types = schema.get("type")
-    if types is not None:
-        types = [types] if isinstance(types, str) else types
-        if not any(_TYPES[t](value) for t in types):
-            raise ValidationError(f"{where} must be {' or '.join(types)}, got {_kind(value)}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise ValidationError(f"{where} must be one of {', '.join(map(str, schema['enum']))}")
-    if isinstance(value, dict):
-        _object(value, schema, where)
-    elif isinstance(value, list):
-        _array(value, schema, where)
-    elif isinstance(value, str):
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", len(value)):
-            raise ValidationError(f"{where} must be {schema.get('minLength', 0)}-{schema.get('maxLength')} characters long")
-        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
-            raise ValidationError(f"{where} {value!r} does not match {schema['pattern']}")
-    elif _TYPES["number"](value):
-        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
-            raise ValidationError(f"{where} must be between {schema.get('minimum')} and {schema.get('maximum')}, got {value}")
+    # A validator is cheap to build; ``components`` lets a ``$ref`` resolve as in the document.
+    validator = _Validator({**schema, "components": {"schemas": SCHEMAS}})
+    error = next(validator.iter_errors(value), None)  # the first, in the schema's order
+    if error is not None:
+        raise ValidationError(_message(error))
     return value
 
 
-def _object(value: dict, schema: dict, where: str) -> None:
-    properties = schema.get("properties", {})
-    for key in schema.get("required", ()):
-        if key not in value:
-            raise ValidationError(f"{where} is missing the required field {key!r}")
-    if schema.get("additionalProperties") is False:
-        unknown = sorted(set(value) - set(properties))
-        if unknown:
-            raise ValidationError(f"{where} has an unknown field {unknown[0]!r}; known fields: {', '.join(properties)}")
-    for key, sub in properties.items():
-        if key in value:
-            validate(value[key], sub, f"{where}.{key}" if where != "body" else key)
+# -- the validator ---------------------------------------------------------------
+
+_Draft = jsonschema.Draft202012Validator  # OpenAPI 3.1's dialect
 
 
-def _array(value: list, schema: dict, where: str) -> None:
-    if len(value) < schema.get("minItems", 0):
-        raise ValidationError(f"{where} must hold at least {schema['minItems']} item(s)")
-    items = schema.get("items")
-    if not items or "$ref" in items:
-        return
-    if items.get("type") == "integer" and set(items) <= {"type", "minimum", "maximum"}:
-        # Fast path for long index lists.
-        for i, v in enumerate(value):
-            if type(v) is not int:
-                raise ValidationError(f"{where}[{i}] must be integer, got {_kind(v)}")
-        if value and (min(value) < items.get("minimum", min(value)) or max(value) > items.get("maximum", max(value))):
-            bad = next(v for v in value if not items.get("minimum", v) <= v <= items.get("maximum", v))
-            raise ValidationError(f"{where} holds {bad}, outside {items.get('minimum')}..{items.get('maximum')}")
-        return
-    for i, v in enumerate(value):
-        validate(v, items, f"{where}[{i}]")
+def _pattern(validator, pattern, instance, schema):
+    """ECMA-262 ``$`` (what JSON Schema means) is the end of the string;
+    Python's, which jsonschema uses, also matches before a final newline."""
+    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 @lru_cache(maxsize=None)
-def _pattern(pattern: str) -> re.Pattern:
-    """ECMA-262 ``$`` (what JSON Schema means) is the end of the string;
-    Python's also matches before a final newline."""
+def _regex(pattern: str) -> re.Pattern:
     return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
 
 
-def matches_id(value: str) -> bool:
-    return bool(_pattern(ID_PATTERN).search(value))
+def _items(validator, items, instance, schema):
+    """A list of plain integers (``selected`` may hold millions) in one pass
+    of builtins; anything else through jsonschema's own ``items``."""
+    plain = items.get("type") == "integer" and set(items) <= {"type", "minimum", "maximum"}
+    if not (plain and validator.is_type(instance, "array")):
+        yield from _Draft.VALIDATORS["items"](validator, items, instance, schema)
+        return
+    low, high = items.get("minimum", -math.inf), items.get("maximum", math.inf)
+    bad = next((i for i, v in enumerate(instance) if type(v) is not int), None)
+    keyword = "type"
+    if bad is None and instance and not (low <= min(instance) and max(instance) <= high):
+        bad = next(i for i, v in enumerate(instance) if not low <= v <= high)
+        keyword = "minimum" if instance[bad] < low else "maximum"
+    if bad is not None:
+        value = items[keyword]
+        yield jsonschema.ValidationError(keyword, validator=keyword, validator_value=value, instance=instance[bad], schema=items, path=[bad])
+
+
+# JSON Schema counts 1.0 as an integer; a count or an index sent as 1.0 is refused.
+_types = _Draft.TYPE_CHECKER.redefine("integer", lambda checker, v: isinstance(v, int) and not isinstance(v, bool))
+_Validator = jsonschema.validators.extend(_Draft, {"pattern": _pattern, "items": _items}, type_checker=_types)
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """The error as the API has always worded it."""
+    where = _where(error.absolute_path)
+    value, schema, keyword = error.instance, error.schema, error.validator
+    if keyword == "type":
+        types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+        return f"{where} must be {' or '.join(types)}, got {_kind(value)}"
+    if keyword == "enum":
+        return f"{where} must be one of {', '.join(map(str, error.validator_value))}"
+    if keyword == "required":
+        missing = next(k for k in error.validator_value if k not in value)
+        return f"{where} is missing the required field {missing!r}"
+    if keyword == "additionalProperties":
+        known = schema.get("properties", {})
+        unknown = sorted(set(value) - set(known))
+        return f"{where} has an unknown field {unknown[0]!r}; known fields: {', '.join(known)}"
+    if keyword in ("minLength", "maxLength"):
+        return f"{where} must be {schema.get('minLength', 0)}-{schema.get('maxLength')} characters long"
+    if keyword == "pattern":
+        return f"{where} {value!r} does not match {error.validator_value}"
+    if keyword in ("minimum", "maximum"):
+        return f"{where} must be between {schema.get('minimum')} and {schema.get('maximum')}, got {value}"
+    if keyword == "minItems":
+        return f"{where} must hold at least {error.validator_value} item(s)"
+    return f"{where}: {error.message}"
+
+
+def _where(path) -> str:
+    """``body``, ``batch_size``, ``config.x``, ``selected[3]``."""
+    where = ""
+    for part in path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "body"
 
 
 def _kind(value: Any) -> str:

@@ -38,54 +38,36 @@ credential chain and ``storage_options.endpoint_url`` when set.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+import urllib3
 
+from . import s3
 from .clock import now
 from .config import Config
 from .engine import Engine
 from .errors import ConfigError, ConflictError, NotFoundError, StorageError, TooLargeError, ValidationError
 from .hook_results import as_indices
+from .schemas import ONE_LOOP_SCHEMA, validate
 from .storage import check_id, check_loop
 
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "ALECTIO_PLATFORM_TOKEN"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
-
-#: JSON Schema of the ``POST /one_loop`` body. Extra fields are ignored: the
-#: platform may send more than alectio uses.
-ONE_LOOP_SCHEMA = {
-    "type": "object",
-    "required": ["experiment_id", "project_id", "cur_loop", "user_id", "bucket_name", "type", "n_rec", "n_loop"],
-    "properties": {
-        "experiment_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"},
-        "project_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"},
-        "cur_loop": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "user_id": {"type": ["string", "integer"]},
-        "bucket_name": {"type": "string", "pattern": _BUCKET.pattern},
-        "type": {"type": "string", "maxLength": 200},
-        "n_rec": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-        "n_loop": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-    },
-}
+#: end_of_task answers worth another try: the platform is busy or restarting.
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
 
 
 @dataclass(frozen=True)
-class Task:
-    """One ``/one_loop`` request, checked."""
+class OneLoopRequest:
+    """One ``/one_loop`` request, checked. (Named for the route, not
+    "task": that word is the ML task, classification and the like.)"""
 
     experiment_id: str
     project_id: str
@@ -97,15 +79,13 @@ class Task:
     n_loop: int
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> "Task":
-        from .server.schemas import validate
-
+    def from_payload(cls, payload: Mapping[str, Any]) -> "OneLoopRequest":
         validate(payload, ONE_LOOP_SCHEMA)
-        task = cls(**{name: payload[name] for name in cls.__dataclass_fields__})
-        check_id(task.experiment_id), check_id(task.project_id, "project id"), check_loop(task.cur_loop)
-        if task.cur_loop >= task.n_loop:
-            raise ValidationError(f"cur_loop ({task.cur_loop}) must be below n_loop ({task.n_loop})")
-        return task
+        request = cls(**{name: payload[name] for name in cls.__dataclass_fields__})
+        check_id(request.experiment_id), check_id(request.project_id, "project id"), check_loop(request.cur_loop)
+        if request.cur_loop >= request.n_loop:
+            raise ValidationError(f"cur_loop ({request.cur_loop}) must be below n_loop ({request.n_loop})")
+        return request
 
     @property
     def prefix(self) -> str:
@@ -126,43 +106,19 @@ class Task:
 class PlatformBucket:
     """``s3://{bucket_name}/{project_id}/{experiment_id}/``: selections in, results out."""
 
-    def __init__(self, task: Task, options: Mapping[str, Any]):
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        self.bucket, self.prefix = task.bucket_name, task.prefix
-        self.attempts = int(options.get("max_attempts", 5))
-        config = BotoConfig(
-            retries={"total_max_attempts": self.attempts, "mode": "standard"},
-            connect_timeout=float(options.get("connect_timeout", 5)),
-            read_timeout=float(options.get("read_timeout", 30)),
-            s3={"addressing_style": options.get("addressing_style", "auto")},
-        )
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=options.get("endpoint_url"), region_name=options.get("region_name"), config=config
-        )
+    def __init__(self, request: OneLoopRequest, options: Mapping[str, Any]):
+        self.bucket, self.prefix = request.bucket_name, request.prefix
+        self.attempts = s3.max_attempts(options)
+        self.client = s3.make_client(options)
 
     def url(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}/{name}"
 
     def _fail(self, exc: Exception, action: str, name: str) -> Exception:
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        where = self.url(name)
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404"):
-                return NotFoundError(f"{where} does not exist")
-            if code == "NoSuchBucket":
-                return StorageError(f"the platform's bucket {self.bucket!r} does not exist ({action} {where})")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return StorageError(f"access denied to {where} ({code}) trying to {action}")
-            return StorageError(f"S3 error {code} trying to {action} {where}: {exc}")
-        if isinstance(exc, NoCredentialsError):
-            return StorageError(f"no usable AWS credentials to {action} {where}")
-        if isinstance(exc, BotoCoreError):
-            return StorageError(f"cannot {action} {where} (after {self.attempts} attempts): {type(exc).__name__}: {exc}")
-        return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {exc}")
+        if s3.is_missing(exc):
+            return NotFoundError(f"{self.url(name)} does not exist")
+        endpoint = self.client.meta.endpoint_url
+        return s3.storage_error(exc, action, self.url(name), bucket=self.bucket, endpoint=endpoint, attempts=self.attempts)
 
     def read_selection(self, loop: int, max_bytes: int) -> np.ndarray:
         """Loop ``loop``'s selection; ``TooLargeError``, before reading it,
@@ -205,55 +161,18 @@ class PlatformBucket:
         sent as a multipart upload: a few parts in memory, whatever the size."""
         from boto3.s3.transfer import TransferConfig
 
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": tuple(int(s) for s in shape)}
-        )
-        parts = (memoryview(np.ascontiguousarray(p, dtype=dtype)).cast("B") for p in pieces)
-        stream = _StreamReader(_chain([memoryview(header.getvalue())], parts))
+        body = s3.NpyBody(dtype, shape, pieces)
         transfer = TransferConfig(multipart_threshold=8 * 2**20, multipart_chunksize=8 * 2**20, max_concurrency=2)
         try:
-            self.client.upload_fileobj(stream, self.bucket, f"{self.prefix}/{name}", Config=transfer)
+            self.client.upload_fileobj(body, self.bucket, f"{self.prefix}/{name}", Config=transfer)
         except Exception as exc:
             raise self._fail(exc, "write", name) from exc
-        expected = header.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if stream.sent != expected:
+        if body.tell() != body.size:
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
             except Exception:
                 log.warning("could not remove the malformed %s", self.url(name))
-            raise StorageError(f"{self.url(name)}: wrote {stream.sent} bytes, expected {expected}")
-
-
-def _chain(*iterables):
-    for iterable in iterables:
-        yield from iterable
-
-
-class _StreamReader(io.RawIOBase):
-    """A read-only file over a sequence of byte buffers."""
-
-    def __init__(self, pieces: Iterator[memoryview]):
-        self._pieces, self._current, self.sent = pieces, memoryview(b""), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        out, filled = memoryview(buffer).cast("B"), 0
-        while filled < out.nbytes:
-            if not self._current.nbytes:
-                self._current = next(self._pieces, None)
-                if self._current is None:
-                    self._current = memoryview(b"")
-                    break
-                continue
-            n = min(self._current.nbytes, out.nbytes - filled)
-            out[filled : filled + n] = self._current[:n]
-            self._current = self._current[n:]
-            filled += n
-        self.sent += filled
-        return filled
+            raise StorageError(f"{self.url(name)}: wrote {body.tell()} bytes, expected {body.size}")
 
 
 # ----------------------------------------------------------------------
@@ -283,14 +202,15 @@ class Platform:
 
     def start(self, payload: Mapping[str, Any]) -> dict:
         """Validate, read the selections, queue the loop; returns at once."""
-        task = Task.from_payload(payload)
+        request = OneLoopRequest.from_payload(payload)
         model, _ = self._check_configured()
-        bucket = PlatformBucket(task, self.options)
-        eid = task.local_id
-        done = self._done(eid, task.cur_loop)
+        bucket = PlatformBucket(request, self.options)
+        eid = request.local_id
+        done = self._done(eid, request.cur_loop)
         if done is not None:
-            return self._send_again(task, done, model)
-        first = self._selection(bucket, 0)  # before the lock: it may take a while
+            return self._send_again(request, done, model)
+        max_bytes = int(self.settings.max_selection_bytes)
+        first = bucket.read_selection(0, max_bytes)  # before the lock: it may take a while
         with self._lock:  # two first requests for one experiment create it once
             try:
                 experiment = self.engine.get_experiment(eid)
@@ -298,31 +218,31 @@ class Platform:
                 initial = max(1, int(np.unique(first).size))
                 try:
                     experiment = self.engine.create_experiment(
-                        model, strategy=None, batch_size=task.n_rec, initial=initial, loops=task.n_loop, experiment_id=eid
+                        model, strategy=None, batch_size=request.n_rec, initial=initial, loops=request.n_loop, experiment_id=eid
                     )
                 except ConflictError:  # another server sharing the storage created it first
                     experiment = self.engine.get_experiment(eid)
             if experiment.get("platform") is None:
-                platform = {k: v for k, v in asdict(task).items() if k not in ("cur_loop",)}
+                platform = {k: v for k, v in asdict(request).items() if k not in ("cur_loop",)}
                 experiment = self.storage.update_experiment(eid, {"platform": platform})
         if experiment["model"] != model:
-            raise ConflictError(f"experiment {task.prefix} runs model {experiment['model']!r}, not {model!r}")
+            raise ConflictError(f"experiment {request.prefix} runs model {experiment['model']!r}, not {model!r}")
 
         def prepare() -> None:
-            for k in range(task.cur_loop + 1):
-                picked = np.unique(first if k == 0 else self._selection(bucket, k))
+            for k in range(request.cur_loop + 1):
+                picked = np.unique(first if k == 0 else bucket.read_selection(k, max_bytes))
                 try:
                     stored = self.storage.get_selection(eid, k)
                 except NotFoundError:
                     stored = None
                 if stored is not None and np.array_equal(np.sort(stored), picked):
                     continue
-                if k < task.cur_loop and stored is not None:
+                if k < request.cur_loop and stored is not None:
                     raise ConflictError(f"{bucket.url(f'selected_indices_{k}.json')} changed after loop {k} ran on it")
                 self.engine.record_selection(eid, k, picked)
 
-        self.submit(eid, task.cur_loop, lambda cancel: self.run(task, cancel), prepare=prepare)
-        return {"experiment_id": eid, "loop": task.cur_loop, "status": "queued"}
+        self.submit(eid, request.cur_loop, lambda cancel: self.run(request, cancel), prepare=prepare)
+        return {"experiment_id": eid, "loop": request.cur_loop, "status": "queued"}
 
     def _done(self, eid: str, loop: int) -> dict | None:
         """The loop's state when it is done, else None."""
@@ -332,53 +252,50 @@ class Platform:
             return None
         return state if state.get("status") == "done" else None
 
-    def _send_again(self, task: Task, state: dict, model: str) -> dict:
+    def _send_again(self, request: OneLoopRequest, state: dict, model: str) -> dict:
         """A done loop asked again: export and call back again what did not
         go through (the platform never heard back); 409 if everything did."""
-        eid, loop = task.local_id, task.cur_loop
+        eid, loop = request.local_id, request.cur_loop
         experiment = self.engine.get_experiment(eid)
         if experiment["model"] != model:
-            raise ConflictError(f"experiment {task.prefix} runs model {experiment['model']!r}, not {model!r}")
+            raise ConflictError(f"experiment {request.prefix} runs model {experiment['model']!r}, not {model!r}")
         report = state.get("platform") or {}
         export = report.get("export") != "done"
         if not export and report.get("callback") == "sent":
             raise ConflictError(
-                f"loop {loop} of platform experiment {task.prefix} is already done; its results were written "
-                f"to s3://{task.bucket_name}/{task.prefix}/ and end_of_task was sent at {report.get('callback_at')}"
+                f"loop {loop} of platform experiment {request.prefix} is already done; its results were written "
+                f"to s3://{request.bucket_name}/{request.prefix}/ and end_of_task was sent at {report.get('callback_at')}"
             )
         pending = {"export": "queued" if export else "done", "callback": "pending", "callback_attempts": 0}
         self.submit(
-            eid, loop, lambda cancel: self.deliver(task, export=export),
+            eid, loop, lambda cancel: self.deliver(request, export=export),
             prepare=lambda: self._report(eid, loop, state, pending),  # the state says so from the 202 on
             runs_loop=False,
         )
         return {"experiment_id": eid, "loop": loop, "status": "done", "sending_again": ["export", "callback"] if export else ["callback"]}
 
-    def _selection(self, bucket: PlatformBucket, loop: int) -> np.ndarray:
-        return bucket.read_selection(loop, self.settings.max_selection_bytes)
-
-    def run(self, task: Task, cancel: threading.Event | None = None) -> dict:
+    def run(self, request: OneLoopRequest, cancel: threading.Event | None = None) -> dict:
         """The job: the loop, the export, the callback."""
-        state = self.engine.run_loop(task.local_id, task.cur_loop, select_next=False, cancel=cancel)
-        return self.deliver(task, state)
+        state = self.engine.run_loop(request.local_id, request.cur_loop, select_next=False, cancel=cancel)
+        return self.deliver(request, state)
 
-    def deliver(self, task: Task, state: dict | None = None, export: bool = True) -> dict:
+    def deliver(self, request: OneLoopRequest, state: dict | None = None, export: bool = True) -> dict:
         """Write a done loop's results to the platform's bucket (unless
         ``export`` is False: they are there) and call back."""
-        eid, loop = task.local_id, task.cur_loop
+        eid, loop = request.local_id, request.cur_loop
         if state is None:
             state = self.storage.get_loop_state(eid, loop)
         report: dict[str, Any] = {"export": "running" if export else "done", "callback": "pending", "callback_attempts": 0}
         self._report(eid, loop, state, report)
         if export:
             try:
-                self.export(task, PlatformBucket(task, self.options))
+                self.export(request, PlatformBucket(request, self.options))
                 report["export"] = "done"
             except Exception as exc:
                 report.update(export="failed", callback="not sent")
                 return self._report(eid, loop, state, report, error=f"results could not be written to the platform's bucket: {exc}")
             self._report(eid, loop, state, report)
-        attempts, error = self.callback(task)
+        attempts, error = self.callback(request)
         report.update(callback="sent" if error is None else "failed", callback_attempts=attempts)
         if error is not None:
             return self._report(eid, loop, state, report, error=f"end_of_task callback failed after {attempts} attempt(s): {error}")
@@ -395,12 +312,12 @@ class Platform:
 
     # -- results out ----------------------------------------------------------
 
-    def export(self, task: Task, bucket: PlatformBucket) -> None:
+    def export(self, request: OneLoopRequest, bucket: PlatformBucket) -> None:
         """The loop's results, metrics last: a platform that sees them
         finds everything else written."""
-        eid, k = task.local_id, task.cur_loop
+        eid, k = request.local_id, request.cur_loop
         results = self.engine.results(eid, k)
-        self._export_outputs(task, bucket)
+        self._export_outputs(request, bucket)
         if k == 0:
             bucket.put_json("data_map.json", {str(i): ref for i, ref in enumerate(self.storage.get_index_map(eid))})
         bucket.put_json(f"test_predictions_{k}.json", results["predictions"])
@@ -408,8 +325,8 @@ class Platform:
         bucket.put_json(f"insights_{k}.json", results["insights"])
         bucket.put_json(f"metrics_{k}.json", results["metrics"])
 
-    def _export_outputs(self, task: Task, bucket: PlatformBucket) -> None:
-        eid, k = task.local_id, task.cur_loop
+    def _export_outputs(self, request: OneLoopRequest, bucket: PlatformBucket) -> None:
+        eid, k = request.local_id, request.cur_loop
         pool = self.engine.pool_size(eid)
         rows = pool - int(self.engine.labeled(eid, k).size)
         stream = self.storage.iter_outputs(eid, k)
@@ -428,29 +345,41 @@ class Platform:
 
     # -- the callback -----------------------------------------------------------
 
-    def callback(self, task: Task) -> tuple[int, str | None]:
-        """POST end_of_task; returns (attempts made, last error or None)."""
+    def callback(self, request: OneLoopRequest) -> tuple[int, str | None]:
+        """POST end_of_task; returns (attempts made, last error or None).
+
+        ``urllib3.Retry`` tries again after a connection failure, a timeout
+        or an answer in ``RETRY_STATUSES``, ``callback_retries`` times, with
+        exponential backoff (``backoff`` seconds, doubling, at most 30)."""
         url = self.settings.backend_url.rstrip("/") + "/end_of_task"
-        body = {k: getattr(task, k) for k in ("experiment_id", "project_id", "user_id", "n_rec", "n_loop")}
-        data = json.dumps(body).encode()
+        body = {k: getattr(request, k) for k in ("experiment_id", "project_id", "user_id", "n_rec", "n_loop")}
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get(TOKEN_VARIABLE, '')}"}
-        total = 1 + max(0, self.settings.callback_retries)
-        error = None
-        for attempt in range(1, total + 1):
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        retries = max(0, int(self.settings.callback_retries))
+        retry = urllib3.Retry(
+            total=retries,
+            allowed_methods={"POST"},  # the same body again: the platform sees one end of task
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.backoff,
+            backoff_max=30.0,
+            respect_retry_after_header=False,  # a long Retry-After would hold the loop's job
+            raise_on_status=False,  # out of tries, the last answer: its status names what went wrong
+        )
+        timeout = float(self.settings.callback_timeout)
+        with urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout)) as http:
             try:
-                with urllib.request.urlopen(request, timeout=self.settings.callback_timeout) as response:
-                    response.read()
-                log.info("end_of_task sent for %s loop %d (attempt %d)", task.prefix, task.cur_loop, attempt)
-                return attempt, None
-            except urllib.error.HTTPError as exc:
-                error = f"{url} answered {exc.code} {exc.reason}"
-                if exc.code not in _RETRY_STATUSES:
-                    return attempt, error
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                error = f"{url} unreachable: {type(reason).__name__}: {reason}"
-            log.warning("end_of_task for %s loop %d, attempt %d of %d: %s", task.prefix, task.cur_loop, attempt, total, error)
-            if attempt < total:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
-        return total, error
+                response = http.request("POST", url, body=json.dumps(body).encode(), headers=headers, retries=retry, redirect=False)
+            except urllib3.exceptions.MaxRetryError as exc:
+                reason = exc.reason
+                if isinstance(reason, urllib3.exceptions.TimeoutError):
+                    error = f"{url} did not answer within {timeout:g} s"
+                else:
+                    error = f"{url} unreachable: {type(reason).__name__}: {reason}"
+                attempts = 1 + retries
+            except urllib3.exceptions.HTTPError as exc:  # not retried: a malformed URL, ...
+                error, attempts = f"{url} unreachable: {type(exc).__name__}: {exc}", 1
+            else:
+                attempts = 1 + len(response.retries.history if response.retries else ())
+                error = None if 200 <= response.status < 300 else f"{url} answered {response.status} {response.reason}"
+        if error is None:
+            log.info("end_of_task sent for %s loop %d (attempt %d)", request.prefix, request.cur_loop, attempts)
+        return attempts, error
