@@ -91,7 +91,7 @@ def test_a_default_defined_once_is_what_the_server_leases_and_platform_see(tmp_p
 
     from alectio_core.config import Config, PlatformSettings, ServerSettings
     from alectio_core.server import create_app
-    from alectio_core.server.platform import _platform
+    from alectio_core.server.one_loop import _platform
 
     server = {f.name: f.default for f in fields(ServerSettings)}
     platform = {f.name: f.default for f in fields(PlatformSettings)}
