@@ -125,23 +125,7 @@ class Engine:
         return experiment
 
     def _assign_index(self, model: plugins.Model, config: dict) -> list[str]:
-        result = model.call("assign_index", config=config)
-        if isinstance(result, (list, tuple)):
-            return [str(r) for r in result]
-        if not isinstance(result, Mapping):
-            raise PluginError(model.name, "assign_index", f"must return a mapping index -> reference, got {type(result).__name__}")
-        references: list[str | None] = [None] * len(result)
-        for key, ref in result.items():
-            try:
-                i = int(key)
-            except (TypeError, ValueError):
-                raise PluginError(model.name, "assign_index", f"key {key!r} is not an integer index") from None
-            if not 0 <= i < len(result) or references[i] is not None:
-                raise PluginError(
-                    model.name, "assign_index", f"keys must be exactly 0..{len(result) - 1}, found {key!r}", index=i
-                )
-            references[i] = str(ref)
-        return references  # type: ignore[return-value]
+        return check_assign_index(model.name, model.call("assign_index", config=config))
 
     def get_experiment(self, experiment_id: str) -> dict:
         return self.storage.get_experiment(check_id(experiment_id))
@@ -578,14 +562,9 @@ class _LoopRun:
             "train", labeled=labeled.tolist(), resume_from=resume_from, ckpt_file=ckpt_file, loop=self.loop, config=self.config
         )
         insights: dict[str, Any] = {"train_time": round(time.perf_counter() - started, 4), "num_labeled": int(labeled.size)}
-        if result is not None:
-            if not isinstance(result, Mapping):
-                raise PluginError(self.model.name, "train", f"must return None or a dict, got {type(result).__name__}")
-            labels = result.get("labels")
-            if labels is not None:
-                if not isinstance(labels, (list, tuple, np.ndarray)):
-                    raise PluginError(self.model.name, "train", "'labels' must be a list of class labels")
-                insights["per_class_counts"] = {str(k): v for k, v in sorted(Counter(_plain(labels)).items(), key=lambda kv: str(kv[0]))}
+        counts = check_train_result(self.model.name, result)
+        if counts is not None:
+            insights["per_class_counts"] = counts
         checkpoint = self.storage.save_checkpoint(self.eid, self.loop, self.attempt)
         self.storage.put_result(self.eid, self.loop, self.attempt, "checkpoint", checkpoint)
         self.storage.put_result(self.eid, self.loop, self.attempt, "insights", insights)
@@ -598,25 +577,7 @@ class _LoopRun:
         self._stage("test")
         result = self.model.call("test", ckpt_file=self.ckpt_file, loop=self.loop, config=self.config)
         name = self.model.name
-        if not isinstance(result, Mapping):
-            raise PluginError(name, "test", f"must return a dict with 'predictions' and 'labels', got {type(result).__name__}")
-        missing = [k for k in ("predictions", "labels") if k not in result]
-        if missing:
-            raise PluginError(name, "test", f"result is missing key(s) {', '.join(missing)}")
-        predictions, labels = result["predictions"], result["labels"]
-        if isinstance(predictions, Mapping) or isinstance(labels, Mapping):
-            if not (isinstance(predictions, Mapping) and isinstance(labels, Mapping)):
-                raise PluginError(name, "test", "'predictions' and 'labels' must both be lists or both be dicts")
-            extra = set(predictions) ^ set(labels)
-            if extra:
-                raise PluginError(name, "test", f"predictions and labels cover different records, e.g. {sorted(map(str, extra))[0]}")
-            keys = sorted(predictions, key=lambda k: (str(type(k)), k))
-            predictions, labels = [predictions[k] for k in keys], [labels[k] for k in keys]
-        predictions, labels = _plain(predictions), _plain(labels)
-        if not isinstance(predictions, list) or not isinstance(labels, list):
-            raise PluginError(name, "test", "'predictions' and 'labels' must be lists (or dicts keyed by record)")
-        if len(predictions) != len(labels):
-            raise PluginError(name, "test", f"{len(predictions)} predictions but {len(labels)} labels")
+        predictions, labels = check_test_result(name, result)
         try:
             self.storage.put_result(self.eid, self.loop, self.attempt, "predictions", predictions)
             self.storage.put_result(self.eid, self.loop, self.attempt, "ground_truth", labels)
@@ -667,11 +628,10 @@ class _LoopRun:
             )
         finally:
             current_writer.reset(token)
-        if result is not None:
-            if not isinstance(result, Mapping) or not isinstance(result.get("outputs"), Mapping):
-                raise PluginError(self.model.name, "infer", "must return {'outputs': {index: output}} or None after using writer")
+        outputs = check_infer_result(self.model.name, result)
+        if outputs is not None:
             self._at_once = True
-            for index, output in result["outputs"].items():
+            for index, output in outputs.items():
                 writer.add(index, output)
         writer.close()
         self._stage_done()
@@ -683,6 +643,81 @@ class _LoopRun:
         picked = self.engine.pick_next(self.experiment, self.loop, attempt=self.attempt)
         self._stage_done()
         return picked
+
+
+# ----------------------------------------------------------------------
+# What the hooks return, checked (also by alectio_core.testing.ModelContract)
+# ----------------------------------------------------------------------
+
+
+def check_assign_index(model: str, result: Any) -> list[str]:
+    """``assign_index``'s result as the pool's references, position = index:
+    a list, or a mapping whose keys are exactly 0..n-1 (ints or strings of
+    ints); else a PluginError naming the model and the offending key."""
+    if isinstance(result, (list, tuple)):
+        return [str(r) for r in result]
+    if not isinstance(result, Mapping):
+        raise PluginError(model, "assign_index", f"must return a mapping index -> reference, got {type(result).__name__}")
+    references: list[str | None] = [None] * len(result)
+    for key, ref in result.items():
+        try:
+            i = int(key)
+        except (TypeError, ValueError):
+            raise PluginError(model, "assign_index", f"key {key!r} is not an integer index") from None
+        if not 0 <= i < len(result) or references[i] is not None:
+            raise PluginError(model, "assign_index", f"keys must be exactly 0..{len(result) - 1}, found {key!r}", index=i)
+        references[i] = str(ref)
+    return references  # type: ignore[return-value]
+
+
+def check_train_result(model: str, result: Any) -> dict | None:
+    """``train``'s result: None, or a dict whose optional ``labels`` list
+    gives the per-class counts returned here (None without labels)."""
+    if result is None:
+        return None
+    if not isinstance(result, Mapping):
+        raise PluginError(model, "train", f"must return None or a dict, got {type(result).__name__}")
+    labels = result.get("labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise PluginError(model, "train", "'labels' must be a list of class labels")
+    return {str(k): v for k, v in sorted(Counter(_plain(labels)).items(), key=lambda kv: str(kv[0]))}
+
+
+def check_test_result(model: str, result: Any) -> tuple[list, list]:
+    """``test``'s result as two aligned lists (predictions, labels) of plain
+    Python values; dicts keyed by record are aligned by key."""
+    if not isinstance(result, Mapping):
+        raise PluginError(model, "test", f"must return a dict with 'predictions' and 'labels', got {type(result).__name__}")
+    missing = [k for k in ("predictions", "labels") if k not in result]
+    if missing:
+        raise PluginError(model, "test", f"result is missing key(s) {', '.join(missing)}")
+    predictions, labels = result["predictions"], result["labels"]
+    if isinstance(predictions, Mapping) or isinstance(labels, Mapping):
+        if not (isinstance(predictions, Mapping) and isinstance(labels, Mapping)):
+            raise PluginError(model, "test", "'predictions' and 'labels' must both be lists or both be dicts")
+        extra = set(predictions) ^ set(labels)
+        if extra:
+            raise PluginError(model, "test", f"predictions and labels cover different records, e.g. {sorted(map(str, extra))[0]}")
+        keys = sorted(predictions, key=lambda k: (str(type(k)), k))
+        predictions, labels = [predictions[k] for k in keys], [labels[k] for k in keys]
+    predictions, labels = _plain(predictions), _plain(labels)
+    if not isinstance(predictions, list) or not isinstance(labels, list):
+        raise PluginError(model, "test", "'predictions' and 'labels' must be lists (or dicts keyed by record)")
+    if len(predictions) != len(labels):
+        raise PluginError(model, "test", f"{len(predictions)} predictions but {len(labels)} labels")
+    return predictions, labels
+
+
+def check_infer_result(model: str, result: Any) -> Mapping | None:
+    """``infer``'s result: None (rows went through the writer) or the
+    ``outputs`` mapping index -> row, for the writer to check and store."""
+    if result is None:
+        return None
+    if not isinstance(result, Mapping) or not isinstance(result.get("outputs"), Mapping):
+        raise PluginError(model, "infer", "must return {'outputs': {index: output}} or None after using writer")
+    return result["outputs"]
 
 
 def _plain(value: Any) -> Any:
