@@ -61,7 +61,8 @@ def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: d
 
     model = plugins.get_model(model) if isinstance(model, str) else model
     unlabeled = np.asarray(unlabeled, dtype=np.int64)
-    pool_size = int(unlabeled.max()) + 1 if pool_size is None and unlabeled.size else int(pool_size or 0)
+    if pool_size is None:
+        pool_size = int(unlabeled.max()) + 1 if unlabeled.size else 0
     rows = _Rows()
     writer = OutputWriter(rows, model=model.name, pool_size=pool_size, unlabeled=unlabeled)
     token = current_writer.set(writer)  # the seed's SQL client writes through it, as in a loop
@@ -121,7 +122,7 @@ class _Run:
         from .. import plugins
 
         if not self.contract.model:
-            raise pytest.UsageError(f"{self.contract.__name__}: set model = 'NAME', the model's entry-point name")
+            pytest.fail(f"{self.contract.__name__}: set model = 'NAME', the model's entry-point name", pytrace=False)
         return plugins.get_model(self.contract.model)
 
     @_once
@@ -147,7 +148,7 @@ class _Run:
         c, pool = self.contract, len(self.pool)
         needed = c.labeled + c.batch + 1
         if pool < needed:
-            raise pytest.UsageError(f"{c.__name__}: the pool has {pool} records; labeled + batch + 1 = {needed} are needed")
+            pytest.fail(f"{c.__name__}: the pool has {pool} records; labeled + batch + 1 = {needed} are needed", pytrace=False)
         order = np.random.default_rng(c.seed).permutation(pool)
         rest = order[c.labeled + c.batch :] if c.unlabeled is None else order[c.labeled + c.batch :][: c.unlabeled]
         first, new = np.sort(order[: c.labeled]), np.sort(order[c.labeled : c.labeled + c.batch])
@@ -210,7 +211,7 @@ class _Run:
             self.model, unlabeled=unlabeled, ckpt_file=trained["ckpt_file"], loop=trained["loop"],
             config=self.config, pool_size=len(self.pool),
         )
-        assert indices.tolist() == unlabeled  # OutputWriter.close checked it: a writer that let a row through would fail here
+        assert indices.tolist() == unlabeled  # the writer's close checked it; this checks run_infer
         return indices, rows
 
 
