@@ -18,6 +18,8 @@ from installer import installed_packages
 
 from alectio_core.testing import ModelContract
 
+pytestmark = pytest.mark.slow  # installs a package, runs pytest in a process of its own
+
 ORDER = [name for name in vars(ModelContract) if name.startswith("test_")]
 
 # model -> (the contract's test that must fail, what its failure must say)
