@@ -131,34 +131,18 @@ def infer(unlabeled, ckpt_file, config, writer):
 '''
 
 TEST = '''\
-"""Call the hooks the way alectio does (which passes the settings' defaults)."""
+"""The {name} model honours alectio's model contract: its hooks are called as
+alectio calls them, and what they return is checked as alectio checks it.
+Install the package first (pip install -e .). Tests of your own (accuracy,
+your data) go beside it."""
 
-import numpy as np
-
-from {name} import hooks
-
-CONFIG = dict(hooks.SETTINGS)
-
-
-class Writer:
-    def __init__(self):
-        self.rows = {{}}
-
-    def extend(self, indices, values):
-        self.rows.update(zip(np.asarray(indices).tolist(), np.asarray(values)))
+from alectio_core.testing import ModelContract
 
 
-def test_one_loop(tmp_path):
-    pool = len(hooks.assign_index(CONFIG))
-    labeled = list(range(0, pool, 10))
-    ckpt = str(tmp_path / "loop_0.ckpt")
-    hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, config=CONFIG)
-    result = hooks.test(ckpt_file=ckpt, config=CONFIG)
-    assert len(result["predictions"]) == len(result["labels"])
-    unlabeled = sorted(set(range(pool)) - set(labeled))
-    writer = Writer()
-    hooks.infer(unlabeled=unlabeled, ckpt_file=ckpt, config=CONFIG, writer=writer)
-    assert sorted(writer.rows) == unlabeled
+class Test{cls}(ModelContract):
+    model = "{name}"
+    config = {{"pool_size": 300, "test_size": 100, "steps": 50}}  # small, so the contract runs quickly
+    deterministic = True  # the data and the training depend on config["seed"] only
 '''
 
 README = '''\
@@ -179,6 +163,9 @@ Settings come from the `models.{name}` section of alectio's `config.yaml`,
 handed to each hook as `config`. `model_info` declares them with their
 defaults (`SETTINGS`), so alectio fills in the defaults and rejects a
 misspelled key; add yours there.
+
+`pytest tests` runs alectio's model contract on the installed model
+(`tests/test_hooks.py`): the hooks are called and checked as alectio does.
 '''
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -227,5 +214,5 @@ def scaffold(name: str, parent: Path) -> Path:
     for relative, template in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(name=name, dist=dist))
+        path.write_text(template.format(name=name, dist=dist, cls=name.title().replace("_", "")))
     return root

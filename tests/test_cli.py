@@ -87,6 +87,10 @@ def test_init_scaffolds_a_package_that_installs_and_runs(tmp_path):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert tests.returncode == 0, tests.stdout
+    # ... and it is alectio's model contract, every test of it (determinism included)
+    from alectio_core.testing import ModelContract
+
+    assert f"{sum(name.startswith('test_') for name in vars(ModelContract))} passed in" in tests.stdout, tests.stdout
 
 
 def test_init_refuses_bad_names_and_existing_folders(tmp_path):

@@ -36,7 +36,8 @@ def assert_loops_intact(engine, exp, loops=(0, 1)):
 # -- the happy path ------------------------------------------------------------
 
 
-def test_loops_pass_labeled_union_checkpoints_and_config(engine, fake_model):
+def test_hook_train(engine, fake_model):
+    """train gets the union of the selections, loop k-1's checkpoint and a new path to write."""
     seen = []
 
     def train(labeled, resume_from, ckpt_file, loop, config, payload):
@@ -68,6 +69,81 @@ def test_loops_pass_labeled_union_checkpoints_and_config(engine, fake_model):
     assert engine.results(exp["id"], 1)["insights"]["per_class_counts"] == {"cat": 4, "dog": 1}
     assert state0["started_at"] <= state0["finished_at"] and state0["train_time"] >= 0
     assert set(state0["stage_times"]) == {"train", "test", "metrics", "infer"}
+
+
+def test_hook_test(engine, fake_model):
+    """test gets the checkpoint train wrote in this loop; what it returns is
+    stored as the loop's predictions and ground truth, and scored."""
+    seen = []
+
+    def train(ckpt_file, loop):
+        with open(ckpt_file, "w") as f:
+            f.write(f"weights {loop}")
+
+    def test(ckpt_file, loop, config, payload):
+        seen.append((open(ckpt_file).read(), loop, config, payload["ckpt_file"] == ckpt_file))
+        return {"predictions": [1, 0, 1, 1], "labels": [1, 0, 0, 1]}
+
+    fake_model("m", train=train, test=test)
+    exp = run_two_good_loops(engine, "m", config={"lr": 0.1})
+    assert seen == [("weights 0", 0, {"lr": 0.1}, True), ("weights 1", 1, {"lr": 0.1}, True)]
+    results = engine.results(exp["id"], 1)
+    assert (results["predictions"], results["ground_truth"]) == ([1, 0, 1, 1], [1, 0, 0, 1])
+    assert results["metrics"]["accuracy"] == 0.75
+
+
+def test_hook_infer(engine, fake_model):
+    """infer gets the sorted records not labeled yet and this loop's
+    checkpoint; the rows it streams are the loop's outputs."""
+    seen = []
+
+    def train(ckpt_file, loop):
+        with open(ckpt_file, "w") as f:
+            f.write(f"weights {loop}")
+
+    def infer(unlabeled, ckpt_file, loop, config, writer):
+        seen.append((list(unlabeled), open(ckpt_file).read(), loop, config))
+        writer.extend(unlabeled, [[float(i), -1.0] for i in unlabeled])
+
+    fake_model("m", train=train, infer=infer)
+    exp = run_two_good_loops(engine, "m", config={"lr": 0.1})
+    assert seen == [
+        ([i for i in range(20) if i > 3], "weights 0", 0, {"lr": 0.1}),
+        ([i for i in range(20) if i > 3 and i not in (10, 11)], "weights 1", 1, {"lr": 0.1}),
+    ]
+    idx, values = engine.outputs(exp["id"], 1)
+    assert sorted(idx.tolist()) == seen[1][0]
+    np.testing.assert_array_equal(values[:, 0], idx)
+
+
+def test_hook_assign_index(engine, fake_model):
+    """assign_index gets the experiment's config; its mapping is the pool."""
+    seen = []
+
+    def assign_index(config, payload):
+        seen.append((config, payload))
+        return {i: f"img_{i}.png" for i in range(config["pool"])}
+
+    fake_model("m", assign_index=assign_index)
+    exp = engine.create_experiment("m", strategy=None, initial=2, loops=1, config={"pool": 30})
+    assert seen == [({"pool": 30}, {"config": {"pool": 30}})]
+    assert exp["pool_size"] == 30
+    assert engine.storage.get_index_map(exp["id"]) == [f"img_{i}.png" for i in range(30)]
+
+
+def test_hook_model_info(engine, fake_model):
+    """model_info's task, labels and declared settings shape the experiment."""
+    seen = []
+
+    def model_info(config):
+        seen.append(dict(config))
+        return {"task": "multilabel", "labels": ["cat", "dog"], "settings": {"epochs": 10, "lr": 0.1}}
+
+    fake_model("m", model_info=model_info, test=lambda: {"predictions": [[0], [0, 1]], "labels": [[0], [1]]})
+    exp = engine.create_experiment("m", strategy=None, initial=2, loops=1, config={"lr": 0.5})
+    assert seen and seen[0] == {"lr": 0.5}
+    assert (exp["task"], exp["labels"], exp["config"]) == ("multilabel", ["cat", "dog"], {"epochs": 10, "lr": 0.5})
+    assert "hamming_loss" in engine.run_loop(exp["id"], 0)["metrics"]  # scored as the task it declared
 
 
 def test_results_are_stored_and_read_back(engine, fake_model):
@@ -261,7 +337,9 @@ class Recorder:
         self.events.append(("loop_finished", loop, status, error))
 
 
-def test_listeners_hear_every_stage_and_the_outcome(engine, fake_model):
+@pytest.fixture
+def heard(engine, fake_model):
+    """What a listener plugin hears over a loop that succeeds and one whose test hook fails."""
     recorder = Recorder()
     registry = plugins.load_plugins()
     plugins.register_plugin(registry, "recorder", lambda: recorder)
@@ -276,16 +354,33 @@ def test_listeners_hear_every_stage_and_the_outcome(engine, fake_model):
     finally:
         registry.pm.unregister(name="recorder")
         registry.plugins = [p for p in registry.plugins if p["name"] != "recorder"]
-    assert recorder.events[:6] == [
-        ("loop_started", exp["id"], 0),
+    return exp, recorder.events
+
+
+def test_hook_loop_started(heard):
+    exp, events = heard
+    assert [e for e in events if e[0] == "loop_started"] == [("loop_started", exp["id"], 0), ("loop_started", exp["id"], 1)]
+    assert events[0][0] == "loop_started"  # before any stage
+
+
+def test_hook_stage_started(heard):
+    _, events = heard
+    assert [e for e in events if e[0] == "stage_started"] == [
         ("stage_started", 0, "train"),
         ("stage_started", 0, "test"),
         ("stage_started", 0, "metrics"),
         ("stage_started", 0, "infer"),
-        ("loop_finished", 0, "done", None),
+        ("stage_started", 1, "train"),
+        ("stage_started", 1, "test"),
     ]
-    assert recorder.events[-1][:3] == ("loop_finished", 1, "failed")
-    assert "hook 'test': must return a dict" in recorder.events[-1][3]
+
+
+def test_hook_loop_finished(heard):
+    _, events = heard
+    finished = [e for e in events if e[0] == "loop_finished"]
+    assert finished[0] == ("loop_finished", 0, "done", None) and events[5] == finished[0]  # after loop 0's stages
+    assert finished[1][:3] == ("loop_finished", 1, "failed") and events[-1] == finished[1]
+    assert "hook 'test': must return a dict" in finished[1][3]
 
 
 def test_cancel_between_stages_and_inside_infer(engine, fake_model):

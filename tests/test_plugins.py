@@ -195,7 +195,8 @@ def registered():
     registry.errors = [e for e in registry.errors if e["name"] not in names]
 
 
-def test_third_party_strategy_is_usable_by_name(registered):
+def test_hook_register_strategies(registered):
+    """A third-party strategy is usable by name."""
     registered("fake_strategies", FakeStrategyPlugin())
     assert isinstance(plugins.get_strategy("always_first"), FakeStrategy)
     report = by_name(plugins.report())
@@ -235,7 +236,8 @@ class CustomMetrics:
         register("regression", lambda predictions, labels, class_labels=None: {"max_error": max(abs(p - t) for p, t in zip(predictions, labels))})
 
 
-def test_third_party_storage_scheme_is_opened_by_url(registered, tmp_path):
+def test_hook_register_storage(registered, tmp_path):
+    """A third-party storage scheme is opened by URL."""
     from alectio_core.storage import open_storage
 
     registered("team_storage", TeamStorage(tmp_path))
@@ -243,7 +245,8 @@ def test_third_party_storage_scheme_is_opened_by_url(registered, tmp_path):
     assert store.path == tmp_path / "project1.db" and store.path.exists()
 
 
-def test_third_party_metrics_replace_the_builtin_for_a_task(registered):
+def test_hook_register_metrics(registered):
+    """Third-party metrics replace the built-in ones for a task."""
     from alectio_core import compute_metrics
 
     registered("custom_metrics", CustomMetrics())

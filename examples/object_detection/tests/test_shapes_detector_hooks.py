@@ -1,4 +1,5 @@
-"""The hooks of ``shapes_detector`` called directly, as alectio's engine calls them."""
+"""What ``shapes_detector`` does beyond alectio's model contract
+(``test_shapes_detector_contract.py``): its data, it learns, it resumes, what its rows mean."""
 
 from __future__ import annotations
 
@@ -10,30 +11,11 @@ torch = pytest.importorskip("torch", reason="this example needs torch: pip insta
 from alectio_shapes_detector import data, hooks  # noqa: E402
 from alectio_shapes_detector.evaluate import map50  # noqa: E402
 from alectio_shapes_detector.model import peak_logits  # noqa: E402
+from alectio_core.testing import run_infer  # noqa: E402
 
 # A smaller pool and test split than the defaults keep the suite quick.
 CONFIG = {"pool_size": 600, "test_size": 120}
 NUM_CLASSES, TOP_K = 3, 8
-
-
-class FakeWriter:
-    """Collects what ``infer`` streams, like alectio's OutputWriter."""
-
-    def __init__(self):
-        self.rows: dict[int, np.ndarray] = {}
-        self.calls: list[str] = []
-
-    def add(self, index, row):
-        self.calls.append("add")
-        assert int(index) not in self.rows, f"index {index} written twice"
-        self.rows[int(index)] = np.asarray(row)
-
-    def extend(self, indices, rows):
-        self.calls.append("extend")
-        rows = np.asarray(rows)
-        assert rows.ndim == 2 and len(rows) == len(indices)
-        for index, row in zip(indices, rows):
-            self.add(index, row)
 
 
 def split(n_labeled=300, seed=0, pool=CONFIG["pool_size"]):
@@ -89,14 +71,8 @@ def test_test_returns_boxes_per_image_and_learns(loop0):
 
 
 def test_infer_streams_top_k_class_logits_per_unlabeled_index(loop0):
-    writer = FakeWriter()
-    out = hooks.infer(unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config=CONFIG, writer=writer)
-    assert out is None
-    assert set(writer.calls) == {"add"}
-    assert sorted(writer.rows) == loop0["unlabeled"]
-    rows = np.stack([writer.rows[i] for i in loop0["unlabeled"]])
+    indices, rows = run_infer("shapes_detector", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config=CONFIG)
     assert rows.shape == (len(loop0["unlabeled"]), TOP_K * NUM_CLASSES)
-    assert np.isfinite(rows).all()
     # What the query strategies do with a row: (K, C) then a sigmoid per class.
     probs = 1 / (1 + np.exp(-rows.reshape(-1, TOP_K, NUM_CLASSES)))
     best = probs.max(axis=2)
@@ -135,17 +111,6 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
         result = hooks.test(ckpt_file=path, config=CONFIG)
         scores[name] = map50(result["predictions"], result["labels"], NUM_CLASSES)
     assert scores["resumed"] > scores["scratch"] + 0.3, scores
-
-
-def test_training_is_deterministic_on_cpu(tmp_path):
-    labeled, _ = split(32)
-    tiny = {**CONFIG, "min_steps": 4, "max_steps": 4}
-    states = []
-    for name in ("a", "b"):
-        path = str(tmp_path / f"{name}.pt")
-        hooks.train(labeled=labeled, resume_from=None, ckpt_file=path, loop=0, config=tiny)
-        states.append(torch.load(path, weights_only=True))
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_assign_index_and_model_info():

