@@ -29,6 +29,10 @@ from .leases import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
 
+#: Seconds a request waits for a job whose loop's outcome is stored (its
+#: thread still returning: listeners, giving back the lease) to end.
+FINISHING_WAIT = 5.0
+
 
 @dataclass
 class Job:
@@ -90,7 +94,7 @@ class JobRunner:
                 raise ConflictError(
                     f"experiment {experiment_id!r} is busy: loop {busy.loop} is {'running' if busy.started else 'queued'}"
                 )
-            busy.finished.wait(5.0)  # its outcome is stored; its thread is returning
+            busy.finished.wait(FINISHING_WAIT)  # its outcome is stored; its thread is returning
             waited = True
         lease: Lease | None = None
         try:
@@ -200,6 +204,16 @@ class JobRunner:
     def active(self, experiment_id: str) -> Job | None:
         """The experiment's queued or running job in this process, if any."""
         return self._active.get(experiment_id)
+
+    def settled(self, experiment_id: str) -> Job | None:
+        """``active``, once a job whose loop already shows its outcome has
+        ended: a client that saw the loop done may act on the experiment
+        at once (the job gives back the loop's lease only as it ends)."""
+        job = self._active.get(experiment_id)
+        if job is not None and self._finishing(job):
+            job.finished.wait(FINISHING_WAIT)
+            job = self._active.get(experiment_id)
+        return job
 
     def cancel(self, experiment_id: str, loop: int) -> Job | None:
         """Ask loop ``loop`` to stop; None when it is not active here.

@@ -330,32 +330,52 @@ class SlowListener:
         self.release.wait(30)
 
 
-def test_a_client_that_saw_done_can_start_the_next_loop_at_once(api, monkeypatch):
+@pytest.fixture
+def slow_listener(api, monkeypatch):
+    """A registered ``SlowListener``, released as soon as a request finds
+    the job it keeps busy (the moment a client that saw the loop's outcome
+    could hit it)."""
     listener = SlowListener()
     registry = plugins.load_plugins()
     plugins.register_plugin(registry, "slow-listener", lambda: listener)
     runner = api.app.extensions["alectio"]["runner"]
     finishing = runner._finishing
 
-    def saw_finishing(job):  # the start request found the busy job: let it end now
+    def saw_finishing(job):
         answer = finishing(job)
         listener.release.set()
         return answer
 
     monkeypatch.setattr(runner, "_finishing", saw_finishing)
-    try:
-        experiment = api.create(initial=10, batch_size=5, loops=3)
-        api.start(experiment["id"])
-        assert api.wait_status(experiment["id"], 0)["status"] == "done"
-        assert runner.active(experiment["id"]) is not None  # the job is still returning
-        response = api.start(experiment["id"])
-        assert response.status_code == 202, response.json
-        assert response.json["loop"] == 1
-        assert api.wait_status(experiment["id"], 1)["status"] == "done"
-    finally:
-        listener.release.set()
-        registry.pm.unregister(name="slow-listener")
-        registry.plugins = [p for p in registry.plugins if p["name"] != "slow-listener"]
+    yield listener
+    listener.release.set()
+    registry.pm.unregister(name="slow-listener")
+    registry.plugins = [p for p in registry.plugins if p["name"] != "slow-listener"]
+
+
+def test_a_client_that_saw_done_can_start_the_next_loop_at_once(api, slow_listener):
+    runner = api.app.extensions["alectio"]["runner"]
+    experiment = api.create(initial=10, batch_size=5, loops=3)
+    api.start(experiment["id"])
+    assert api.wait_status(experiment["id"], 0)["status"] == "done"
+    assert runner.active(experiment["id"]) is not None  # the job is still returning
+    response = api.start(experiment["id"])
+    assert response.status_code == 202, response.json
+    assert response.json["loop"] == 1
+    assert api.wait_status(experiment["id"], 1)["status"] == "done"
+
+
+def test_a_client_that_saw_done_can_delete_the_experiment_at_once(api, slow_listener):
+    runner = api.app.extensions["alectio"]["runner"]
+    eid = api.create(initial=10, batch_size=10, loops=2)["id"]
+    api.start(eid)
+    assert api.wait_status(eid, 0)["status"] == "done"
+    assert runner.active(eid) is not None  # the job is still returning, holding the loop's lease
+    assert api.loop(eid, 0)["status"] == "done" and api.get(f"{BASE}/{eid}").json["loops_done"] == 1
+    response = api.client.delete(f"{BASE}/{eid}", headers=api.headers)
+    assert response.status_code == 200, response.json
+    assert response.json == {"id": eid, "deleted": True, "loops": 1}
+    assert _rows_of(api, eid) == ({}, False)  # the lease the job gave back too
 
 
 # -- cancel ----------------------------------------------------------------------

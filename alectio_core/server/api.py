@@ -148,7 +148,7 @@ def delete_experiment(experiment_id: str):
     """Delete the experiment and everything stored for it; 409 while a loop
     is queued or running."""
     _experiment(experiment_id)
-    job = _ctx()["runner"].active(experiment_id)
+    job = _ctx()["runner"].settled(experiment_id)
     if job is not None:  # reserved here, maybe not yet queued in storage
         state = "running" if job.started else "queued"
         raise ConflictError(
