@@ -41,6 +41,11 @@ DEFAULT_STORAGE = "sqlite:///alectio.db"
 #: README, "Does it pay?", and ``benchmarks/compare_strategies.py``. Here,
 #: not in ``strategies``, so the CLI can show it without importing numpy.
 DEFAULT_STRATEGY = "margin"
+#: An experiment's other settings when not given (the same three places).
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_INITIAL = 100
+DEFAULT_LOOPS = 5
+DEFAULT_SEED = 0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
