@@ -73,9 +73,9 @@ class PlatformSettings:
 
     model: str | None = None
     backend_url: str | None = None
-    callback_timeout: float = 10.0
-    callback_retries: int = 3
-    max_selection_bytes: int = 64 * 1024 * 1024
+    callback_timeout: float = field(default=10.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
+    callback_retries: int = field(default=3, metadata=_rule(lambda v: v >= 0, "must be >= 0"))
+    max_selection_bytes: int = field(default=64 * 1024 * 1024, metadata=_rule(lambda v: v > 0, "must be > 0"))
 
 
 @dataclass
