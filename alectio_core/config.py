@@ -10,7 +10,9 @@ so a typo or a wrong type is an error naming the key and the file.
 Lookup order for the file: the ``--config`` option, ``$ALECTIO_CONFIG``,
 then ``./config.yaml`` if present (else built-in defaults). Then
 ``$ALECTIO_STORAGE`` overrides ``storage``. :func:`environment` is the one
-place the ``ALECTIO_*`` variables that configure alectio are read.
+place ``ALECTIO_CONFIG``, ``ALECTIO_STORAGE`` and ``ALECTIO_HOME`` are read
+(the plugin variables are read where plugins load, the platform's token
+where it is sent).
 
 Why dataclasses and not pydantic-settings: every command reads this
 module, and ``alectio --help`` has 0.3 s in all. Importing pydantic and
@@ -175,7 +177,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 @dataclass(frozen=True)
 class Environment:
-    """The ``ALECTIO_*`` variables that configure alectio (an empty one is unset)."""
+    """Where the config, the storage and the server's files are (an empty variable is unset)."""
 
     config: str | None  # $ALECTIO_CONFIG: the config file
     storage: str | None  # $ALECTIO_STORAGE: overrides config.yaml's storage
