@@ -15,7 +15,7 @@ from . import plugins
 from .cli_experiments import experiments
 from .cli_options import config_option, domain_errors, one_line, read_config, start_logging, storage_option
 from .cli_tokens import token
-from .config import DEFAULT_STRATEGY, LOG_LEVELS
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, LOG_LEVELS, ServerSettings
 from .errors import AlectioError
 
 
@@ -36,9 +36,9 @@ def cli(ctx):
 @cli.command()
 @config_option
 @storage_option
-@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default 5000).")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Log level (default info).")
+@click.option("--host", help=f"Interface to listen on (default {ServerSettings.host}).")
+@click.option("--port", type=int, help=f"Port (default {ServerSettings.port}).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help=f"Log level (default {ServerSettings.log_level}).")
 @domain_errors
 def serve(config_path, storage, host, port, log_level):
     """Serve the HTTP API on a production WSGI server (waitress).
@@ -84,10 +84,10 @@ class StrategyOption(click.Option):
 @cli.command()
 @click.argument("model")
 @click.option("--strategy", cls=StrategyOption, metavar="NAME", default=DEFAULT_STRATEGY, show_default=True)
-@click.option("--loops", type=click.IntRange(min=1), default=5, show_default=True, help="Loops to run.")
-@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True, help="Records the strategy adds after each loop.")
-@click.option("--initial", type=click.IntRange(min=1), default=100, show_default=True, help="Seeded-random records labeled for loop 0.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the initial records and the strategy.")
+@click.option("--loops", type=click.IntRange(min=1), default=DEFAULT_LOOPS, show_default=True, help="Loops to run.")
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Records the strategy adds after each loop.")
+@click.option("--initial", type=click.IntRange(min=1), default=DEFAULT_INITIAL, show_default=True, help="Seeded-random records labeled for loop 0.")
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Seed for the initial records and the strategy.")
 @storage_option
 @config_option
 @click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop; options given must match it, --loops may extend it.")

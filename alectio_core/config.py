@@ -10,7 +10,9 @@ so a typo or a wrong type is an error naming the key and the file.
 Lookup order for the file: the ``--config`` option, ``$ALECTIO_CONFIG``,
 then ``./config.yaml`` if present (else built-in defaults). Then
 ``$ALECTIO_STORAGE`` overrides ``storage``. :func:`environment` is the one
-place the ``ALECTIO_*`` variables that configure alectio are read.
+place ``ALECTIO_CONFIG``, ``ALECTIO_STORAGE`` and ``ALECTIO_HOME`` are read
+(the plugin variables are read where plugins load, the platform's token
+where it is sent).
 
 Why dataclasses and not pydantic-settings: every command reads this
 module, and ``alectio --help`` has 0.3 s in all. Importing pydantic and
@@ -41,6 +43,11 @@ DEFAULT_STORAGE = "sqlite:///alectio.db"
 #: README, "Does it pay?", and ``benchmarks/compare_strategies.py``. Here,
 #: not in ``strategies``, so the CLI can show it without importing numpy.
 DEFAULT_STRATEGY = "margin"
+#: An experiment's other settings when not given (the same three places).
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_INITIAL = 100
+DEFAULT_LOOPS = 5
+DEFAULT_SEED = 0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -68,9 +75,9 @@ class PlatformSettings:
 
     model: str | None = None
     backend_url: str | None = None
-    callback_timeout: float = 10.0
-    callback_retries: int = 3
-    max_selection_bytes: int = 64 * 1024 * 1024
+    callback_timeout: float = field(default=10.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
+    callback_retries: int = field(default=3, metadata=_rule(lambda v: v >= 0, "must be >= 0"))
+    max_selection_bytes: int = field(default=64 * 1024 * 1024, metadata=_rule(lambda v: v > 0, "must be > 0"))
 
 
 @dataclass
@@ -170,7 +177,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 @dataclass(frozen=True)
 class Environment:
-    """The ``ALECTIO_*`` variables that configure alectio (an empty one is unset)."""
+    """Where the config, the storage and the server's files are (an empty variable is unset)."""
 
     config: str | None  # $ALECTIO_CONFIG: the config file
     storage: str | None  # $ALECTIO_STORAGE: overrides config.yaml's storage

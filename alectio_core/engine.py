@@ -26,14 +26,13 @@ import numpy as np
 from . import lifecycle, plugins
 from . import selections as chosen
 from .clock import now
-from .config import Config
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, Config
 from .errors import ConflictError, NotFoundError, ValidationError
 from .hook_results import check_assign_index
 from .leases import Lease, Leases
 from .loop_run import LoopRun
 from .outputs import DEFAULT_CHUNK_ROWS
 from .storage import Storage, check_id, check_loop
-from .strategies import DEFAULT_STRATEGY
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,10 @@ class Engine:
         model: str,
         *,
         strategy: str | None = DEFAULT_STRATEGY,
-        batch_size: int = 100,
-        initial: int = 100,
-        loops: int = 5,
-        seed: int = 0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        initial: int = DEFAULT_INITIAL,
+        loops: int = DEFAULT_LOOPS,
+        seed: int = DEFAULT_SEED,
         config: Mapping[str, Any] | None = None,
         experiment_id: str | None = None,
     ) -> dict:

@@ -24,9 +24,9 @@ import numpy as np
 from . import plugins
 from .clock import now
 from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
-from .hook_results import check_infer, check_test, check_train
+from .hook_results import check_test, check_train
 from .leases import Lease, LeaseLost
-from .outputs import OutputWriter, current_writer
+from .outputs import OutputWriter, call_infer
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -240,14 +240,9 @@ class LoopRun:
             chunk_rows=self.engine.chunk_rows,
             on_chunk=lambda done: self._progress(done, int(unlabeled.size)),
         )
-        token = current_writer.set(writer)
-        try:
-            result = self.model.call(
-                "infer", unlabeled=unlabeled.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config, writer=writer
-            )
-        finally:
-            current_writer.reset(token)
-        outputs = check_infer(self.model.name, result)
+        outputs = call_infer(
+            self.model, writer, unlabeled=unlabeled.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
+        )
         if outputs is not None:
             self._at_once = True
             for index, output in outputs.items():

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextvars
 import operator
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import numpy as np
 
 from .errors import PluginError
+from .hook_results import check_infer
 from .storage import OutputSink
+
+if TYPE_CHECKING:
+    from .plugins import Model
 
 #: Most rows in a chunk: progress and cancellation are checked once a chunk.
 DEFAULT_CHUNK_ROWS = 65536
@@ -212,3 +216,16 @@ class OutputWriter:
             raise self._error(f"outputs miss {missing.size} unlabeled record(s), first index {first}", first)
         self.sink.close()
         return self.written
+
+
+def call_infer(model: Model, writer: OutputWriter, **arguments: Any) -> Mapping | None:
+    """Call ``model``'s ``infer`` hook with ``writer``, which is also the
+    current writer meanwhile (the seed's SQL client writes through it).
+    Returns the outputs the hook returned instead of streaming them, checked,
+    for the caller to hand to ``writer.add``; None when it streamed."""
+    token = current_writer.set(writer)
+    try:
+        result = model.call("infer", writer=writer, **arguments)
+    finally:
+        current_writer.reset(token)
+    return check_infer(model.name, result)

@@ -209,7 +209,7 @@ class Platform:
         done = self._done(eid, request.cur_loop)
         if done is not None:
             return self._send_again(request, done, model)
-        max_bytes = int(self.settings.max_selection_bytes)
+        max_bytes = self.settings.max_selection_bytes
         first = bucket.read_selection(0, max_bytes)  # before the lock: it may take a while
         with self._lock:  # two first requests for one experiment create it once
             try:
@@ -354,7 +354,7 @@ class Platform:
         url = self.settings.backend_url.rstrip("/") + "/end_of_task"
         body = {k: getattr(request, k) for k in ("experiment_id", "project_id", "user_id", "n_rec", "n_loop")}
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get(TOKEN_VARIABLE, '')}"}
-        retries = max(0, int(self.settings.callback_retries))
+        retries = self.settings.callback_retries
         retry = urllib3.Retry(
             total=retries,
             allowed_methods={"POST"},  # the same body again: the platform sees one end of task
@@ -364,7 +364,7 @@ class Platform:
             respect_retry_after_header=False,  # a long Retry-After would hold the loop's job
             raise_on_status=False,  # out of tries, the last answer: its status names what went wrong
         )
-        timeout = float(self.settings.callback_timeout)
+        timeout = self.settings.callback_timeout
         with urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout)) as http:
             try:
                 response = http.request("POST", url, body=json.dumps(body).encode(), headers=headers, retries=retry, redirect=False)

@@ -17,11 +17,11 @@ from typing import Any
 
 import jsonschema
 
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY
 from .engine import STAGES, STATUSES
 from .errors import ValidationError
 from .ids import ID_PATTERN
 from .s3 import BUCKET_PATTERN
-from .strategies import DEFAULT_STRATEGY
 
 MAX_INT = 2**31 - 1
 MAX_INDEX = 2**63 - 1
@@ -80,10 +80,10 @@ SCHEMAS: dict[str, dict] = {
                 "default": DEFAULT_STRATEGY,
                 "description": "query strategy; null when a labeller supplies every selection",
             },
-            "batch_size": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 100},
-            "initial": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": 100},
-            "loops": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": 5},
-            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_INDEX, "default": 0},
+            "batch_size": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": DEFAULT_BATCH_SIZE},
+            "initial": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": DEFAULT_INITIAL},
+            "loops": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": DEFAULT_LOOPS},
+            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_INDEX, "default": DEFAULT_SEED},
             "config": {"type": "object", "description": "overrides the model's section of config.yaml"},
         },
     },

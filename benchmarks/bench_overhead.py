@@ -35,16 +35,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
+from processes import install_zero_model, timed
+
 CLASSES = 10
 
 
@@ -67,29 +64,6 @@ def plain(pool: int, loops: int, k: int, folder: Path) -> None:
         top = np.argpartition(entropy, len(entropy) - k)[len(entropy) - k :]
         unlabeled_mask[unlabeled[top]] = False
     print(pool - np.count_nonzero(unlabeled_mask))
-
-
-def install_zero_model(folder: Path) -> dict:
-    """pip-install the zero-cost model into ``folder``; the environment that sees it."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from installer import pip_install, with_path  # the tests' installer: --target, never site-packages
-
-    env = with_path(pip_install(folder, ZERO_MODEL))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def timed(command: list[str], env: dict) -> tuple[float, float]:
-    """Wall-clock and CPU (user + system) seconds of one process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    # In a folder of its own: ``-m`` looks in the current folder first.
-    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if run.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{run.stderr}")
-    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -125,8 +99,8 @@ def main() -> None:
         timed(numpy(-1), env)
         times: dict[str, list[tuple[float, float]]] = {"alectio": [], "numpy": []}
         for i in range(args.repeat):
-            times["alectio"].append(timed(alectio(i), env))
-            times["numpy"].append(timed(numpy(i), env))
+            times["alectio"].append(timed(alectio(i), env)[:2])
+            times["numpy"].append(timed(numpy(i), env)[:2])
     load = os.getloadavg()
     print(f"pool {args.pool:,} records, {args.loops} loops, top {args.k} by entropy; "
           f"{args.repeat} runs each, alternating; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "

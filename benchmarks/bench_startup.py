@@ -33,28 +33,16 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
+from processes import install_zero_model, timed
+
 GOALS = {"alectio --help": 0.3, "alectio plugins": 0.3, "alectio run (fixed cost)": 0.5}
-
-
-def install_zero_model(folder: Path) -> dict:
-    """pip-install the do-nothing model into ``folder``; the environment that sees it."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from installer import pip_install, with_path  # the tests' installer: --target, never site-packages
-
-    env = with_path(pip_install(folder, ZERO_MODEL))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
 
 
 def alectio_command() -> list[str]:
@@ -62,22 +50,9 @@ def alectio_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "alectio_core"]
 
 
-def run(command: list[str], env: dict, stderr=subprocess.DEVNULL) -> tuple[float, float, str]:
-    """Wall-clock and CPU seconds of one process, and its stderr if asked for."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    # In a folder of its own: ``-m`` looks in the current folder first.
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=tempfile.gettempdir())
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode:
-        sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr or ''}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stderr or ""
-
-
 def import_top(command: list[str], env: dict, top: int) -> list[tuple[str, float]]:
     """Seconds of import time per top-level package, largest first."""
-    stderr = run([sys.executable, "-X", "importtime", *command], env, stderr=subprocess.PIPE)[2]
+    stderr = timed([sys.executable, "-X", "importtime", *command], env, stderr=subprocess.PIPE)[2]
     per_package: collections.Counter = collections.Counter()
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -110,10 +85,10 @@ def main() -> None:
         }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for make in commands.values():
-            run(make(), env)  # warm-up: bytecode written, files in the page cache
+            timed(make(), env)  # warm-up: bytecode written, files in the page cache
         for _ in range(args.repeat):  # interleaved, so a burst of load hits every command alike
             for name, make in commands.items():
-                times[name].append(run(make(), env)[:2])
+                times[name].append(timed(make(), env)[:2])
         load = os.getloadavg()
         print(f"{args.repeat} runs each, median; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
               f"on {os.cpu_count()} cores")

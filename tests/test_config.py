@@ -62,6 +62,10 @@ def test_values_model_sections_and_env_overrides(tmp_path, monkeypatch):
         ("platform:\n  callback_retries: '3'\n", "key 'platform.callback_retries' must be int, got str '3'"),
         ("platform:\n  max_selection_bytes: 1.5\n", "key 'platform.max_selection_bytes' must be int, got float 1.5"),
         ("platform:\n  backend_url: 8080\n", "key 'platform.backend_url' must be str, got int 8080"),
+        # Refused here, not clamped or crashing when the callback is sent.
+        ("platform:\n  callback_retries: -1\n", "key 'platform.callback_retries' must be >= 0"),
+        ("platform:\n  callback_timeout: 0\n", "key 'platform.callback_timeout' must be > 0"),
+        ("platform:\n  max_selection_bytes: 0\n", "key 'platform.max_selection_bytes' must be > 0"),
         ("platform:\n  modle: x\n", r"unknown key 'platform.modle' \(did you mean 'model'\?\)"),
         ("a: [\n", "not valid YAML"),
         ("!!python/object:os.system {}\n", "not valid YAML"),  # safe_load refuses objects

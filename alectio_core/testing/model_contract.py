@@ -33,10 +33,10 @@ import numpy as np
 import pytest
 
 # The engine's own checks of what hooks return: the contract cannot pass a model the engine refuses.
-from ..hook_results import check_assign_index, check_infer, check_test, check_train
+from ..hook_results import check_assign_index, check_test, check_train
 from ..hookspecs import REQUIRED_MODEL_HOOKS
 from ..metrics import compute_metrics
-from ..outputs import OutputWriter, current_writer
+from ..outputs import OutputWriter, call_infer
 from ..storage import OutputSink
 
 
@@ -65,12 +65,7 @@ def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: d
         pool_size = int(unlabeled.max()) + 1 if unlabeled.size else 0
     rows = _Rows()
     writer = OutputWriter(rows, model=model.name, pool_size=pool_size, unlabeled=unlabeled)
-    token = current_writer.set(writer)  # the seed's SQL client writes through it, as in a loop
-    try:
-        result = model.call("infer", unlabeled=unlabeled.tolist(), ckpt_file=ckpt_file, loop=loop, config=config or {}, writer=writer)
-    finally:
-        current_writer.reset(token)
-    outputs = check_infer(model.name, result)
+    outputs = call_infer(model, writer, unlabeled=unlabeled.tolist(), ckpt_file=ckpt_file, loop=loop, config=config or {})
     for index, output in (outputs or {}).items():
         writer.add(index, output)
     writer.close()

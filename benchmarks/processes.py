@@ -1,0 +1,44 @@
+"""What bench_startup and bench_overhead share: the do-nothing model
+``bench_zero`` installed aside, and a whole process timed.
+
+``bench_zero`` (``benchmarks/packages/alectio-bench-zero``) is pip-installed
+into a temporary ``--target`` folder put on the timed processes'
+``PYTHONPATH``, as the tests install theirs, never into the environment
+running the benchmark.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
+
+
+def install_zero_model(folder: Path) -> dict:
+    """pip-install ``bench_zero`` into ``folder``; the environment that sees it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from installer import pip_install, with_path  # the tests' installer: --target, never site-packages
+
+    env = with_path(pip_install(folder, ZERO_MODEL))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode written as usual: imports cost what they cost a user
+    return env
+
+
+def timed(command: list[str], env: dict, stderr=subprocess.DEVNULL) -> tuple[float, float, str]:
+    """Wall-clock and CPU (user + system) seconds of one process, and its
+    stderr if asked for (``stderr=subprocess.PIPE``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    # In a folder of its own: ``-m`` looks in the current folder first.
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr or ''}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stderr or ""
