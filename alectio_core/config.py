@@ -154,7 +154,7 @@ def _convert(cls: type, data: Any, prefix: str, source: str) -> Any:
         if name not in data:
             continue
         key, kind = prefix + name, hints[name]
-        if is_dataclass(kind):
+        if isinstance(kind, type) and is_dataclass(kind):
             values[name] = _convert(kind, data[name], key + ".", source)
             continue
         values[name] = value = _check(data[name], kind, key, source)

@@ -95,7 +95,7 @@ class PluginError(AlectioError):
         if index is not None:
             where += f", index {index}"
         super().__init__(f"{where}: {message}")
-        self.model = model
+        self.model: str | None = model  # None where no model is to blame (ContributionError)
         self.hook = hook
         self.index = index
 

@@ -65,7 +65,7 @@ class ModelSpecs:
         loop: int,
         config: Mapping[str, Any],
         payload: Mapping[str, Any],
-    ) -> Mapping[str, Any]:
+    ) -> Optional[Mapping[str, Any]]:
         """Evaluate this loop's checkpoint on the held-out test set.
 
         :param ckpt_file: the checkpoint ``train`` wrote in this loop.

@@ -105,9 +105,9 @@ class OutputWriter:
                 start = stop
                 continue
             take = min(self._rows - self._fill, idx.size - start)
-            if self._buf_idx is None:
+            if self._buf_idx is None or self._buf_val is None:
                 self._buf_idx = np.empty(self._rows, dtype=np.int64)
-                self._buf_val = np.empty((self._rows, self.width), dtype=np.float32)
+                self._buf_val = np.empty((self._rows, values.shape[1]), dtype=np.float32)  # the width _check set
             self._buf_idx[self._fill : self._fill + take] = idx[start : start + take]
             self._buf_val[self._fill : self._fill + take] = values[start : start + take]
             self._fill += take
@@ -203,7 +203,7 @@ class OutputWriter:
             self.on_chunk(self.written)
 
     def _flush(self) -> None:
-        if self._fill:
+        if self._fill and self._buf_idx is not None and self._buf_val is not None:
             self._write(self._buf_idx[: self._fill], self._buf_val[: self._fill])
             self._fill = 0
 

@@ -193,8 +193,8 @@ class Platform:
 
     def _check_configured(self) -> tuple[str, str]:
         model, backend = self.settings.model, self.settings.backend_url
-        missing = [k for k, v in (("platform.model", model), ("platform.backend_url", backend)) if not v]
-        if missing:
+        if not model or not backend:
+            missing = [k for k, v in (("platform.model", model), ("platform.backend_url", backend)) if not v]
             raise ConfigError(f"platform mode needs {' and '.join(missing)} in config.yaml")
         if not os.environ.get(TOKEN_VARIABLE):
             raise ConfigError(f"platform mode needs the platform's token in ${TOKEN_VARIABLE} for the end_of_task callback")
@@ -332,7 +332,9 @@ class Platform:
         stream = self.storage.iter_outputs(eid, k)
         first = next(stream, None)
         width = first[1].shape[1] if first is not None else 0
-        stream.close()
+        close = getattr(stream, "close", None)  # a generator's; the interface promises only an iterator
+        if close is not None:
+            close()
         del first
 
         def pieces(part: int) -> Iterator[np.ndarray]:
@@ -351,7 +353,9 @@ class Platform:
         ``urllib3.Retry`` tries again after a connection failure, a timeout
         or an answer in ``RETRY_STATUSES``, ``callback_retries`` times, with
         exponential backoff (``backoff`` seconds, doubling, at most 30)."""
-        url = self.settings.backend_url.rstrip("/") + "/end_of_task"
+        backend = self.settings.backend_url
+        assert backend is not None, "start() checked it"
+        url = backend.rstrip("/") + "/end_of_task"
         body = {k: getattr(request, k) for k in ("experiment_id", "project_id", "user_id", "n_rec", "n_loop")}
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get(TOKEN_VARIABLE, '')}"}
         retries = self.settings.callback_retries
@@ -365,6 +369,7 @@ class Platform:
             raise_on_status=False,  # out of tries, the last answer: its status names what went wrong
         )
         timeout = self.settings.callback_timeout
+        error: str | None
         with urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout)) as http:
             try:
                 response = http.request("POST", url, body=json.dumps(body).encode(), headers=headers, retries=retry, redirect=False)

@@ -174,7 +174,7 @@ class NpyBody(io.RawIOBase):
                 self._pending = None
                 return None
             # Bytes as a flat view, not a copy (memoryview.cast refuses empty 2-d arrays).
-            view = memoryview(np.ascontiguousarray(piece, dtype=self._dtype).reshape(-1).view(np.uint8))
+            view = np.ascontiguousarray(piece, dtype=self._dtype).reshape(-1).view(np.uint8).data
             if not self._seekable:
                 self._parts = []  # read once: what is behind is never asked for again
             self._parts.append((self._end, view))

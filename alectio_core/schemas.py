@@ -275,14 +275,20 @@ _Validator = jsonschema.validators.extend(_Draft, {"pattern": _pattern, "items":
 def _message(error: jsonschema.ValidationError) -> str:
     """The error as the API has always worded it."""
     where = _where(error.absolute_path)
-    value, schema, keyword = error.instance, error.schema, error.validator
+    keyword = error.validator
+    # Typed Any on purpose: the stubs allow "unset" (an error built by hand)
+    # and a boolean schema, but an error from a validator has these set, and
+    # its schema is the object holding the failing keyword.
+    value: Any = error.instance
+    expected: Any = error.validator_value
+    schema: Any = error.schema
     if keyword == "type":
-        types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+        types = [expected] if isinstance(expected, str) else expected
         return f"{where} must be {' or '.join(types)}, got {_kind(value)}"
     if keyword == "enum":
-        return f"{where} must be one of {', '.join(map(str, error.validator_value))}"
+        return f"{where} must be one of {', '.join(map(str, expected))}"
     if keyword == "required":
-        missing = next(k for k in error.validator_value if k not in value)
+        missing = next(k for k in expected if k not in value)
         return f"{where} is missing the required field {missing!r}"
     if keyword == "additionalProperties":
         known = schema.get("properties", {})
@@ -291,11 +297,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     if keyword in ("minLength", "maxLength"):
         return f"{where} must be {schema.get('minLength', 0)}-{schema.get('maxLength')} characters long"
     if keyword == "pattern":
-        return f"{where} {value!r} does not match {error.validator_value}"
+        return f"{where} {value!r} does not match {expected}"
     if keyword in ("minimum", "maximum"):
         return f"{where} must be between {schema.get('minimum')} and {schema.get('maximum')}, got {value}"
     if keyword == "minItems":
-        return f"{where} must hold at least {error.validator_value} item(s)"
+        return f"{where} must hold at least {expected} item(s)"
     return f"{where}: {error.message}"
 
 

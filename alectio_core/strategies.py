@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_c
 
 import numpy as np
 
-from .config import DEFAULT_STRATEGY  # noqa: F401 (defined with the other defaults; imported from here too)
+from .config import DEFAULT_STRATEGY as DEFAULT_STRATEGY  # defined with the other defaults; imported from here too
 from .errors import AlectioError, ContributionError, UnknownStrategyError, ValidationError
 from .plugins import TASKS, get_strategies, origin
 

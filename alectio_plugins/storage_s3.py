@@ -165,7 +165,7 @@ class S3Storage(Storage):
             if stored != dtype or len(shape) != ndim or (fortran and ndim > 1):
                 raise StorageError(f"s3://{self.bucket}/{key} holds {stored} {shape}, expected {ndim}-d {dtype}")
             array = np.empty(shape, dtype=dtype)
-            target, filled = memoryview(array).cast("B"), 0
+            target, filled = array.data.cast("B"), 0
             while filled < target.nbytes:
                 data = body.read(min(1 << 16, target.nbytes - filled))
                 if not data:
@@ -221,12 +221,13 @@ class S3Storage(Storage):
 
     def create_experiment(self, experiment: Mapping[str, Any], index_map: list[str] | None = None) -> None:
         eid = check_id(experiment.get("id"))
-        record = {"seq": time.time_ns(), "experiment": dict(experiment)}
+        record: dict[str, Any] = {"seq": time.time_ns(), "experiment": dict(experiment)}
         if index_map is not None:
             record["index_map"] = uuid.uuid4().hex
         body = _dumps(record)  # not JSON: refused before anything is written
-        pool = None if index_map is None else self._index_map_key(eid, record["index_map"])
-        if pool:
+        pool = None
+        if index_map is not None:
+            pool = self._index_map_key(eid, record["index_map"])
             self._put_json(pool, list(index_map))
         try:
             self._put(self._experiment_key(eid), body, ContentType="application/json", IfNoneMatch="*")

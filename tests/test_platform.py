@@ -22,6 +22,7 @@ from alectio_core.jobs import JobRunner
 from alectio_core.server import create_app
 from alectio_core.storage import open_storage
 from alectio_core.tokens import create_token
+from alectio_plugins.storage_sqlite import SQLiteStorage
 
 POOL = 30
 PLATFORM_TOKEN = "platform-secret-123"
@@ -223,14 +224,14 @@ class Client:
 def make_client(tmp_path, platform_model):
     apps = []
 
-    def make(backend_url: str | None, retries: int = 2, timeout: float = 2.0, model: str | None = platform_model, options=None, **platform):
+    def make(backend_url: str | None, retries: int = 2, timeout: float = 2.0, model: str | None = platform_model, options=None, storage=None, **platform):
         config = parse_config(
             {
                 "platform": {"model": model, "backend_url": backend_url, "callback_retries": retries, "callback_timeout": timeout, **platform},
                 "storage_options": options or {},
             }
         )
-        storage = open_storage(f"sqlite:///{tmp_path}/alectio-{len(apps)}.db")
+        storage = storage or open_storage(f"sqlite:///{tmp_path}/alectio-{len(apps)}.db")
         app = create_app(config, storage)
         apps.append(app)
         client = Client(app, create_token(storage, "platform"))
@@ -285,6 +286,23 @@ def test_one_loop_runs_writes_results_beside_the_selections_and_calls_back(make_
     assert sorted(indices.tolist()) == sorted(set(unlabeled) - {0, 2, 28})
     assert json.loads(seed_bucket.get("insights_1.json"))["num_labeled"] == 8
     assert {k.split("/")[-1] for k in seed_bucket.keys()} >= {"metrics_0.json", "metrics_1.json", "test_predictions_1.json"}
+
+
+class ListIteratorStorage(SQLiteStorage):
+    """A storage whose ``iter_outputs`` returns a plain iterator, not a
+    generator: all the interface promises."""
+
+    def iter_outputs(self, experiment_id, loop, attempt=None):
+        return iter(list(super().iter_outputs(experiment_id, loop, attempt)))
+
+
+def test_outputs_export_from_a_storage_whose_stream_is_a_plain_iterator(make_client, seed_bucket, stand_in, tmp_path):
+    api = make_client(stand_in().url, storage=ListIteratorStorage(tmp_path / "plain.db"))
+    seed_bucket.put_selection(0, [3, 1, 4, 15, 9])
+    state = api.wait(api.one_loop(seed_bucket.name, 0).json["url"])
+    assert state["status"] == "done" and state["platform"]["export"] == "done", state
+    indices = np.load(io.BytesIO(seed_bucket.get("infer_outputs_0/indices.npy")), allow_pickle=False)
+    assert sorted(indices.tolist()) == sorted(set(range(POOL)) - {1, 3, 4, 9, 15})
 
 
 def test_one_loop_needs_a_token(make_client, seed_bucket, stand_in):

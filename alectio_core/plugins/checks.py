@@ -27,7 +27,7 @@ def _unpassed_argument(pm: pluggy.PluginManager, plugin: Any, name: str, kind: s
     asks for an argument its hook does not pass (None if that is not it)."""
     for attr in dir(plugin):
         opts = pm.parse_hookimpl_opts(plugin, attr)
-        hook = (opts or {}).get("specname") or attr
+        hook = (opts.get("specname") if opts else None) or attr
         caller = getattr(pm.hook, hook, None)
         if opts is None or caller is None or caller.spec is None:
             continue

@@ -47,7 +47,9 @@ def _selected(entry_point: metadata.EntryPoint) -> bool:
     wanted = os.environ.get("ALECTIO_LOAD_PLUGINS")
     if wanted is None:
         return True
-    if _about(entry_point.dist)[0] == BUILTIN_DISTRIBUTION:
+    # importlib_metadata's IDistribution protocol leaves out __hash__; the
+    # distributions it yields are plain objects, hashed by identity.
+    if _about(entry_point.dist)[0] == BUILTIN_DISTRIBUTION:  # type: ignore[arg-type]
         return True
     return entry_point.name in {w.strip() for w in wanted.split(",") if w.strip()}
 
@@ -70,7 +72,7 @@ def _discover() -> Registry:
     # the same name, the one whose entry point sorts first wins.
     found = metadata.entry_points()
     for ep in reversed(list(_entry_points(PLUGINS_GROUP, found))):
-        register_plugin(registry, ep.name, lambda ep=ep: ep.load(), ep.dist)
+        register_plugin(registry, ep.name, ep.load, ep.dist)
     registry.plugins.sort(key=lambda p: p["name"])
     registry.pending_models = {ep.name: ep for ep in _entry_points(MODELS_GROUP, found)}
     registry.pm.check_pending()
@@ -78,7 +80,7 @@ def _discover() -> Registry:
 
 
 @functools.lru_cache(maxsize=256)
-def _about(dist: metadata.Distribution | None) -> tuple[str | None, str | None]:
+def _about(dist: metadata.IDistribution | None) -> tuple[str | None, str | None]:
     """A distribution's name and version. Each ``dist.metadata`` parses the
     whole METADATA file, so it is read once per distribution object (one is
     shared by all its entry points)."""

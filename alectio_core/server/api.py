@@ -35,7 +35,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def json_body(schema: str | None, required: bool = True) -> Any:
+def json_body(schema: dict | str | None, required: bool = True) -> Any:
     """The request's JSON body, checked against ``schema`` (None: the caller
     checks it); an empty body is ``{}`` when not ``required``."""
     data = request.get_data(cache=True)  # 413 past server.max_body_bytes
@@ -76,7 +76,7 @@ def _experiment_view(experiment: dict) -> dict:
 
 def _loop_view(state: dict) -> dict:
     eid, loop = state["experiment_id"], state["loop"]
-    view = {"stage": None, "progress": None, "started_at": None, "finished_at": None, "error": None, "metrics": None}
+    view: dict[str, Any] = {"stage": None, "progress": None, "started_at": None, "finished_at": None, "error": None, "metrics": None}
     view.update(state)
     view.pop("attempt", None)
     job = _ctx()["runner"].active(eid)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
 
 
 class MotoS3:
@@ -15,14 +19,14 @@ class MotoS3:
 
     def __init__(self) -> None:
         self.port = 0
-        self._server = None
+        self._server: ThreadedMotoServer | None = None
 
     def start(self) -> "MotoS3":
         from moto.server import ThreadedMotoServer
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        self.port = self._server.get_host_and_port()[1]
+        self._server = server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        server.start()
+        self.port = server.get_host_and_port()[1]
         return self
 
     def stop(self) -> None:
@@ -30,7 +34,8 @@ class MotoS3:
         connections are refused rather than left waiting."""
         if self._server is not None:
             self._server.stop()
-            self._server._server.server_close()
+            if self._server._server is not None:  # moto's WSGI server, which stop() leaves listening
+                self._server._server.server_close()
             self._server = None
 
     @property

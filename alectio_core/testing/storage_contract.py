@@ -33,6 +33,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,6 +81,18 @@ def attempt_id() -> str:
     return uuid.uuid4().hex
 
 
+def _checkpoint(storage: Storage, experiment_id: str, loop: int) -> Path:
+    path = storage.fetch_checkpoint(experiment_id, loop)
+    assert path is not None, f"loop {loop} has no committed checkpoint"
+    return Path(path)
+
+
+def _lease(storage: Storage, experiment_id: str, loop: int) -> tuple[dict, str]:
+    found = storage.read_lease(experiment_id, loop)
+    assert found is not None, f"loop {loop} has no lease record"
+    return found
+
+
 class StorageContract:
     """Behaviour every :class:`Storage` backend must show.
 
@@ -106,7 +119,7 @@ class StorageContract:
     # ------------------------------------------------------------------
 
     def test_experiment_round_trip(self, storage: Storage):
-        exp = {"id": new_id(), "model": "m", "config": {"a": [1, 2.5, None, "\u00e9"]}, "loops": 3}
+        exp: dict[str, Any] = {"id": new_id(), "model": "m", "config": {"a": [1, 2.5, None, "\u00e9"]}, "loops": 3}
         storage.create_experiment(exp)
         assert storage.get_experiment(exp["id"]) == exp
 
@@ -123,7 +136,8 @@ class StorageContract:
 
     def test_a_refused_create_stores_nothing(self, storage: Storage):
         """A create with an id that exists changes neither the experiment nor its pool."""
-        exp, refs = {"id": new_id(), "model": "m", "pool_size": 3}, ["a", "b", "c"]
+        exp: dict[str, Any] = {"id": new_id(), "model": "m", "pool_size": 3}
+        refs = ["a", "b", "c"]
         storage.create_experiment(exp, refs)
         with pytest.raises(ConflictError):
             storage.create_experiment({"id": exp["id"], "model": "other", "pool_size": 2}, ["x", "y"])
@@ -215,7 +229,7 @@ class StorageContract:
         assert storage.get_index_map(kept["id"]) == ["a", "b", "c"]
         assert storage.get_result(kept["id"], 0, "metrics") == JSON_SAMPLES["metrics"]
         assert_chunks_equal(storage.iter_outputs(kept["id"], 0), make_chunks(3))
-        assert Path(storage.fetch_checkpoint(kept["id"], 0)).read_bytes() == b"weights" and Path(kept_ckpt).exists()
+        assert _checkpoint(storage, kept["id"], 0).read_bytes() == b"weights" and Path(kept_ckpt).exists()
 
     def test_a_deleted_id_can_be_used_again_from_scratch(self, storage: Storage, experiment: dict):
         eid = experiment["id"]
@@ -267,7 +281,8 @@ class StorageContract:
             storage.get_loop_state(experiment["id"], 3)
 
     def test_invalid_loop_numbers_are_rejected(self, storage: Storage, experiment: dict):
-        for bad in (-1, "1", 1.5, True):
+        bads: tuple[Any, ...] = (-1, "1", 1.5, True)  # not loop numbers, on purpose
+        for bad in bads:
             with pytest.raises(ValidationError):
                 storage.put_loop_state(experiment["id"], bad, {"status": "queued"})
 
@@ -556,7 +571,7 @@ class StorageContract:
         storage.put_result(eid, 0, winner, "checkpoint", storage.save_checkpoint(eid, 0, winner))
         storage.commit_loop(eid, 0, winner, {"loop": 0, "status": "done"})
         Path(storage.checkpoint_path(eid, 0, stalled)).write_bytes(b"stale")  # its train, late
-        assert Path(storage.fetch_checkpoint(eid, 0)).read_bytes() == b"committed"
+        assert _checkpoint(storage, eid, 0).read_bytes() == b"committed"
 
     def test_no_checkpoint_written_means_none(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
@@ -575,7 +590,7 @@ class StorageContract:
         storage.put_result(eid, 0, attempt, "checkpoint", ref)
         assert storage.fetch_checkpoint(eid, 0) is None  # not committed yet
         storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
-        assert Path(storage.fetch_checkpoint(eid, 0)).read_bytes() == content
+        assert _checkpoint(storage, eid, 0).read_bytes() == content
 
     def test_checkpoint_folder_saved_and_fetched(self, storage: Storage, experiment: dict):
         eid, attempt = experiment["id"], attempt_id()
@@ -586,7 +601,7 @@ class StorageContract:
         ref = storage.save_checkpoint(eid, 0, attempt)
         storage.put_result(eid, 0, attempt, "checkpoint", ref)
         storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
-        got = Path(storage.fetch_checkpoint(eid, 0))
+        got = _checkpoint(storage, eid, 0)
         assert (got / "weights.bin").read_bytes() == b"\x00\x01" * 1000
         assert (got / "sub" / "config.json").read_text() == '{"a": 1}'
 
@@ -670,7 +685,7 @@ class StorageContract:
         for stale in (first, None, "not-a-version"):
             with pytest.raises(ConflictError):
                 storage.write_lease(eid, 1, {"owner": "b"}, stale)
-        record, version = storage.read_lease(eid, 1)
+        record, version = _lease(storage, eid, 1)
         assert (record["owner"], record["n"], version) == ("a", 2, second)
         assert storage.read_lease(eid, 0) is None  # per loop
 
@@ -708,20 +723,20 @@ class StorageContract:
         eid = experiment["id"]
         first, second = Leases(storage, ttl=600), Leases(storage, ttl=600)
         lease = first.acquire(eid, 0)
-        record, version = storage.read_lease(eid, 0)
+        record, version = _lease(storage, eid, 0)
         storage.write_lease(eid, 0, {**record, "expires_at": 0}, version)  # as if 600 s passed without renewals
         with lease.lock:
-            lease.version = storage.read_lease(eid, 0)[1]  # ... and the holder's view with it
+            lease.version = _lease(storage, eid, 0)[1]  # ... and the holder's view with it
         taken = second.acquire(eid, 0)
-        published = []
+        published: list[Any] = []
         with pytest.raises(LeaseLost, match="lost its lease"):
             first.commit(lease, published.append)
         assert published == []
         assert second.commit(taken, published.append) is None and len(published) == 1
-        assert storage.read_lease(eid, 0)[0]["owner"] == second.owner
+        assert _lease(storage, eid, 0)[0]["owner"] == second.owner
         second.release(taken)
         first.release(lease)
-        assert storage.read_lease(eid, 0)[0]["owner"] is None
+        assert _lease(storage, eid, 0)[0]["owner"] is None
 
     def test_another_process_can_ask_the_holder_to_cancel(self, storage: Storage, experiment: dict):
         from ..errors import LoopCancelled
@@ -754,7 +769,7 @@ class StorageContract:
             storage.put_token({**records[0], "hash": "other"})
         storage.touch_token("ci", "2024-02-02T00:00:00")
         assert {t["name"]: t["last_used"] for t in storage.list_tokens()} == {"ci": "2024-02-02T00:00:00", "alice": None}
-        assert {k: v for k, v in storage.get_token("ci").items() if k != "last_used"} == records[0]
+        assert {k: v for k, v in (storage.get_token("ci") or {}).items() if k != "last_used"} == records[0]
         storage.delete_token("ci")
         assert [t["name"] for t in storage.list_tokens()] == ["alice"] and storage.get_token("ci") is None
         with pytest.raises(NotFoundError):
