@@ -234,7 +234,8 @@ class ModelContract:
     deterministic: bool = False
 
     @pytest.fixture(scope="class")
-    def contract(self, request, tmp_path_factory) -> _Run:
+    @classmethod  # a class-scoped fixture on an instance method is deprecated (pytest 9)
+    def contract(cls, request, tmp_path_factory) -> _Run:
         return _Run(request.cls, tmp_path_factory.mktemp(f"contract-{request.cls.__name__}"))
 
     def test_the_model_is_installed_and_loads(self, contract):
