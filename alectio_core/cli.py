@@ -111,6 +111,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     """
     from .driver import check_metric, check_plot_path, drive, headline, plot_curve, resume
     from .engine import Engine
+    from .interrupts import ctrl_c
     from .leases import LoopBusy
     from .progress import Progress
     from .storage import open_storage
@@ -145,9 +146,13 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
                 check_metric(engine.learning_curve(experiment["id"]), metric)
             progress.loop(loop)
 
+        def stop_now() -> None:
+            click.echo(f"Interrupted again: stopped without recording the loop ({again})", err=True)
+
         try:
-            curve = drive(engine, experiment["id"], on_loop=on_loop, on_stage=progress.stage,
-                          on_exhausted=lambda *ended: exhausted.extend(ended))
+            with ctrl_c(on_second=stop_now):
+                curve = drive(engine, experiment["id"], on_loop=on_loop, on_stage=progress.stage,
+                              on_exhausted=lambda *ended: exhausted.extend(ended))
             if metric:
                 check_metric(curve, metric)
         except LoopBusy:

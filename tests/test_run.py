@@ -218,7 +218,11 @@ def test_a_run_that_uses_all_its_loops_says_nothing_of_the_pool(db):
     assert "pool exhausted" not in result.stderr
 
 
-def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
+def _run_and_interrupt(tmp_path, when, **config):
+    """Start ``alectio run slow_test`` (loop 0 held in train), press Ctrl-C
+    once ``when(store, experiment)`` says so (``when=None``: the model
+    presses it); return the process's stderr, the experiment, the storage
+    URL and the config file."""
     import signal
     import subprocess
     import sys
@@ -227,31 +231,47 @@ def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
 
     hold = tmp_path / "train.hold"
     hold.touch()
-    config = tmp_path / "config.yaml"
-    config.write_text(f"models:\n  slow_test:\n    hold_file: {hold}\n    pool_size: 60\n")
+    config_path = tmp_path / "config.yaml"
+    extra = "".join(f"    {key}: {value}\n" for key, value in config.items())
+    config_path.write_text(f"models:\n  slow_test:\n    hold_file: {hold}\n    pool_size: 60\n{extra}")
     db = f"sqlite:///{tmp_path}/alectio.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "alectio_core", "run", "slow_test", "--loops", "2", "--initial", "10", "--batch", "10",
-         "--config", str(config), "--storage", db],
+         "--config", str(config_path), "--storage", db],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         store = open_storage(db)
 
-        def training():
+        def ready():
             experiments = store.list_experiments()
-            if not experiments:
-                return None
-            states = store.list_loop_states(experiments[0]["id"])
-            return experiments[0] if states and states[0].get("stage") == "train" else None
+            return experiments[0] if experiments and (when is None or when(store, experiments[0])) else None
 
-        experiment = wait_for(training, timeout=120, what="loop 0 in train")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        experiment = wait_for(ready, timeout=120, what="the moment to press Ctrl-C")
+        if when is not None:
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)  # a process that ignores Ctrl-C fails here
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130
+            process.communicate()
+    assert process.returncode == 130, err
+    hold.unlink()
+    return err, experiment, db, config_path
+
+
+def _in_train_state(store, experiment):
+    states = store.list_loop_states(experiment["id"])
+    return bool(states) and states[0].get("stage") == "train"
+
+
+@pytest.mark.parametrize("moment", ["state says train", "train hook running"])
+def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model, moment):
+    # "state says train": right after the stage is stored, while the engine
+    # tells listeners and calls the hook; "train hook running": in the hook.
+    started = tmp_path / "train.started"
+    when = _in_train_state if moment == "state says train" else (lambda store, experiment: started.exists())
+    err, experiment, db, config = _run_and_interrupt(tmp_path, when, started_file=started)
     assert "Aborted!" not in err
     assert err.strip().splitlines()[-1] == (
         f"Interrupted in loop 0 (continue with: alectio run slow_test --resume {experiment['id']})"
@@ -259,10 +279,22 @@ def test_ctrl_c_says_how_to_resume_and_records_the_loop(tmp_path, slow_model):
     state = open_storage(db).get_loop_state(experiment["id"], 0)
     assert (state["status"], state["error"]) == ("cancelled", "interrupted")
 
-    hold.unlink()  # the command it printed finishes the experiment
+    # the command it printed finishes the experiment
     result = CliRunner().invoke(cli, ["run", "slow_test", "--resume", experiment["id"], "--storage", db, "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     assert [p["labeled"] for p in json.loads(result.stdout)] == [10, 20]
+
+
+def test_ctrl_c_is_not_lost_when_it_lands_in_a_finalizer(tmp_path, slow_model):
+    # Python drops a KeyboardInterrupt raised while a __del__ or a weakref
+    # callback runs (the garbage collector, an import's module lock): the
+    # Ctrl-C must still stop the run, not leave it training on.
+    err, experiment, db, _ = _run_and_interrupt(tmp_path, None, sigint_in_finalizer="true")
+    assert err.strip().splitlines()[-1] == (
+        f"Interrupted in loop 0 (continue with: alectio run slow_test --resume {experiment['id']})"
+    )
+    state = open_storage(db).get_loop_state(experiment["id"], 0)
+    assert (state["status"], state["error"]) == ("cancelled", "interrupted")
 
 
 # -- the learning-curve table: the task's headline metric, or --metric ----------------------

@@ -11,6 +11,14 @@ driven by the experiment's ``config``:
 ``hold_file``
     ``train`` waits while this file exists: a test creates it to keep a
     loop in the train stage for as long as it needs, then deletes it.
+``started_file``
+    ``train`` creates this file as it starts: a test waits for it to know
+    the hook itself is running, not just that the loop's state says train.
+``sigint_in_finalizer``
+    ``train`` first sends this process a SIGINT from inside a finalizer
+    (``__del__``), where Python can only drop a ``KeyboardInterrupt``
+    ("Exception ignored in ..."): a Ctrl-C arriving while the garbage
+    collector runs, made certain.
 ``infer_hold_file``
     ``infer`` streams its first chunk of rows, then waits while this file
     exists (so a test can cancel a loop in the middle of infer).
@@ -22,6 +30,7 @@ The checkpoint is a small JSON file.
 
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -47,7 +56,17 @@ def model_info(config):
     return {"task": "classification", "labels": ["even", "odd"]}
 
 
+class _InterruptWhenCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs here, inside the finalizer
+
+
 def train(labeled, resume_from, ckpt_file, loop, config):
+    if config.get("started_file"):
+        open(config["started_file"], "w").close()
+    if config.get("sigint_in_finalizer"):
+        _InterruptWhenCollected()  # collected at once: its __del__ runs here
     _wait_while(config.get("hold_file"))
     _maybe_fail("train", config)
     deadline = time.monotonic() + float(config.get("train_seconds", 0))
