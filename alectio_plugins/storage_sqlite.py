@@ -137,8 +137,10 @@ class SQLiteStorage(Storage):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
+            # BEGIN inside the try: a Ctrl-C landing just after it must not
+            # leave this thread's connection in an open write transaction.
+            db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
         except BaseException:
