@@ -57,7 +57,9 @@ def ctrl_c(on_second: Callable[[], None] | None = None) -> Iterator[None]:
             # interrupted right here.) Should the signal land in a
             # finalizer again, this hook sends it again.
             redeliver = True
-            _thread.start_new_thread(signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+            main = threading.main_thread().ident
+            assert main is not None  # a started thread has one
+            _thread.start_new_thread(signal.pthread_kill, (main, signal.SIGINT))
             return
         previous_hook(args)
 
