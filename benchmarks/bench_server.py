@@ -33,6 +33,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from processes import serving
+
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_PACKAGE = ROOT / "tests" / "packages" / "alectio-test-slow"
 
@@ -62,12 +64,6 @@ def machine_busy() -> float:
     except OSError:
         return float("nan")
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, token: str, body=None) -> tuple[int, dict]:
@@ -137,28 +133,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="alectio-bench-") as tmp_name:
         tmp = Path(tmp_name)
         ensure_slow_model(tmp)
-        port = free_port()
         config = tmp / "config.yaml"
         config.write_text(f"server:\n  threads: {args.threads}\n" if args.threads else "{}\n")
         env = {**os.environ, "ALECTIO_LOAD_PLUGINS": "slow_test", "ALECTIO_HOME": str(tmp)}
-        log = open(tmp / "server.log", "w")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "alectio_core", "serve", "--port", str(port), "--config", str(config),
-             "--storage", f"sqlite:///{tmp}/alectio.db", "--log-level", args.log_level],
-            stdout=log, stderr=log, text=True, env=env, cwd=tmp,
-        )
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                    conn.request("GET", "/health")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    if time.time() > deadline or server.poll() is not None:
-                        raise SystemExit(f"server did not start; see {tmp / 'server.log'}")
-                    time.sleep(0.1)
+        with serving(tmp, "--config", str(config), "--storage", f"sqlite:///{tmp}/alectio.db", "--log-level", args.log_level,
+                     env=env) as (port, server):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             token = (tmp / "first-token").read_text().strip()  # no token existed: serve wrote the one it made
             status, experiment = request(conn, "POST", "/api/v1/experiments", token,
                                          {"model": "slow_test", "initial": 100, "config": {"train_seconds": train_seconds}})
@@ -203,13 +183,6 @@ def main() -> None:
                 f"whole machine {machine:.2f} of {os.cpu_count()}"
             )
             print(f"loop stage at the end: {state['status']}/{state['stage']}")
-        finally:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
 
 
 if __name__ == "__main__":

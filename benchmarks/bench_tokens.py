@@ -17,21 +17,14 @@ import argparse
 import http.client
 import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from processes import serving
 
 
 def get(port: int, token: str, conn: http.client.HTTPConnection | None = None) -> int:
@@ -85,22 +78,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         storage = f"sqlite:///{tmp}/alectio.db"
         token = create_token(open_storage(storage), "user")
-        port = free_port()
-        log = open(tmp / "server.log", "w")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "alectio_core", "serve", "--port", str(port), "--storage", storage, "--log-level", "warning"],
-            stdout=log, stderr=log, env={**os.environ, "ALECTIO_CONFIG": "", "ALECTIO_HOME": str(tmp)}, cwd=tmp,
-        )
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    get(port, token)
-                    break
-                except OSError:
-                    if time.time() > deadline or server.poll() is not None:
-                        raise SystemExit(f"server did not start; see {tmp / 'server.log'}")
-                    time.sleep(0.1)
+        env = {**os.environ, "ALECTIO_CONFIG": "", "ALECTIO_HOME": str(tmp)}
+        with serving(tmp, "--storage", storage, "--log-level", "warning", env=env) as (port, _):
             quiet = user_latencies(port, token, args.seconds)
             stop, answers = threading.Event(), []
             flooder = threading.Thread(target=flood, args=(port, args.rate, stop, answers))
@@ -112,13 +91,6 @@ def main() -> None:
             print(f"real user alone:                      {summary(quiet)}")
             print(f"real user, {args.rate:.0f} made-up tokens a second: {summary(loud)}")
             print(f"made-up tokens sent {len(answers)}, answered 401: {sum(a == 401 for a in answers)}")
-        finally:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
 
 
 if __name__ == "__main__":

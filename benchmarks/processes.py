@@ -1,5 +1,6 @@
-"""What bench_startup and bench_overhead share: the do-nothing model
-``bench_zero`` installed aside, and a whole process timed.
+"""What the benchmarks share: the do-nothing model ``bench_zero`` installed
+aside, a whole process timed, and ``alectio serve`` run for the length of a
+measurement.
 
 ``bench_zero`` (``benchmarks/packages/alectio-bench-zero``) is pip-installed
 into a temporary ``--target`` folder put on the timed processes'
@@ -9,12 +10,16 @@ running the benchmark.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
@@ -42,3 +47,42 @@ def timed(command: list[str], env: dict, stderr=subprocess.DEVNULL) -> tuple[flo
     if done.returncode:
         sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr or ''}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stderr or ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(folder: Path, *options: str, env: dict) -> Iterator[tuple[int, subprocess.Popen]]:
+    """``alectio serve *options`` on a free port of 127.0.0.1, its log in
+    ``folder/server.log``: yields (port, process) once ``/health`` answers,
+    and stops the server afterwards."""
+    port = free_port()
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "alectio_core", "serve", "--port", str(port), *options],
+            stdout=log, stderr=log, env=env, cwd=folder,
+        )
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    conn.request("GET", "/health")
+                    conn.getresponse().read()
+                    conn.close()
+                    break
+                except OSError:
+                    if time.time() > deadline or server.poll() is not None:
+                        raise SystemExit(f"server did not start; see {folder / 'server.log'}")
+                    time.sleep(0.1)
+            yield port, server
+        finally:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
