@@ -15,11 +15,30 @@ only the best k records while streaming, so memory is O(chunk + k).
 Every selection is a total order: higher score first, then lower record
 index, so results are deterministic and do not depend on how the outputs were
 chunked.
+
+Inputs beyond logits. A strategy's ``select`` may also declare any of these
+keyword parameters; it receives only the ones it declares (as pluggy passes a
+hook only the arguments it names), so the engine computes nothing a strategy
+does not use:
+
+* ``embeddings``: an iterable of ``(indices, embeddings)`` chunks (int64
+  1-D, float32 2-D) aligned one to one with ``chunks`` (same indices, same
+  order), or ``None`` when the model wrote no embeddings
+  (``writer.add(index, output, embedding=...)``).
+* ``labeled``: a :class:`Labeled`, the records already labeled with this
+  loop's model's outputs and embeddings for them (diversity strategies start
+  from it, as Sener & Savarese do).
+* ``mc_samples``: ``T`` when the model's ``model_info`` declares
+  ``"mc_samples": T`` (each output row is then T stochastic passes
+  flattened, T x classes), else ``None``. A strategy that does not declare
+  ``mc_samples`` sees each row reduced to the log of the mean probability
+  over the T passes, so uncertainty strategies keep working unchanged.
 """
 
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -29,6 +48,20 @@ from .errors import AlectioError, ContributionError, UnknownStrategyError, Valid
 from .plugins import TASKS, get_strategies, origin
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """The labeled records as a strategy sees them (the ``labeled`` input).
+
+    ``indices`` are sorted record indices; ``values`` and ``embeddings`` hold
+    this loop's model's outputs and embeddings for them, row i for
+    ``indices[i]``, or ``None`` when not available (no embeddings written,
+    or nothing labeled yet)."""
+
+    indices: np.ndarray
+    values: Optional[np.ndarray] = None
+    embeddings: Optional[np.ndarray] = None
 
 #: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
 #: block and its temporaries stay in a core's L2 cache).
