@@ -3,7 +3,11 @@
 
 Per-class values are dicts keyed by class name (``class_labels``) or by
 ``str(id)``; the classes are ``range(len(class_labels))`` when names are
-given, else the sorted ids seen in predictions and labels.
+given, else the sorted ids seen in predictions and labels. Macro averages
+follow scikit-learn's default: they average over the classes *present*, in
+the labels or the predictions. A class named in ``class_labels`` but in
+neither has per-class values None (null in JSON), not 0, and is left out of
+the macro averages: a perfect prediction scores 1.0 whatever the names list.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ def classification_metrics(
 ) -> dict:
     """Single-label metrics from predicted and true class ids.
 
-    Returns ``accuracy``; macro ``precision``, ``recall``, ``f1_score``;
-    ``precision_per_class``, ``recall_per_class``, ``f1_per_class``;
+    Returns ``accuracy``; macro ``precision``, ``recall``, ``f1_score`` (over
+    the classes present); ``precision_per_class``, ``recall_per_class``,
+    ``f1_per_class`` (None for a class in no label and no prediction);
     ``confusion_matrix`` (rows = true class, columns = predicted, in the order
     of ``class_names``); ``acc_per_class``, the fraction of a class's records
     predicted as that class (its recall); and ``label_disagreement``, the
@@ -41,14 +46,18 @@ def classification_metrics(
     codes = np.searchsorted(index, y_true) * n + np.searchsorted(index, y_pred)
     matrix = np.bincount(codes, minlength=n * n).reshape(n, n)  # rows: true class, columns: predicted
     hits, truths, guesses = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
-    precision, recall, f1 = _share(hits, guesses), _share(hits, truths), _share(2 * hits, truths + guesses)
+    present = truths + guesses > 0
+    precision, recall, f1 = (
+        np.where(present, v, np.nan)
+        for v in (_share(hits, guesses), _share(hits, truths), _share(2 * hits, truths + guesses))
+    )
     per_class_acc = [ratio(hits[i], truths[i]) for i in range(n)]
     return jsonable(
         {
             "accuracy": hits.sum() / len(y_true),
-            "precision": precision.mean(),
-            "recall": recall.mean(),
-            "f1_score": f1.mean(),
+            "precision": precision[present].mean(),
+            "recall": recall[present].mean(),
+            "f1_score": f1[present].mean(),
             "precision_per_class": dict(zip(names, precision)),
             "recall_per_class": dict(zip(names, recall)),
             "f1_per_class": dict(zip(names, f1)),
@@ -75,8 +84,9 @@ def multilabel_metrics(
 
     Returns ``subset_accuracy`` (all of a record's classes right),
     ``hamming_loss``, ``precision_micro``/``recall_micro``/``f1_micro``,
-    ``precision_macro``/``recall_macro``/``f1_macro`` and per-class
-    ``precision_per_class``, ``recall_per_class``, ``f1_per_class``.
+    ``precision_macro``/``recall_macro``/``f1_macro`` (over the classes
+    present) and per-class ``precision_per_class``, ``recall_per_class``,
+    ``f1_per_class`` (None for a class in no label and no prediction).
     """
     from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
     from sklearn.preprocessing import MultiLabelBinarizer
@@ -92,9 +102,14 @@ def multilabel_metrics(
     # One column would read as binary 0/1 targets; an all-zero column changes no count.
     pred, true = (np.pad(m, ((0, 0), (0, 1))) if len(ids) == 1 else m for m in (pred, true))
     micro = precision_recall_fscore_support(true, pred, average="micro", zero_division=0)
-    p, r, f, _ = (v[: len(ids)] for v in precision_recall_fscore_support(true, pred, average=None, zero_division=0))
+    present = (true.any(axis=0) | pred.any(axis=0))[: len(ids)]
+    p, r, f = (
+        np.where(present, v[: len(ids)], np.nan)
+        for v in precision_recall_fscore_support(true, pred, average=None, zero_division=0)[:3]
+    )
     result.update({"precision_micro": micro[0], "recall_micro": micro[1], "f1_micro": micro[2]})
-    result.update({"precision_macro": p.mean(), "recall_macro": r.mean(), "f1_macro": f.mean()})
+    for name, v in (("precision", p), ("recall", r), ("f1", f)):  # None when no record has any class
+        result[f"{name}_macro"] = v[present].mean() if present.any() else None
     result.update(
         precision_per_class=dict(zip(names, p)), recall_per_class=dict(zip(names, r)), f1_per_class=dict(zip(names, f))
     )

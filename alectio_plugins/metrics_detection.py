@@ -104,7 +104,8 @@ def detection_metrics(
     Returns COCO ``mAP`` (IoU 0.5:0.95, the 100 best-scored detections per
     image), ``mAP_50``, ``mAP_75`` and per-class
     ``AP`` (None for a class with no true box, and mAP None when there is no
-    true box at all); micro ``precision`` and ``recall`` at IoU 0.5, where a
+    true box at all; mAP averages over the classes with a true box, COCO's
+    rule, as a class with only predictions has no recall to average); micro ``precision`` and ``recall`` at IoU 0.5, where a
     prediction is right if it is matched to a free true box of its class
     (greedy by score, every prediction counts); and ``confusion_matrix`` at
     IoU 0.5 with class-agnostic matching: rows = true class, columns =

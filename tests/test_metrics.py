@@ -148,15 +148,22 @@ def check_classification(y_true, y_pred, class_labels=None):
     result = classification_metrics(list(y_pred), list(y_true), class_labels=class_labels)
     ids = list(range(len(class_labels))) if class_labels else sorted(set(y_true) | set(y_pred))
     names = [str(n) for n in class_labels] if class_labels else [str(i) for i in ids]
-    kw = dict(labels=ids, zero_division=0)
+    # scikit-learn's default: macro over the classes present in truth or predictions;
+    # a class in neither is reported as None.
+    present = sorted(set(y_true) | set(y_pred))
+    kw = dict(labels=present, zero_division=0)
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert result["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, average="macro", **kw))
     assert result["recall"] == pytest.approx(skm.recall_score(y_true, y_pred, average="macro", **kw))
     assert result["f1_score"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", **kw))
-    assert result["precision_per_class"] == approx_dict(names, skm.precision_score(y_true, y_pred, average=None, **kw))
-    recall = skm.recall_score(y_true, y_pred, average=None, **kw)
-    assert result["recall_per_class"] == approx_dict(names, recall)
-    assert result["f1_per_class"] == approx_dict(names, skm.f1_score(y_true, y_pred, average=None, **kw))
+    if not class_labels:
+        assert result["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, average="macro", zero_division=0))
+    by_id = dict(zip(ids, names))
+    p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=None, **kw)
+    for key, values in (("precision_per_class", p), ("recall_per_class", r), ("f1_per_class", f)):
+        expected = {name: None for name in names} | approx_dict([by_id[i] for i in present], values)
+        assert result[key] == expected
+    recall = [dict(zip(present, r)).get(i, 0.0) for i in ids]
     with warnings.catch_warnings():  # sklearn warns about a 1x1 matrix even with labels given
         warnings.simplefilter("ignore", UserWarning)
         assert result["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=ids).tolist()
@@ -271,6 +278,89 @@ def test_multilabel_all_correct_all_wrong_and_no_classes():
     assert wrong["subset_accuracy"] == wrong["f1_micro"] == 0.0 and wrong["hamming_loss"] == 1.0
     with pytest.raises(ValueError, match="at least one class"):
         multilabel_metrics([[], []], [[], []])
+
+
+# ----------------------------------------------------------------------
+# One rule for macro averages, every task: scikit-learn's default, the
+# classes present in truth or predictions; per-class values for every class,
+# None for a class in neither.
+# ----------------------------------------------------------------------
+
+
+def test_classification_macro_leaves_out_a_class_in_neither_truth_nor_predictions():
+    result = check_classification([0, 1, 0, 1], [0, 1, 0, 1], class_labels=["a", "b", "c"])
+    assert result["accuracy"] == result["precision"] == result["recall"] == result["f1_score"] == 1.0
+    assert result["f1_per_class"] == {"a": 1.0, "b": 1.0, "c": None}
+    assert result["precision_per_class"]["c"] is None and result["recall_per_class"]["c"] is None
+    assert result["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 0]]
+    assert result["class_names"] == ["a", "b", "c"]
+
+
+def test_classification_macro_counts_a_class_only_predicted_or_only_true():
+    only_predicted = check_classification([0, 0, 1, 1], [0, 2, 1, 1], class_labels=["a", "b", "c", "d"])
+    assert only_predicted["precision_per_class"] == {"a": 1.0, "b": 1.0, "c": 0.0, "d": None}
+    assert only_predicted["recall"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    only_true = check_classification([0, 2, 1, 1], [0, 0, 1, 1], class_labels=["a", "b", "c", "d"])
+    assert only_true["recall_per_class"] == {"a": 1.0, "b": 1.0, "c": 0.0, "d": None}
+
+
+def check_multilabel(true, pred, class_labels):
+    result = multilabel_metrics(to_ids(pred), to_ids(true), class_labels=class_labels)
+    present = np.flatnonzero(true.any(axis=0) | pred.any(axis=0)).tolist()
+    names = [str(n) for n in class_labels]
+    p, r, f, _ = skm.precision_recall_fscore_support(true, pred, labels=present, average="macro", zero_division=0)
+    assert (result["precision_macro"], result["recall_macro"], result["f1_macro"]) == pytest.approx((p, r, f))
+    per_class = skm.precision_recall_fscore_support(true, pred, labels=present, average=None, zero_division=0)
+    for key, values in zip(("precision_per_class", "recall_per_class", "f1_per_class"), per_class):
+        expected = {name: None for name in names} | approx_dict([names[i] for i in present], values)
+        assert result[key] == expected
+    micro = skm.precision_recall_fscore_support(true, pred, average="micro", zero_division=0)
+    assert (result["precision_micro"], result["recall_micro"], result["f1_micro"]) == pytest.approx(micro[:3])
+    assert_plain_json(result)
+    return result
+
+
+def test_multilabel_macro_leaves_out_a_class_in_neither_truth_nor_predictions():
+    true = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 1, 0]])
+    result = check_multilabel(true, true.copy(), ["a", "b", "c"])
+    assert result["f1_macro"] == result["precision_macro"] == result["recall_macro"] == 1.0
+    assert result["f1_per_class"] == {"a": 1.0, "b": 1.0, "c": None}
+    pred = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 0]])  # c only predicted, b missed once
+    check_multilabel(true, pred, ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_multilabel_macro_matches_sklearn_over_present_classes(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(3, 7))
+    true = (rng.random((30, k)) < 0.3).astype(int)
+    pred = np.where(rng.random((30, k)) < 0.8, true, 1 - true)
+    true[:, 1] = pred[:, 1] = 0  # a class in neither
+    pred[:, 2] = 0  # a class never predicted
+    true[:, 0] = 0  # a class never true
+    check_multilabel(true, pred, [f"c{i}" for i in range(k)])
+
+
+def test_segmentation_mean_leaves_out_a_class_in_neither_truth_nor_predictions():
+    mask = np.array([[0, 1], [1, 0]])
+    result = check_segmentation([mask], [mask], class_labels=["a", "b", "c"])
+    assert result["mean_iou"] == result["mean_dice"] == 1.0
+    assert result["iou_per_class"] == {"a": 1.0, "b": 1.0, "c": None}
+
+
+def test_detection_map_leaves_out_a_class_without_true_boxes():
+    # COCO's rule, which scikit-learn's average precision shares: AP needs a
+    # true box; a class with only predictions has AP None (its boxes still
+    # lower precision), a class in neither too.
+    preds = [dict(label, scores=[0.9] * len(label["objects"])) for label in LABELS]
+    preds[1] = {"boxes": [box(5, 5)], "objects": [2], "scores": [0.8]}  # class 2: predicted, never true
+    result = detection_metrics(preds, LABELS, class_labels=["car", "person", "dog", "cat"])
+    assert result["AP"] == {"car": 1.0, "person": 1.0, "dog": None, "cat": None}
+    assert result["mAP"] == result["mAP_50"] == 1.0
+    assert result["precision"] == pytest.approx(3 / 4)
+    (m, m50, _), per_class = coco_reference(preds, LABELS, 4)
+    assert (result["mAP"], result["mAP_50"]) == pytest.approx((m, m50))
+    assert per_class[2:] == [None, None]
 
 
 # ----------------------------------------------------------------------
