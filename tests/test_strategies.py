@@ -123,6 +123,34 @@ def test_known_classification_ranking():
     assert select(Margin(), x, 4).tolist() == [1, 2, 3, 0]
 
 
+def naive_margin(x: np.ndarray) -> np.ndarray:
+    """1 - (p_1st - p_2nd) the way one writes it with numpy: softmax, partition."""
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+    return 1 - (top[:, 1] - top[:, 0])
+
+
+@pytest.mark.parametrize("width", [2, 3, 1000])
+def test_margin_matches_naive_numpy_at_any_width_with_ties(width):
+    rng = np.random.default_rng(width)
+    x = (rng.standard_normal((600, width)) * 3).astype(np.float32)
+    top = x.argmax(axis=1)
+    x[:100, 0] = x[:100, 1] = x[:100].max(axis=1) + 1  # the two best tied: margin 0, score 1
+    x[100:150] = np.round(x[100:150])  # ties among the values anywhere in the row
+    x[150:200, :] = 2.0  # every class tied
+    x[200:250, top[200:250]] += 40  # one class certain: score ~0
+    x[250:300] = x[300:350]  # duplicate rows: ties between records
+    scores = Margin().score_all(x, task="classification", num_classes=width)
+    expected = naive_margin(x.astype(np.float64))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=2e-5)
+    assert (scores[:100] == 1.0).all() and (scores[150:200] == 1.0).all()
+    picked = select(Margin(), x, 120)
+    assert picked[:100].tolist() == list(range(100))  # score 1, ties to the lower index
+    rest = np.setdiff1d(np.arange(len(x)), picked)
+    assert expected[picked].min() >= expected[rest].max() - 1e-4
+
+
 # ----------------------------------------------------------------------
 # Ordering, ties, determinism, streaming
 # ----------------------------------------------------------------------
