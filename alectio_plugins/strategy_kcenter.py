@@ -17,6 +17,11 @@ one chunk plus at most ``4 * m * width * 4`` bytes (merging while
 streaming, then the sorted, activated and transposed copies of the sample),
 whatever the pool size; a pool of at most m records is used whole. Time is
 O(k * m * width), single-threaded.
+
+Outputs holding NaN or inf have no place in a distance: a pool with any such
+record is a ``ValidationError`` naming how many and the first (counted over
+the whole pool, sampled or not). The outputs writer refuses them, so this
+happens only through ``select()`` on an array or a third-party storage.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from alectio_core.errors import ValidationError
 from alectio_core.hookspecs import hookimpl
 from alectio_core.strategies import Chunks, check_pool, draw_salt, hash_keys, top_k_positions
 
@@ -55,11 +61,13 @@ class KCenterGreedy:
         idx = np.empty(0, np.int64)
         vals: Optional[np.ndarray] = None
         seen = 0
+        not_finite: list[np.ndarray] = []  # the records holding NaN or inf, per chunk
         threshold = np.inf  # the largest key kept once the sample is full
         for chunk_idx, chunk_vals in chunks:
             chunk_idx = np.asarray(chunk_idx, np.int64)
             chunk_vals = np.asarray(chunk_vals, np.float32)
             seen += len(chunk_idx)
+            not_finite.append(chunk_idx[~np.isfinite(chunk_vals).all(axis=1)])
             if vals is None:
                 vals = np.empty((0, chunk_vals.shape[1]), np.float32)
                 limit = max(k, min(self.max_rows, self.max_bytes // (4 * max(1, chunk_vals.shape[1]))))
@@ -77,6 +85,12 @@ class KCenterGreedy:
                 keep = top_k_positions(-keys, idx, limit, ordered=False)
                 keys, idx, vals = keys[keep], idx[keep], vals[keep]
                 threshold = float(keys.max())
+        bad = np.concatenate([np.empty(0, np.int64), *not_finite])
+        if len(bad):
+            raise ValidationError(
+                f"strategy {self.name!r} needs finite outputs: {len(bad):,} of {seen:,} records hold NaN or inf "
+                f"(the first: record {bad.min()})"
+            )
         check_pool(k, seen)
         assert vals is not None, "no chunk, so k == 0: a caller asks for k >= 1 (strategies.select)"
         order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index

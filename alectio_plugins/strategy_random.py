@@ -3,7 +3,8 @@
 Each record gets a key that is a pure hash of its index and a salt drawn from
 the seeded generator; the k smallest keys win. The draw is therefore uniform,
 streams in O(chunk + k) memory, and for a given seed does not depend on how
-the outputs are chunked or ordered. Output values are never read.
+the outputs are chunked or ordered. Output values are never read, so rows
+holding NaN or inf are drawn like any other.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from alectio_core import plugins
-from alectio_core.errors import UnknownStrategyError
+from alectio_core.errors import UnknownStrategyError, ValidationError
 from alectio_core.hookspecs import hookimpl
 from alectio_core.strategies import ScoreStrategy, select, top_k
 from alectio_plugins.strategy_kcenter import KCenterGreedy
@@ -351,6 +351,47 @@ def test_kcenter_subsample_stays_in_the_pool_and_can_exceed_the_sample_for_large
     picked = select(KCenterGreedy(max_rows=50), x, 30, indices=np.arange(1000) + 10**9, seed=1)
     assert len(set(picked.tolist())) == 30 and picked.min() >= 10**9
     assert len(set(select(KCenterGreedy(max_rows=10), x, 200, seed=1).tolist())) == 200
+
+
+# ----------------------------------------------------------------------
+# Outputs holding NaN or inf (the outputs writer refuses them, so they reach
+# a strategy only through select() on an array or a third-party storage)
+# ----------------------------------------------------------------------
+
+
+def with_non_finite_rows(rows=60, width=4):
+    x = np.random.default_rng(6).standard_normal((rows, width)).astype(np.float32)
+    x[7] = np.nan  # a whole row
+    x[12, 1] = np.nan  # one value
+    x[30, 0] = np.inf
+    x[41, 2] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel", "regression"])
+def test_kcenter_on_non_finite_outputs_says_how_many_rows(registry, task):
+    x = with_non_finite_rows()
+    message = r"strategy 'kcenter' needs finite outputs: 4 of 60 records hold NaN or inf \(the first: record 1007\)"
+    with pytest.raises(ValidationError, match=message):
+        select("kcenter", x, 5, indices=np.arange(1000, 1060), seed=0, task=task)
+    with pytest.raises(ValidationError, match=message):  # streamed, through a sample smaller than the pool
+        select(KCenterGreedy(max_rows=8), chunked(x, [5, 20, 44], np.arange(1000, 1060)), 5, seed=0, task=task)
+
+
+@pytest.mark.parametrize("strategy", UNCERTAINTY, ids=lambda s: s.name)
+def test_uncertainty_picks_rows_holding_nan_last(strategy):
+    x = with_non_finite_rows()
+    x[30, 0] = 0.0  # NaN only
+    finite = np.setdiff1d(np.arange(60), [7, 12, 41])
+    picked = select(strategy, chunked(x, [9, 33]), 60)
+    assert picked[-3:].tolist() == [7, 12, 41]  # after every other row, lower index first
+    assert picked[:-3].tolist() == finite[select(strategy, x[finite], 57)].tolist()
+    assert 7 not in select(strategy, x, 57).tolist()
+
+
+def test_random_ignores_the_values_nan_or_not():
+    x = with_non_finite_rows()
+    assert select("random", x, 20, seed=3).tolist() == select("random", np.zeros_like(x), 20, seed=3).tolist()
 
 
 # ----------------------------------------------------------------------
