@@ -84,45 +84,49 @@ class Margin(Uncertainty):
     name = "margin"
 
     def softmax_score(self, t: np.ndarray) -> np.ndarray:
-        first, second = top_two(t)
-        t -= first
-        s = np.exp(t).sum(axis=0)
-        return 1 - (1 - np.exp(second - first)) / s
+        t -= t.max(axis=0)
+        np.exp(t, out=t)  # the largest is exp(0) = 1; the probabilities are t / s
+        s = t.sum(axis=0)
+        second = top_two(t)[1] if len(t) > 1 else 0.0
+        return 1 - (1 - second) / s
 
     def binary_score(self, a: np.ndarray, e: np.ndarray) -> np.ndarray:
         return 2 * e / (1 + e)
 
 
 def top_two(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The largest and second-largest value of each column of ``t`` (classes
-    x rows; the two are equal when the largest is tied).
+    """The largest and second-largest value of each column of ``t`` (at least
+    two rows; the two are equal when the largest is tied). Overwrites ``t``.
 
-    A knockout tournament: the rows are paired and each pair keeps its
-    elementwise top two, halving the rows each round. That is about
-    log2(classes) numpy calls on whole halves of the block, where a running
-    top two over classes made one call per class on one row each: 1,000
-    calls for 131-record rows at width 1,000, overhead-bound.
+    A knockout tournament: the rows are paired, each pair keeps its
+    elementwise top two, and the rows halve each round. That is about
+    4 log2(rows) numpy calls on whole half-blocks, where a running top two
+    over classes made one call per class on a single row each: 1,000 calls
+    of 131 values per block at width 1,000, overhead-bound.
     """
-    if len(t) == 1:
-        return t[0], np.full(t.shape[1], -np.inf, t.dtype)
     h = len(t) // 2
-    first, second = np.maximum(t[:h], t[h : 2 * h]), np.minimum(t[:h], t[h : 2 * h])
+    first, second = t[:h], np.minimum(t[:h], t[h : 2 * h])
+    np.maximum(first, t[h : 2 * h], out=first)
+    scratch = t[h : 2 * h]  # consumed: room for each round's pairwise minima
     if len(t) % 2:
-        _merge(first[:1], second[:1], t[-1:], None)
+        _merge(first[:1], second[:1], t[-1:], None, scratch)
     while len(first) > 1:
         h = len(first) // 2
         if len(first) % 2:  # the odd one out joins the first pair
-            _merge(first[:1], second[:1], first[-1:], second[-1:])
-        _merge(first[:h], second[:h], first[h : 2 * h], second[h : 2 * h])
+            _merge(first[:1], second[:1], first[-1:], second[-1:], scratch)
+        _merge(first[:h], second[:h], first[h : 2 * h], second[h : 2 * h], scratch)
         first, second = first[:h], second[:h]
     return first[0], second[0]
 
 
-def _merge(first: np.ndarray, second: np.ndarray, other_first: np.ndarray, other_second: Optional[np.ndarray]) -> None:
+def _merge(
+    first: np.ndarray, second: np.ndarray, other_first: np.ndarray, other_second: Optional[np.ndarray], scratch: np.ndarray
+) -> None:
     """``(first, second)`` becomes, in place, the top two of both pairs."""
+    low = np.minimum(first, other_first, out=scratch[: len(first)])
     if other_second is not None:
         np.maximum(second, other_second, out=second)
-    np.maximum(second, np.minimum(first, other_first), out=second)
+    np.maximum(second, low, out=second)
     np.maximum(first, other_first, out=first)
 
 
