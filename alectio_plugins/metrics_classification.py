@@ -102,7 +102,7 @@ def multilabel_metrics(
     # One column would read as binary 0/1 targets; an all-zero column changes no count.
     pred, true = (np.pad(m, ((0, 0), (0, 1))) if len(ids) == 1 else m for m in (pred, true))
     micro = precision_recall_fscore_support(true, pred, average="micro", zero_division=0)
-    present = (true.any(axis=0) | pred.any(axis=0))[: len(ids)]
+    present = np.asarray(true.any(axis=0) | pred.any(axis=0), dtype=bool)[: len(ids)]
     p, r, f = (
         np.where(present, v[: len(ids)], np.nan)
         for v in precision_recall_fscore_support(true, pred, average=None, zero_division=0)[:3]
