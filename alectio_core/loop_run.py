@@ -240,13 +240,12 @@ class LoopRun:
             chunk_rows=self.engine.chunk_rows,
             on_chunk=lambda done: self._progress(done, int(unlabeled.size)),
         )
-        outputs = call_infer(
+        returned = call_infer(
             self.model, writer, unlabeled=unlabeled.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
         )
-        if outputs is not None:
+        if returned is not None:
             self._at_once = True
-            for index, output in outputs.items():
-                writer.add(index, output)
+            writer.add_returned(*returned)
         writer.close()
         self._stage_done()
 
