@@ -57,9 +57,13 @@ class OutputWriter:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         on_chunk: Callable[[int], None] | None = None,
+        records: str = "unlabeled",
+        mc_samples: int | None = None,
     ):
         self.sink = sink
         self.model = model
+        self.records = records  # which records this call scores ("unlabeled", or "labeled"), for messages
+        self.mc_samples = mc_samples  # rows are this many passes flattened (model_info)
         self.pool_size = pool_size
         self.chunk_rows = chunk_rows  # the most rows a chunk may hold
         self.chunk_bytes = chunk_bytes
@@ -193,6 +197,12 @@ class OutputWriter:
                 raise self._error("output rows are empty (width 0)", int(idx[0]))
             if emb is not None and emb_width == 0:
                 raise self._error("embedding is empty (width 0)", int(idx[0]))
+            if self.mc_samples and values.shape[1] % self.mc_samples:
+                raise self._error(
+                    f"output has width {values.shape[1]}, not a multiple of mc_samples ({self.mc_samples}, from model_info): "
+                    "each row is that many stochastic passes flattened",
+                    int(idx[0]),
+                )
             self.width, self.embedding_width = values.shape[1], emb_width
             row_bytes = 8 + 4 * self.width + 4 * emb_width
             self._rows = max(1, min(self.chunk_rows, self.chunk_bytes // row_bytes, self._expected))
@@ -218,7 +228,9 @@ class OutputWriter:
             i = int(idx[pos])
             if state[pos] == _SEEN:
                 raise self._error(f"index {i} was given more than once", i)
-            raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
+            if self.records == "unlabeled":
+                raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
+            raise self._error(f"index {i} is not one of the {self.records} records this infer call scores", i)
         self._mark(idx)
         for what, array in (("output", values), ("embedding", emb)):
             if array is None:
@@ -267,7 +279,7 @@ class OutputWriter:
         if self.written != self._expected:
             missing = np.flatnonzero(self._state == _EXPECTED)
             first = int(missing[0]) if missing.size else None
-            raise self._error(f"outputs miss {missing.size} unlabeled record(s), first index {first}", first)
+            raise self._error(f"outputs miss {missing.size} {self.records} record(s), first index {first}", first)
         self.sink.close()
         return self.written
 

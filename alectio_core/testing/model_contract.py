@@ -45,9 +45,12 @@ class _Rows(OutputSink):
 
     def __init__(self) -> None:
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.embeddings: list[np.ndarray] = []
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
         self.chunks.append((indices.copy(), values.copy()))
+        if embeddings is not None:
+            self.embeddings.append(embeddings.copy())
 
 
 def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: dict | None = None,
