@@ -38,7 +38,6 @@ entropy's and over naive numpy margin's.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -50,7 +49,6 @@ import time
 import numpy as np
 
 BUILTIN_ORDER = ("random", "least_confidence", "margin", "entropy", "kcenter")
-INPUTS = ("embeddings", "labeled", "mc_samples")
 EMBEDDING_WIDTH, LABELED, MC_SAMPLES = 64, 1000, 10
 FLOOR_VALUES = 1 << 26
 EXPERIMENT = "bench"
@@ -63,10 +61,11 @@ def registered() -> dict:
     return dict(get_strategies())
 
 
-def declared_inputs(strategy: object) -> list[str]:
-    """The inputs beyond logits that ``strategy.select`` declares."""
-    parameters = inspect.signature(strategy.select).parameters  # type: ignore[attr-defined]
-    return [name for name in INPUTS if name in parameters]
+def needs(strategy: object) -> list[str]:
+    """The inputs beyond logits that ``strategy.select`` declares, in order."""
+    from alectio_core.strategies import INPUTS, declared_inputs
+
+    return [name for name in INPUTS if name in declared_inputs(strategy)]
 
 
 def open_db(path: str):
@@ -110,21 +109,21 @@ def numpy_margin(x: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(m, len(m) - k)[len(m) - k :]
 
 
-def synthesise(needs: list[str], rows: int, width: int) -> dict:
-    """The keyword inputs for a strategy that declares ``needs``."""
+def synthesise(declared: list[str], rows: int, width: int) -> dict:
+    """The keyword inputs for a strategy that declares ``declared``."""
     from alectio_core.strategies import Labeled
 
     inputs: dict = {}
-    wide = width * (MC_SAMPLES if "mc_samples" in needs else 1)
-    if "embeddings" in needs:
+    wide = width * (MC_SAMPLES if "mc_samples" in declared else 1)
+    if "embeddings" in declared:
         inputs["embeddings"] = make_outputs(rows, EMBEDDING_WIDTH, seed=1)
-    if "labeled" in needs:
+    if "labeled" in declared:
         inputs["labeled"] = Labeled(
             indices=np.arange(rows, rows + LABELED, dtype=np.int64),  # labeled records are not in the pool
             values=make_outputs(LABELED, wide, seed=2),
             embeddings=make_outputs(LABELED, EMBEDDING_WIDTH, seed=3),
         )
-    if "mc_samples" in needs:
+    if "mc_samples" in declared:
         inputs["mc_samples"] = MC_SAMPLES
         inputs["num_classes"] = width
     return inputs
@@ -160,10 +159,10 @@ def measure(source: str, what: str, args: argparse.Namespace) -> dict:
             run = lambda: floor(x, args.k)  # noqa: E731
         else:
             strategy = registered()[what]
-            needs = declared_inputs(strategy)
-            wide = args.width * (MC_SAMPLES if "mc_samples" in needs else 1)
+            declared = needs(strategy)
+            wide = args.width * (MC_SAMPLES if "mc_samples" in declared else 1)
             x = make_outputs(args.rows, wide)
-            inputs = synthesise(needs, args.rows, args.width)
+            inputs = synthesise(declared, args.rows, args.width)
             run = lambda: select(strategy, x, args.k, seed=0, **inputs)  # noqa: E731
     else:
         storage = open_db(args.db)
@@ -219,7 +218,7 @@ def main() -> None:
     if args.list:
         found = registered()
         names = [n for n in BUILTIN_ORDER if n in found] + sorted(set(found) - set(BUILTIN_ORDER))
-        print(json.dumps({name: declared_inputs(found[name]) for name in names}))
+        print(json.dumps({name: needs(found[name]) for name in names}))
         return
 
     # The registry is read in a child too: Linux carries a parent's peak RSS
@@ -270,21 +269,21 @@ def table(args: argparse.Namespace, width: int, strategies: dict, tmp: str) -> N
     if read is not None:
         print(line("sqlite read", None, read))
     notes, mem_of = [], {}
-    for name, needs in strategies.items():
-        wide = width * (MC_SAMPLES if "mc_samples" in needs else 1)
+    for name, declared in strategies.items():
+        wide = width * (MC_SAMPLES if "mc_samples" in declared else 1)
         gib = args.rows * wide * 4 / 2**30
         if gib > args.max_gib:
             notes.append(f"{name}: skipped, its {args.rows:,} x {wide} outputs are {gib:.1f} GiB > --max-gib {args.max_gib}")
             continue
         try:
             mem = mem_of[name] = in_subprocess("memory", name, width, args)
-            sql = None if read is None or needs else in_subprocess("sqlite", name, width, args)
+            sql = None if read is None or declared else in_subprocess("sqlite", name, width, args)
         except RuntimeError as exc:
             notes.append(f"{name}: failed: {exc}")
             continue
-        print(line(name + (f" [{', '.join(needs)}]" if needs else ""), mem, sql), flush=True)
-        if needs:
-            notes.append(f"{name}: synthesised {', '.join(needs)}; in memory only")
+        print(line(name, mem, sql), flush=True)
+        if declared:
+            notes.append(f"{name}: synthesised {', '.join(declared)}; in memory only")
     for note in notes:
         print(f"  {note}")
     if "margin" in mem_of and "entropy" in mem_of:
