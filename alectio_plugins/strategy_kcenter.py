@@ -67,9 +67,10 @@ class KCenterGreedy:
             chunk_idx = np.asarray(chunk_idx, np.int64)
             chunk_vals = np.asarray(chunk_vals, np.float32)
             seen += len(chunk_idx)
-            finite = np.isfinite(chunk_vals)
-            if not finite.all():  # the whole chunk first: a per-row reduction over narrow rows is slow
-                not_finite.append(chunk_idx[~finite.all(axis=1)])
+            # min and max first: NaN and +-inf show there, without a chunk-sized
+            # temporary or a slow per-row reduction over narrow rows
+            if chunk_vals.size and not (np.isfinite(chunk_vals.min()) and np.isfinite(chunk_vals.max())):
+                not_finite.append(chunk_idx[~np.isfinite(chunk_vals).all(axis=1)])
             if vals is None:
                 vals = np.empty((0, chunk_vals.shape[1]), np.float32)
                 limit = max(k, min(self.max_rows, self.max_bytes // (4 * max(1, chunk_vals.shape[1]))))
