@@ -19,10 +19,11 @@ Blocks arrive cache-sized (see ``ScoreStrategy``); each is transposed to
 
 A row holding NaN scores NaN, and NaN scores rank after every other
 (``top_k_positions``): such records are picked last, lower index first, and
-only when the pool has too few others. So does an infinite logit wherever the
-formula meets ``inf - inf`` or ``0 * inf``: +inf in a classification row
-for all three, any infinite logit for ``entropy``. The outputs writer refuses NaN and inf, so they reach
-a strategy only through ``select()`` on an array or a third-party storage.
+only when the pool has too few others. So does a row with an infinite logit
+wherever the formula meets ``inf - inf`` or ``0 * inf``: +inf in a
+classification row for all three, any infinite logit for ``entropy``. The
+outputs writer refuses NaN and inf, so they reach a strategy only through
+``select()`` on an array or a third-party storage.
 """
 
 from __future__ import annotations
