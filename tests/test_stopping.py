@@ -147,6 +147,34 @@ def test_stabilizing_predictions_leaves_out_stop_set_records_labelled_since(engi
     assert 0 < unlabelled.size < 150
 
 
+def test_stabilizing_predictions_compares_multilabel_decisions_label_by_label(engine, fake_model):
+    def infer(unlabeled, loop, writer):
+        idx = np.asarray(unlabeled)
+        logits = settling_logits(idx, loop) - SCALE[loop] / 2  # a label is on where its logit is > 0
+        writer.extend(idx, logits)
+
+    fake_model("tagger", pool=300, infer=infer,
+               test=lambda: {"predictions": [[0], [1, 2]], "labels": [[0], [2]]},
+               model_info=lambda: {"task": "multilabel", "labels": ["a", "b", "c"]})
+    full = engine.create_experiment("tagger", strategy="random", initial=20, batch_size=20, loops=8, seed=1)
+    run_all(engine, full)
+    decisions = []
+    for k in range(7):
+        indices, values = engine.outputs(full["id"], k)
+        decisions.append(dict(zip(indices.tolist(), (values > 0).astype(int).tolist())))
+    kappas = []
+    for k in range(1, 7):
+        common = sorted(set(decisions[k - 1]) & set(decisions[k]))
+        a = [v for i in common for v in decisions[k - 1][i]]
+        b = [v for i in common for v in decisions[k][i]]
+        kappas.append(1.0 if a == b else cohen_kappa_score(a, b))
+    expected = next(k for k in range(2, 7) if np.mean(kappas[k - 2 : k]) >= 0.9)
+    settings = {"stabilizing_predictions": {"threshold": 0.9, "window": 2}}
+    found = replay(engine, full["id"], ["stabilizing_predictions"], settings)["stabilizing_predictions"]
+    assert found["loop"] == expected
+    assert f"mean Cohen's kappa {np.mean(kappas[expected - 2 : expected]):.4f}" in found["reason"]
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.05, 1e-4])
 def test_max_uncertainty_fires_where_the_reference_does(engine, settling, threshold):
     full = engine.create_experiment(settling, strategy="random", initial=20, batch_size=20, loops=8, seed=1)
