@@ -49,6 +49,8 @@ class Engine:
         self.config = config or Config()
         if self.config.models:
             self.config.check_models(plugins.model_names())
+        if self.config.stopping:
+            stopping_rules.check_configured(self.config.stopping, self.config.source or "config")
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self.leases = Leases(storage, ttl=self.config.server.lease_seconds)
 

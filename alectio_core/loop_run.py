@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import plugins
+from . import plugins, stopping
 from .clock import now
 from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
 from .hook_results import check_test, check_train
@@ -262,8 +262,6 @@ class LoopRun:
         last = self.loop + 1 >= int(self.experiment.get("loops") or 0) or labeled.size >= int(self.experiment["pool_size"])
         if not self.experiment.get("stop") or last:
             return None
-        from . import stopping
-
         self._stage("stop")
         curve = [p for p in self.engine.learning_curve(self.eid) if p["loop"] < self.loop]
         curve.append({"loop": self.loop, "labeled": int(labeled.size), "metrics": metrics})

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Protocol, Se
 
 import numpy as np
 
-from .errors import AlectioError, ContributionError, UnknownStoppingError, ValidationError, did_you_mean
+from .errors import AlectioError, ConfigError, ContributionError, UnknownStoppingError, ValidationError, did_you_mean
 from .plugins import get_stopping_criteria, get_stopping_criterion, origin
-from .selections import labeled as labeled_upto
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -65,10 +64,6 @@ class StopContext:
             raise ValueError(f"loop {loop} has no outputs to read while checking loop {self.loop}")
         attempt = self.attempt if loop == self.loop else None
         return self.storage.iter_outputs(self.experiment["id"], loop, attempt=attempt)
-
-    def labeled(self, loop: int) -> np.ndarray:
-        """Sorted indices of the records labeled in loop ``loop``."""
-        return labeled_upto(self.storage, self.experiment["id"], loop)
 
 
 @runtime_checkable
@@ -133,6 +128,25 @@ def resolve(
         _validate(criterion, task, settings)
         resolved[name] = settings
     return chosen, resolved
+
+
+def check_configured(configured: Mapping[str, Any], source: str) -> None:
+    """A ``stopping:`` section of ``config.yaml`` for a criterion that is not
+    installed, or with a setting it does not take, is a typo: a
+    ``ConfigError`` naming the key (the settings are checked again, with
+    the task, when an experiment names the criterion)."""
+    installed = get_stopping_criteria()
+    for name in sorted(configured):
+        if name not in installed:
+            raise ConfigError(
+                f"{source}: key 'stopping.{name}': no stopping criterion {name!r} is installed{did_you_mean(name, installed)}; "
+                f"installed: {', '.join(sorted(installed)) or 'none'}"
+            )
+        for key, value in (configured[name] or {}).items():  # config.py made each section a mapping
+            try:
+                _setting(installed[name], value, f"{source}: key 'stopping.{name}.{key}'", key)
+            except ValidationError as exc:
+                raise ConfigError(exc.message) from None
 
 
 def _setting(criterion: Any, value: Any, where: str, key: Any) -> Any:

@@ -257,9 +257,22 @@ def test_config_yaml_sets_the_defaults_and_the_experiment_overrides_them(tmp_pat
     engine = Engine(open_storage(f"sqlite:///{tmp_path}/a.db"), config)
     experiment = engine.create_experiment(settling, stop=["plateau"], stopping={"plateau": {"patience": 2}})
     assert experiment["stopping"] == {"plateau": {"patience": 2, "min_delta": 0.01, "metric": None, "mode": "max"}}
-    bad = parse_config({"stopping": {"plateau": {"min_delta": "a lot"}}}, "config.yaml")
-    with pytest.raises(ValidationError, match=r"config.yaml: key 'stopping.plateau.min_delta' must be float, got 'a lot'"):
-        Engine(open_storage(f"sqlite:///{tmp_path}/b.db"), bad).create_experiment(settling, stop=["plateau"])
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"plateau": {"min_delta": "a lot"}}, "config.yaml: key 'stopping.plateau.min_delta' must be float, got 'a lot'"),
+        ({"platau": {"patience": 2}}, "config.yaml: key 'stopping.platau': no stopping criterion 'platau' is installed "
+                                      "(did you mean 'plateau'?); installed: max_uncertainty, plateau, stabilizing_predictions"),
+    ],
+)
+def test_a_bad_stopping_section_in_config_yaml_is_an_error_naming_the_key(tmp_path, section, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"stopping": section}))
+    result = run("digits_lr", storage=f"sqlite:///{tmp_path}/alectio.db", config=config)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"Error: {message}".replace("config.yaml", str(config))
 
 
 # -- a criterion from a plugin --------------------------------------------------------
