@@ -81,6 +81,18 @@ class StrategyOption(click.Option):
         return super().get_help_record(ctx)
 
 
+class StopOption(click.Option):
+    """``--stop``: its help names the installed stopping criteria, looked up
+    only when the help is shown."""
+
+    def get_help_record(self, ctx):
+        self.help = (
+            "End the run early when this stopping criterion fires (repeatable; settings in config.yaml's "
+            f"stopping: section): {', '.join(sorted(plugins.get_stopping_criteria()))}."
+        )
+        return super().get_help_record(ctx)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--strategy", cls=StrategyOption, metavar="NAME", default=DEFAULT_STRATEGY, show_default=True)
@@ -88,6 +100,7 @@ class StrategyOption(click.Option):
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Records the strategy adds after each loop.")
 @click.option("--initial", type=click.IntRange(min=1), default=DEFAULT_INITIAL, show_default=True, help="Seeded-random records labeled for loop 0.")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Seed for the initial records and the strategy.")
+@click.option("--stop", "stop", cls=StopOption, metavar="NAME", multiple=True)
 @storage_option
 @config_option
 @click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop; options given must match it, --loops may extend it.")
@@ -97,13 +110,15 @@ class StrategyOption(click.Option):
               "metric: accuracy, or mAP_50 for object detection).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning", show_default=True)
 @domain_errors
-def run(model, strategy, loops, batch, initial, seed, storage, config_path, resume_id, as_json, plot, metric, log_level):
+def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path, resume_id, as_json, plot, metric, log_level):
     """Run a self-driven experiment on MODEL: label INITIAL random records,
-    then after each loop let STRATEGY pick BATCH more.
+    then after each loop let STRATEGY pick BATCH more. With --stop NAME,
+    end early once that stopping criterion fires, and say why.
 
     With --resume ID, continue that experiment instead: a --strategy,
-    --batch, --initial or --seed given must match what it was created with,
-    and --loops N runs it up to N loops (extending a finished one).
+    --batch, --initial, --seed or --stop given must match what it was
+    created with, and --loops N runs it up to N loops (extending a finished
+    one).
 
     \b
     Example:
@@ -123,7 +138,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     engine = Engine(open_storage(config.storage, config.storage_options), config)
     if resume_id:
         ctx = click.get_current_context()
-        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed}
+        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed, "stop": list(stop)}
         given = {"model": ("model", model)}
         given.update({f"--{name}": ("batch_size" if name == "batch" else name, value) for name, value in options.items()
                       if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT})
@@ -132,7 +147,7 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
         engine.recover_interrupted(resume_id)
     else:
         experiment = engine.create_experiment(
-            model, strategy=strategy, batch_size=batch, initial=initial, loops=loops, seed=seed
+            model, strategy=strategy, batch_size=batch, initial=initial, loops=loops, seed=seed, stop=list(stop)
         )
     click.echo(f"experiment {experiment['id']}: model {experiment['model']}, strategy {experiment['strategy']}, "
                f"pool {experiment['pool_size']}, storage {config.storage}", err=True)
@@ -167,6 +182,9 @@ def run(model, strategy, loops, batch, initial, seed, storage, config_path, resu
     if exhausted:
         loop, labeled, pool = exhausted
         click.echo(f"pool exhausted after loop {loop}: {labeled:,} of {pool:,} records labelled", err=True)
+    stopped = engine.stopped(experiment["id"])
+    if stopped:
+        click.echo(f"stopped after loop {stopped['loop']} by {stopped['criterion']}: {stopped['reason']}", err=True)
     if plot:
         plot_curve(experiment, curve, plot, metric)
     if as_json:

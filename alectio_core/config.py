@@ -88,6 +88,9 @@ class Config:
     storage_options: dict[str, Any] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=ServerSettings)
     models: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Settings of stopping criteria by name (``stopping: {plateau: {patience: 5}}``),
+    # checked when an experiment names the criterion in ``stop``.
+    stopping: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     source: str | None = field(default=None, metadata={"not_a_key": True})  # the file it came from, for messages
 

@@ -37,10 +37,13 @@ def drive(
 
     When every record is labelled before the last loop, the experiment ends
     there: ``on_exhausted(loop, labeled, pool_size)`` is told which loop
-    was the last.
+    was the last. When a stopping criterion fires, it ends too: the last
+    point of the curve carries its ``stop``.
     """
     experiment = engine.get_experiment(experiment_id)
     for loop in range(engine.next_loop(experiment_id), int(experiment["loops"])):
+        if loop > 0 and engine.stopped(experiment_id):
+            break
         if loop > 0 and not engine.has_selection(experiment_id, loop):
             # No selection: the pool ran out, or the process stopped between
             # a loop's commit and storing the strategy's pick (then pick

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import lifecycle, plugins
+from . import stopping as stopping_rules
 from . import selections as chosen
 from .clock import now
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, Config
@@ -37,7 +38,7 @@ from .storage import Storage, check_id, check_loop
 log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
-STAGES = ("train", "test", "metrics", "infer", "select")
+STAGES = ("train", "test", "metrics", "infer", "stop", "select")
 
 
 class Engine:
@@ -48,6 +49,8 @@ class Engine:
         self.config = config or Config()
         if self.config.models:
             self.config.check_models(plugins.model_names())
+        if self.config.stopping:
+            stopping_rules.check_configured(self.config.stopping, self.config.source or "config")
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self.leases = Leases(storage, ttl=self.config.server.lease_seconds)
 
@@ -66,12 +69,16 @@ class Engine:
         seed: int = DEFAULT_SEED,
         config: Mapping[str, Any] | None = None,
         experiment_id: str | None = None,
+        stop: Sequence[str] | None = None,
+        stopping: Mapping[str, Any] | None = None,
     ) -> dict:
         """Create an experiment and store its pool (``assign_index``).
 
         ``config`` overrides the model's section of ``config.yaml`` for this
         experiment. ``strategy=None`` means selections come from outside
-        (a labeller or the platform).
+        (a labeller or the platform). ``stop`` names the stopping criteria
+        to apply and ``stopping`` their settings, over ``config.yaml``'s
+        ``stopping:`` section (see :mod:`.stopping`).
         """
         found = plugins.get_model(model)
         if strategy is not None:
@@ -85,6 +92,7 @@ class Engine:
         info = found.info({**section, **overrides})
         model_config = found.settings(info["settings"], section, self.config.source or "config", f"models.{model}.")
         model_config = found.settings(info["settings"], {**model_config, **overrides}, "experiment config")
+        stop_names, stop_settings = stopping_rules.resolve(stop, info["task"], self.config.stopping, stopping, self.config.source or "config")
         references = check_assign_index(model, found.call("assign_index", config=model_config))
         if initial > len(references):
             raise ValidationError(f"initial ({initial}) is larger than the pool ({len(references)} records)")
@@ -102,6 +110,8 @@ class Engine:
             "mc_samples": info["mc_samples"],
             "pool_size": len(references),
             "created": now(),
+            "stop": stop_names,
+            "stopping": stop_settings,
         }
         # One step: a refused create (the id exists) stores nothing.
         self.storage.create_experiment(experiment, references)
@@ -265,8 +275,18 @@ class Engine:
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
     def learning_curve(self, experiment_id: str) -> list[dict]:
+        """A point per finished loop; the loop where a stopping criterion
+        fired also carries its ``stop``."""
         curve = []
         for state in self.storage.list_loop_states(experiment_id):
             if state["status"] == "done":
-                curve.append({"loop": state["loop"], "labeled": state.get("labeled"), "metrics": state.get("metrics")})
+                point = {"loop": state["loop"], "labeled": state.get("labeled"), "metrics": state.get("metrics")}
+                if state.get("stop"):
+                    point["stop"] = state["stop"]
+                curve.append(point)
         return curve
+
+    def stopped(self, experiment_id: str) -> dict | None:
+        """``{"loop", "criterion", "reason"}`` when a stopping criterion ended
+        the experiment (no loop comes after), else None."""
+        return lifecycle.stopped(self.storage, experiment_id)

@@ -67,6 +67,10 @@ class UnknownStrategyError(NotFoundError):
     code = "unknown_strategy"
 
 
+class UnknownStoppingError(NotFoundError):
+    code = "unknown_stopping"
+
+
 class UnknownTaskError(NotFoundError):
     code = "unknown_task"
 
@@ -121,6 +125,12 @@ class ContributionError(PluginError):
         self.model = None
         self.hook = hook
         self.index = None
+
+
+class StoppedError(ConflictError):
+    """A stopping criterion ended the experiment: no loop comes after."""
+
+    code = "stopped"
 
 
 class StorageError(AlectioError):

@@ -177,6 +177,20 @@ class PluginSpecs:
         raises is reported as this plugin's failure.
         """
 
+    @hookspec
+    def register_stopping(self, register: Callable[..., None]) -> None:
+        """Contribute stopping criteria.
+
+        Call ``register(criterion)`` with an object that has a ``name``, a
+        ``settings`` mapping (each parameter and its default) and a
+        ``check(context)`` method returning None to go on, or a reason (a
+        string) to stop the experiment after this loop; ``context`` is an
+        :class:`alectio_core.stopping.StopContext`. It may also have
+        ``validate(task, settings)``, raising ``ValueError`` when it cannot
+        work on the task or with the settings (see
+        :mod:`alectio_core.stopping`).
+        """
+
     # ------------------------------------------------------------------
     # Lifecycle listeners: told what happened, their return value ignored.
     # ------------------------------------------------------------------
@@ -187,7 +201,7 @@ class PluginSpecs:
 
     @hookspec
     def stage_started(self, experiment: Mapping[str, Any], loop: int, stage: str) -> None:
-        """A loop entered ``stage`` (train, test, metrics, infer, select)."""
+        """A loop entered ``stage`` (train, test, metrics, infer, stop, select)."""
 
     @hookspec
     def loop_finished(

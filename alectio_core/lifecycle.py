@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .clock import now
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, StoppedError
 from .leases import Lease, Leases
 from .storage import Storage, check_id, check_loop
 
@@ -58,9 +58,25 @@ def next_loop(storage: Storage, experiment_id: str) -> int:
     return max(done) + 1 if done else 0
 
 
+def stopped(storage: Storage, experiment_id: str) -> dict | None:
+    """``{"loop", "criterion", "reason"}`` of the stopping criterion that
+    ended the experiment, or None."""
+    done = [s for s in storage.list_loop_states(experiment_id) if s["status"] == "done"]
+    if done and done[-1].get("stop"):
+        return {"loop": done[-1]["loop"], **done[-1]["stop"]}
+    return None
+
+
+def stopped_error(experiment_id: str, loop: int, stop: dict) -> StoppedError:
+    return StoppedError(
+        f"experiment {experiment_id!r} was stopped after loop {loop} by {stop['criterion']}: {stop['reason']}; no loop comes after it"
+    )
+
+
 def check_startable(storage: Storage, experiment_id: str, loop: int, queued_ok: bool = False) -> None:
     """``ConflictError`` unless the loop before is done and this one is not
-    running, done (or, unless ``queued_ok``, queued)."""
+    running, done (or, unless ``queued_ok``, queued); ``StoppedError`` when
+    a stopping criterion fired in the loop before."""
     storage.get_experiment(check_id(experiment_id))
     if loop > 0:
         try:
@@ -69,6 +85,8 @@ def check_startable(storage: Storage, experiment_id: str, loop: int, queued_ok: 
             previous = {"status": "not started"}
         if previous["status"] != "done":
             raise ConflictError(f"loop {loop} needs loop {loop - 1} done first (it is {previous['status']})")
+        if previous.get("stop"):
+            raise stopped_error(experiment_id, loop - 1, previous["stop"])
     try:
         state = storage.get_loop_state(experiment_id, loop)
     except NotFoundError:

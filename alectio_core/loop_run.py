@@ -1,7 +1,9 @@
 """One attempt at one loop: the stages in order, and the bookkeeping.
 
-train -> test -> metrics -> infer -> select (the last only for a
-self-driven experiment with records left). Between stages, and once per
+train -> test -> metrics -> infer -> stop -> select (stop only for an
+experiment with stopping criteria and a loop after this one; select only
+for a self-driven experiment with records left, and none once a criterion
+fired). Between stages, and once per
 stored chunk of infer outputs, the run checks for a cancel and that this
 process still holds the loop's lease; it records each stage and infer's
 progress in the loop's state. Everything it stores goes under this
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import plugins
+from . import plugins, stopping
 from .clock import now
 from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
 from .hook_results import check_test, check_train
@@ -134,10 +136,13 @@ class LoopRun:
             predictions, truth = self._test()
             metrics = self._metrics(predictions, truth, insights)
             self._infer(labeled, select_next)
-            picked = self._select(labeled) if select_next else None
+            stop = self._check_stop(metrics, labeled)
+            picked = self._select(labeled) if select_next and stop is None else None
             self.state.update(
                 status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
             )
+            if stop is not None:
+                self.state["stop"] = stop
             if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
                 self.engine.record_selection(self.eid, self.loop + 1, picked)
             self.engine.leases.commit(
@@ -270,6 +275,22 @@ class LoopRun:
                 writer.add_returned(*returned)
             done += writer.close()
         self._stage_done()
+
+    def _check_stop(self, metrics: dict, labeled: np.ndarray) -> dict | None:
+        """The experiment's stopping criteria on this loop: the first that
+        fires (``{"criterion", "reason"}``), or None. Not on a last loop:
+        nothing would come after it anyway."""
+        last = self.loop + 1 >= int(self.experiment.get("loops") or 0) or labeled.size >= int(self.experiment["pool_size"])
+        if not self.experiment.get("stop") or last:
+            return None
+        self._stage("stop")
+        curve = [p for p in self.engine.learning_curve(self.eid) if p["loop"] < self.loop]
+        curve.append({"loop": self.loop, "labeled": int(labeled.size), "metrics": metrics})
+        fired = stopping.check(self.experiment, self.loop, curve, self.storage, attempt=self.attempt)
+        self._stage_done()
+        if fired is not None:
+            log.info("experiment %s loop %d: stopped by %s: %s", self.eid, self.loop, fired["criterion"], fired["reason"])
+        return fired
 
     def _select(self, labeled: np.ndarray) -> np.ndarray | None:
         if not self.engine.wants_selection(self.experiment, self.loop, labeled.size):

@@ -28,6 +28,12 @@ MAX_INDEX = 2**63 - 1
 
 _id = {"type": "string", "pattern": ID_PATTERN}
 _timestamp = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
+_stop = {
+    "type": ["object", "null"],
+    "description": "the stopping criterion that fired in this loop, and why; no loop comes after it",
+    "required": ["criterion", "reason"],
+    "properties": {"criterion": {"type": "string"}, "reason": {"type": "string"}},
+}
 
 SCHEMAS: dict[str, dict] = {
     "Error": {
@@ -85,6 +91,20 @@ SCHEMAS: dict[str, dict] = {
             "loops": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": DEFAULT_LOOPS},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_INDEX, "default": DEFAULT_SEED},
             "config": {"type": "object", "description": "overrides the model's section of config.yaml"},
+            "stop": {
+                "type": "array",
+                "maxItems": 32,
+                "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                "default": [],
+                "description": "stopping criteria to apply after each loop (installed names, e.g. stabilizing_predictions, "
+                "max_uncertainty, plateau); the first that fires ends the experiment",
+            },
+            "stopping": {
+                "type": "object",
+                "additionalProperties": {"type": "object"},
+                "description": "settings per criterion in stop, over config.yaml's stopping: section, "
+                'e.g. {"plateau": {"patience": 5}}',
+            },
         },
     },
     "Experiment": {
@@ -104,6 +124,8 @@ SCHEMAS: dict[str, dict] = {
             "mc_samples": {"type": ["integer", "null"], "description": "stochastic passes in each infer row (model_info)"},
             "pool_size": {"type": "integer"},
             "created": {"type": "string"},
+            "stop": {"type": "array", "items": {"type": "string"}, "description": "the stopping criteria it applies"},
+            "stopping": {"type": "object", "description": "their settings, as resolved when it was created"},
             "url": {"type": "string"},
             "loops_done": {"type": "integer", "minimum": 0, "description": "loops finished (not in the list view)"},
             "latest_metrics": {
@@ -169,6 +191,7 @@ SCHEMAS: dict[str, dict] = {
             "stage_times": {"type": "object", "description": "seconds per finished stage"},
             "labeled": {"type": "integer"},
             "cancel_requested": {"type": "boolean"},
+            "stop": _stop,
             "owner": {"type": ["string", "null"], "description": "the server (host:pid:id) that queued or runs the loop"},
             "url": {"type": "string"},
         },
@@ -192,6 +215,7 @@ SCHEMAS: dict[str, dict] = {
                         "loop": {"type": "integer"},
                         "labeled": {"type": ["integer", "null"]},
                         "metrics": {"type": ["object", "null"]},
+                        "stop": _stop,
                     },
                 },
             },

@@ -19,7 +19,8 @@ Environment:
 The modules: ``manager`` (making plugin managers, tracing, calling a hook
 plugin by plugin), ``checks`` (pluggy's refusals in our words), ``loading``
 (entry points, ``load_plugins``, models by name), ``registry`` (what was
-found), ``contributions`` (strategies, metrics, storage by name; listeners),
+found), ``contributions`` (strategies, metrics, storage, stopping criteria
+by name; listeners),
 ``model`` (calling a model's hooks), ``report`` (``alectio plugins``).
 """
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 from .contributions import (
     get_metrics,
     get_metrics_function,
+    get_stopping_criteria,
+    get_stopping_criterion,
     get_storage_factories,
     get_storage_factory,
     get_strategies,
@@ -54,6 +57,8 @@ __all__ = [
     "get_model",
     "get_models",
     "get_plugin_manager",
+    "get_stopping_criteria",
+    "get_stopping_criterion",
     "get_storage_factories",
     "get_storage_factory",
     "get_strategies",

@@ -1,4 +1,5 @@
-"""What plugins contribute (storage backends, query strategies, metrics),
+"""What plugins contribute (storage backends, query strategies, metrics,
+stopping criteria),
 looked up by name; lifecycle listeners told what happened; and the plugin
 behind a contribution named when it fails."""
 
@@ -9,7 +10,7 @@ import logging
 import re
 from typing import Any, Callable
 
-from ..errors import UnknownStorageError, UnknownStrategyError, UnknownTaskError
+from ..errors import UnknownStoppingError, UnknownStorageError, UnknownStrategyError, UnknownTaskError
 from .loading import load_plugins
 from .manager import each_plugin
 from .model import TASKS
@@ -37,6 +38,17 @@ def _validate_strategy(strategy: Any = None) -> tuple[str, Any]:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or not callable(getattr(strategy, "select", None)):
         raise TypeError(f"register() needs an object with a 'name' string and a 'select' method, got {strategy!r}")
     return name, strategy
+
+
+def _validate_criterion(criterion: Any = None) -> tuple[str, Any]:
+    name = getattr(criterion, "name", None)
+    if inspect.isclass(criterion):
+        raise TypeError(f"register() needs a stopping criterion instance, got the class {criterion.__name__}; forgotten the '()'?")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or not callable(getattr(criterion, "check", None)):
+        raise TypeError(f"register() needs an object with a 'name' string and a 'check' method, got {criterion!r}")
+    if not isinstance(getattr(criterion, "settings", {}), dict):
+        raise TypeError(f"stopping criterion {name!r}: 'settings' must be a dict of parameter -> default")
+    return name, criterion
 
 
 def _validate_metrics(task: Any = None, function: Any = None) -> tuple[str, Any]:
@@ -77,11 +89,20 @@ def get_metrics_function(task: str) -> Callable:
     return _pick(get_metrics(), task, UnknownTaskError, "no metrics for task")
 
 
+def get_stopping_criteria() -> dict[str, Any]:
+    return load_plugins().contributions("register_stopping", _validate_criterion)
+
+
+def get_stopping_criterion(name: str) -> Any:
+    return _pick(get_stopping_criteria(), name, UnknownStoppingError, "unknown stopping criterion")
+
+
 def collect_all() -> None:
     """Call every contribution hook, so their failures are in ``errors``."""
     get_storage_factories()
     get_strategies()
     get_metrics()
+    get_stopping_criteria()
 
 
 def _origin(*parts: str | None) -> str:

@@ -26,6 +26,7 @@ KIND_BY_HOOK = {
     "register_storage": "storage",
     "register_strategies": "strategy",
     "register_metrics": "metrics",
+    "register_stopping": "stopping",
     "loop_started": "listener",
     "stage_started": "listener",
     "loop_finished": "listener",

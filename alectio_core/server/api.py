@@ -14,8 +14,8 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
-from .. import plugins
-from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStrategyError, ValidationError
+from .. import lifecycle, plugins
+from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStoppingError, UnknownStrategyError, ValidationError
 from ..ids import is_id
 from ..schemas import MAX_INT, validate
 from . import error_response
@@ -124,10 +124,10 @@ def list_models():
 @api.post("/api/v1/experiments")
 def create_experiment():
     body = json_body("ExperimentCreate")
-    options = {k: body[k] for k in ("strategy", "batch_size", "initial", "loops", "seed", "config") if k in body}
+    options = {k: body[k] for k in ("strategy", "batch_size", "initial", "loops", "seed", "config", "stop", "stopping") if k in body}
     try:
         experiment = _ctx()["engine"].create_experiment(body["model"], experiment_id=body.get("id"), **options)
-    except (UnknownModelError, UnknownStrategyError) as exc:
+    except (UnknownModelError, UnknownStrategyError, UnknownStoppingError) as exc:
         return error_response(exc.code, exc.message, 400)  # a bad field, not a missing page
     view = _experiment_view(dict(experiment, loops_done=0, latest_metrics=None))
     return jsonify(view), 201, {"Location": view["url"]}
@@ -174,6 +174,9 @@ def start_loop(experiment_id: str):
     body = json_body("LoopStart", required=False)
     engine, runner, storage = _ctx()["engine"], _ctx()["runner"], _ctx()["storage"]
     loop = engine.next_loop(experiment_id)
+    stopped = engine.stopped(experiment_id) if loop > 0 else None
+    if stopped:
+        raise lifecycle.stopped_error(experiment_id, stopped["loop"], stopped)
     if loop >= int(experiment["loops"]):
         raise ConflictError(f"experiment {experiment_id!r} has run all of its {experiment['loops']} loops")
     selected = body.get("selected")
