@@ -118,6 +118,22 @@ def available() -> tuple[dict[str, str], dict[str, str]]:
     return found, missing
 
 
+def select_mc(name: str, values: np.ndarray, k: int, indices: np.ndarray, samples: int) -> np.ndarray:
+    """alectio's pick from MC samples (rows T x C, sample-major): through
+    ``select`` once it takes ``mc_samples``, else the strategy's own
+    ``select``, as the engine calls it."""
+    import inspect
+
+    from alectio_core.plugins import get_strategies
+
+    if "mc_samples" in inspect.signature(select).parameters:
+        return select(name, values, k, indices=indices, num_classes=values.shape[1] // samples, mc_samples=samples)  # type: ignore[call-arg]
+    return get_strategies()[name].select(  # type: ignore[call-arg]
+        [(indices, values)], k, rng=np.random.default_rng(0), task="classification",
+        num_classes=values.shape[1] // samples, mc_samples=samples,
+    )
+
+
 def has_bald() -> bool:
     from alectio_core.plugins import get_strategies
 
@@ -188,6 +204,18 @@ def exact_scores(strategy: str, logits: np.ndarray) -> np.ndarray:
     raise ValueError(strategy)
 
 
+def boundary_gap(exact: np.ndarray, indices: np.ndarray, ours: set, theirs: set, k: int) -> Optional[float]:
+    """For records in one top-k set only: the largest distance of their
+    exact score to the k-th best exact score, relative to it (None when
+    the sets agree). Tiny values mean the sets differ only where the
+    scores tie within floating-point precision."""
+    differ = np.isin(indices, list(ours ^ theirs))
+    if not differ.any():
+        return None
+    kth = np.partition(exact, len(exact) - k)[len(exact) - k]
+    return float(np.max(np.abs(exact[differ] - kth)) / abs(kth))
+
+
 def picks(args, found: dict) -> None:
     plugin = digits()
     rows: dict = {}  # (strategy, library, k) -> list of overlaps
@@ -200,13 +228,11 @@ def picks(args, found: dict) -> None:
                 exact = exact_scores(strategy, logits)
                 for k in args.k:
                     ours = set(select(strategy, logits.astype(np.float32), k, indices=indices, num_classes=10))
-                    kth = np.sort(exact)[-k]
                     for library in found:
                         theirs = set(indices[QUERIES[library](strategy, proba, k)])
                         rows.setdefault((strategy, library, k), []).append(len(ours & theirs) / k)
-                        differ = np.isin(indices, list(ours ^ theirs))
-                        if differ.any():
-                            gap = float(np.max(np.abs(exact[differ] - kth)) / abs(kth))
+                        gap = boundary_gap(exact, indices, ours, theirs, k)
+                        if gap is not None:
                             gaps[(strategy, library, k)] = max(gaps.get((strategy, library, k), 0.0), gap)
             if found.get("baal") and has_bald():
                 bald_picks(args, plugin, seed, folder, rows)
@@ -238,8 +264,7 @@ def bald_picks(args, plugin, seed: int, folder: str, rows: dict, passes: int = 1
     stacked = np.stack([logits for _, logits in passes_logits], axis=1)  # (N, T, C)
     proba = np.transpose(softmax(stacked, axis=2), (0, 2, 1))  # baal's (N, C, T)
     for k in args.k:
-        ours = set(select("bald", stacked.reshape(len(indices), -1).astype(np.float32), k, indices=indices,
-                          num_classes=10, mc_samples=passes))  # type: ignore[call-arg]
+        ours = set(select_mc("bald", stacked.reshape(len(indices), -1).astype(np.float32), k, indices, passes))
         theirs = set(indices[query_baal("bald", proba, k)])
         rows.setdefault(("bald", "baal", k), []).append(len(ours & theirs) / k)
 
@@ -334,37 +359,73 @@ def curves(args, found: dict) -> None:
 # ----------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], repeat: int, budget: float) -> tuple[float, int]:
-    """Median seconds of up to ``repeat`` runs; stops repeating once a run
-    has used up ``budget`` seconds (the slowest pure-Python paths)."""
+def timed(fn: Callable[[], np.ndarray], repeat: int, budget: float) -> tuple[float, int, np.ndarray]:
+    """(median seconds, runs made, the result) of up to ``repeat`` runs;
+    stops repeating once the runs have used up ``budget`` seconds."""
     times: list[float] = []
     while len(times) < repeat:
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
         if sum(times) > budget:
             break
-    return statistics.median(times), len(times)
+    return statistics.median(times), len(times), result
 
 
 def speed(args, found: dict) -> None:
     print(f"\n### Selection speed: in memory, k = {args.speed_k}, median of up to {args.repeat} runs (n = runs made)\n")
     print("| outputs | strategy | alectio select | " + " | ".join(f"{lib}" for lib in found) + " |")
     print("|---|---|---|" + "---|" * len(found))
+    overlap: dict = {}
+    probe = 10_000
     for shape in args.shapes:
         rows, width = (int(v) for v in shape.lower().split("x"))
         logits = np.empty((rows, width), np.float32)
         np.random.default_rng(0).standard_normal(out=logits, dtype=np.float32)
         logits *= 3
         proba = softmax(logits.astype(np.float64), axis=1)
+        indices = np.arange(rows)
         for strategy in STRATEGIES:
-            ours, n = timed(lambda: select(strategy, logits, args.speed_k, num_classes=width), args.repeat, args.budget)
+            ours, n, picked = timed(lambda: select(strategy, logits, args.speed_k, num_classes=width), args.repeat, args.budget)
             cells = [f"{ours:.3f} s (n={n})"]
+            exact = exact_scores(strategy, logits.astype(np.float64))
             for library in found:
-                t, n = timed(lambda: QUERIES[library](strategy, proba, args.speed_k), args.repeat, args.budget)
+                query = QUERIES[library]
+                # The per-row Python paths take minutes at 1M rows: past --budget
+                # for one run, the time is estimated (linear in rows) from a slice.
+                start = time.perf_counter()
+                query(strategy, proba[:probe], args.speed_k)
+                estimate = (time.perf_counter() - start) * rows / probe
+                if rows > probe and estimate > args.budget:
+                    cells.append(f"~{estimate:.0f} s (~{estimate / ours:.0f}x, estimated from {probe:,} rows)")
+                    continue
+                t, n, theirs = timed(lambda: query(strategy, proba, args.speed_k), args.repeat, args.budget)
                 cells.append(f"{t:.3f} s ({t / ours:.1f}x, n={n})")
+                overlap[(f"{rows:,} x {width}", strategy, library)] = (
+                    len(set(picked) & set(theirs)) / args.speed_k,
+                    boundary_gap(exact, indices, set(picked), set(theirs), args.speed_k),
+                )
             print(f"| {rows:,} x {width} | {strategy} | " + " | ".join(cells) + " |", flush=True)
-        del logits, proba
+        del logits, proba, exact
+    if found.get("baal") and has_bald():
+        for shape in args.mc_shapes:
+            rows, samples, width = (int(v) for v in shape.lower().split("x"))
+            logits = np.empty((rows, samples, width), np.float32)
+            np.random.default_rng(0).standard_normal(out=logits, dtype=np.float32)
+            logits *= 3
+            proba = np.transpose(softmax(logits.astype(np.float64), axis=2), (0, 2, 1))  # baal's (N, C, T)
+            flat, indices = logits.reshape(rows, -1), np.arange(rows)
+            ours, n, picked = timed(lambda: select_mc("bald", flat, args.speed_k, indices, samples), args.repeat, args.budget)
+            t, m, theirs = timed(lambda: query_baal("bald", proba, args.speed_k), args.repeat, args.budget)
+            print(f"| {rows:,} x {samples} passes x {width} | bald | {ours:.3f} s (n={n}) | "
+                  + " | ".join(f"{t:.3f} s ({t / ours:.1f}x, n={m})" if lib == "baal" else "no BALD" for lib in found) + " |")
+            overlap[(f"{rows:,} x {samples} x {width}", "bald", "baal")] = (len(set(picked) & set(theirs)) / args.speed_k, None)
+            del logits, proba, flat
+    print(f"\nthe same top-{args.speed_k} sets? (these seeded logits: float32 for alectio, float64 probabilities of them for the libraries)\n")
+    print("| outputs | strategy | library | overlap | differing records: max distance to the k-th score (relative, float64) |")
+    print("|---|---|---|---|---|")
+    for (shape, strategy, library), (share, gap) in overlap.items():
+        print(f"| {shape} | {strategy} | {library} | {share:.4f} | {'none differ' if gap is None else f'{gap:.1e}'} |")
 
 
 def main() -> None:
@@ -375,9 +436,10 @@ def main() -> None:
     parser.add_argument("--curve-strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--per-seed", action="store_true", help="also print the curve means seed by seed")
     parser.add_argument("--shapes", nargs="+", default=["100000x10", "1000000x10", "1000000x100"])
+    parser.add_argument("--mc-shapes", nargs="+", default=["100000x20x10"], help="records x passes x classes, for bald")
     parser.add_argument("--speed-k", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=30.0, help="seconds after which a timing is not repeated")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds: runs stop repeating past it; a library's run estimated to take longer is estimated, not run")
     args = parser.parse_args()
     found, missing = available()
     versions = ", ".join(f"{lib} {v}" for lib, v in found.items())
