@@ -269,6 +269,25 @@ def bald_picks(args, plugin, seed: int, folder: str, rows: dict, passes: int = 1
         rows.setdefault(("bald", "baal", k), []).append(len(ours & theirs) / k)
 
 
+def ties(args, found: dict) -> None:
+    """Where picks can differ: exact ties. Records 0-999 are seeded logits,
+    records 1000-1999 all the same uniform row (all logits 0, as an
+    untrained model gives): every strategy ranks those 1000 first, tied,
+    and k = 100 of them are picked; which 100 is each implementation's tie
+    rule."""
+    logits = np.concatenate([np.random.default_rng(0).standard_normal((1000, 10)) * 3, np.zeros((1000, 10))])
+    proba = softmax(logits, axis=1)
+    print("\n### Exact ties: 1000 identical uniform rows (records 1000-1999) tie for the top; k = 100 of them\n")
+    print("| strategy | library | picks the same 100 as alectio (records 1000-1099, the lowest indices) | its picks span |")
+    print("|---|---|---|---|")
+    for strategy in STRATEGIES:
+        ours = set(int(i) for i in select(strategy, logits.astype(np.float32), 100))
+        assert ours == set(range(1000, 1100))  # alectio's documented rule: ties to the lower index
+        for library in found:
+            theirs = np.asarray(QUERIES[library](strategy, proba, 100))
+            print(f"| {strategy} | {library} | {len(ours & set(theirs.tolist()))} of 100 | {theirs.min()}-{theirs.max()} |")
+
+
 # ----------------------------------------------------------------------
 # Same curve
 # ----------------------------------------------------------------------
@@ -430,7 +449,7 @@ def speed(args, found: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", choices=("picks", "curve", "speed"), default=["picks", "curve", "speed"])
+    parser.add_argument("--part", nargs="+", choices=("picks", "ties", "curve", "speed"), default=["picks", "ties", "curve", "speed"])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(20, 30)))
     parser.add_argument("--k", nargs="+", type=int, default=[40, 100, 1000])
     parser.add_argument("--curve-strategies", nargs="+", default=list(STRATEGIES))
@@ -449,6 +468,8 @@ def main() -> None:
         print(f"{library}: not used, it does not import: {why}")
     if "picks" in args.part:
         picks(args, found)
+    if "ties" in args.part:
+        ties(args, found)
     if "curve" in args.part:
         curves(args, found)
     if "speed" in args.part:
