@@ -471,9 +471,14 @@ def registry():
     plugins.reset_plugins()
 
 
-def test_strategies_are_usable_by_name(registry):
-    assert {"coreset", "badge", "typiclust", "bald", "mean_entropy"} <= set(plugins.get_strategies())
-    x = np.random.default_rng(5).standard_normal((30, 4)).astype(np.float32)
+def test_strategies_are_usable_by_name_with_their_inputs(registry):
+    found = plugins.get_strategies()
+    assert {"coreset", "badge", "typiclust", "bald", "mean_entropy"} <= set(found)
+    indices, outputs, emb, lab = data(8, classes=6)
     for name in ("coreset", "badge", "typiclust"):
-        picked = select(name, x, 4, seed=9)
-        assert len(set(picked.tolist())) == 4 and picked.tolist() == select(name, x, 4, seed=9).tolist()
+        picked = select(name, outputs, 5, indices=indices, seed=9, embeddings=emb, labeled=lab).tolist()
+        given = inputs_for(found[name], emb, lab)
+        assert picked == run(found[name], indices, outputs, 5, seed=9, **given)
+    for name in ("bald", "mean_entropy"):
+        picked = select(name, outputs, 5, indices=indices, mc_samples=2).tolist()
+        assert picked == run(found[name], indices, outputs, 5, mc_samples=2)
