@@ -15,7 +15,7 @@ flattened sample-major: T blocks of pre-activation outputs, one per pass.
 ``classification``: ``p_t`` is the softmax of pass t's logits. ``multilabel``:
 a sigmoid per label and pass, and the score is the sum over labels of the
 binary terms. Other tasks are refused, and so are rows holding NaN or inf
-(an error naming how many). Scores are computed in float64 per
+(an error naming how many). Scores are computed in float32 per cache-sized
 block of rows (memory O(block + k), as the uncertainty strategies), and the
 k highest are picked, ties to the lower record index. BALD is clipped at 0
 (it is a mutual information; rounding can push identical passes a hair
@@ -36,31 +36,34 @@ TASKS = ("classification", "multilabel")
 
 
 def _xlogx(p: np.ndarray) -> np.ndarray:
-    return np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0.0)
+    return p * np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # 0 log 0 = 0
 
 
 def mc_scores(values: np.ndarray, samples: int, task: str, *, bald: bool) -> np.ndarray:
     """BALD (``bald=True``) or the entropy of the mean per row of ``values``
-    (rows x samples*classes, sample-major), float64."""
-    x = np.asarray(values, np.float64).reshape(len(values), samples, -1)
+    (rows x samples*classes, sample-major). The block is transposed to
+    (samples, classes, rows) so that every reduction is elementwise over
+    rows, as the uncertainty strategies do."""
+    rows = len(values)
+    t = np.ascontiguousarray(np.asarray(values, np.float32).T).reshape(samples, -1, rows)
     if task == "classification":
-        log_p = x - x.max(axis=2, keepdims=True)
-        log_p -= np.log(np.exp(log_p).sum(axis=2, keepdims=True))
-        p = np.exp(log_p)
-        mean = p.mean(axis=1)
-        total = -_xlogx(mean).sum(axis=1)
-        if not bald:
-            return total
-        expected = -(p * log_p).sum(axis=2).mean(axis=1)
+        t -= t.max(axis=1, keepdims=True)
+        p = np.exp(t)
+        total_p = p.sum(axis=1, keepdims=True)
+        p /= total_p
+        mean = p.mean(axis=0)
+        score = -_xlogx(mean).sum(axis=0)
+        if bald:
+            # each pass's entropy, log(sum exp z) - sum p z, with z the shifted logits
+            score -= (np.log(total_p[:, 0]) - (p * t).sum(axis=1)).mean(axis=0)
     else:
-        p = 1 / (1 + np.exp(-x))
-        mean = p.mean(axis=1)
-        total = -(_xlogx(mean) + _xlogx(1 - mean)).sum(axis=1)
-        if not bald:
-            return total
-        # binary entropy from the logit: softplus(x) - x * sigmoid(x), exact at either tail
-        expected = (np.logaddexp(0, x) - x * p).sum(axis=2).mean(axis=1)
-    return np.maximum(total - expected, 0.0)
+        p = 1 / (1 + np.exp(-t))
+        mean = p.mean(axis=0)
+        score = -(_xlogx(mean) + _xlogx(1 - mean)).sum(axis=0)
+        if bald:
+            # binary entropy from the logit: softplus(x) - x * sigmoid(x), exact at either tail
+            score -= (np.logaddexp(0, t) - t * p).sum(axis=1).mean(axis=0)
+    return np.maximum(score, 0.0) if bald else score
 
 
 class MCStrategy:
@@ -100,10 +103,13 @@ class MCStrategy:
                     f"{self.name}: outputs have {width} values per record, expected {expected} (mc_samples x classes)"
                 )
             rows = max(1, BLOCK_VALUES // max(1, width))
-            scores = np.concatenate(
-                [mc_scores(values[s : s + rows], mc_samples, task, bald=self.bald) for s in range(0, len(values), rows)]
-                or [np.empty(0)]
-            )
+            scores = np.empty(len(values), np.float32)
+            for start in range(0, len(values), rows):
+                block = values[start : start + rows]
+                n = len(block)
+                if n == 1:  # numpy sums a lone column in another order; keep scores independent of chunking
+                    block = np.repeat(block, 2, axis=0)
+                scores[start : start + n] = mc_scores(block, mc_samples, task, bald=self.bald)[:n]
             bad += int(np.count_nonzero(~np.isfinite(values).all(axis=1)))
             best.add(scores, indices)
         if bad:
