@@ -178,6 +178,12 @@ def data(seed, n=40, classes=4, width=5, labeled=6):
     return indices, outputs, emb, lab
 
 
+def blobs(seed, sizes, width=3):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((len(sizes), width)) * 20
+    return np.concatenate([c + rng.standard_normal((s, width)) for c, s in zip(centers, sizes)]).astype(np.float32)
+
+
 def chunked(indices, rows, cuts):
     bounds = [0, *sorted(set(cuts)), len(indices)]
     return [(indices[a:b], rows[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
@@ -205,6 +211,18 @@ def test_coreset_is_k_center_greedy_from_the_labeled_records(seed):
     # Sener & Savarese's start: the first pick is the pool record farthest from the labeled set
     farthest = max(range(len(emb)), key=lambda i: min(dist2(emb[i], q) for q in lab.embeddings))
     assert picked[0] == indices[farthest]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_coreset_on_clustered_embeddings_measures_only_what_can_move_and_picks_the_same(seed):
+    # tight blobs far apart: most of the pool is provably out of a new center's reach
+    points = blobs(seed, [60] * 8, width=4)
+    order = np.random.default_rng(seed).permutation(len(points))
+    pool, known = order[5:], order[:5]
+    lab = Labeled(indices=np.arange(1000, 1005), values=np.zeros((5, 1), np.float32), embeddings=points[known])
+    indices = np.arange(len(pool), dtype=np.int64)
+    picked = run(Coreset(), indices, np.zeros((len(pool), 1), np.float32), 24, embeddings=points[pool], labeled=lab)
+    assert picked == ref_coreset(points[pool], points[known], 24, None)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -277,12 +295,6 @@ def test_kmeans_pp_factored_matches_the_materialised_points():
 # ----------------------------------------------------------------------
 # typiclust
 # ----------------------------------------------------------------------
-
-
-def blobs(seed, sizes, width=3):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((len(sizes), width)) * 20
-    return np.concatenate([c + rng.standard_normal((s, width)) for c, s in zip(centers, sizes)]).astype(np.float32)
 
 
 @pytest.mark.parametrize("seed", range(4))
