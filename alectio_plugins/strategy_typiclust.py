@@ -2,12 +2,15 @@
 
 Meant for the cold start, where uncertainty is noise: the pool and the
 labeled records are clustered together (k-means on the embeddings) into
-``labeled + k`` clusters; each pick comes from the cluster with the fewest
+``labeled + k`` clusters (at most ``max_clusters``, default 1,000, as the
+authors' code caps them at 500); each pick comes from the cluster with the fewest
 labeled-or-picked records, the largest first among equals (clusters of at
 most 5 records only when no other has a pool record left), and is that
-cluster's most typical pool record: the highest typicality
+cluster's most typical pool record left: the highest typicality
 ``1 / mean distance to its K nearest neighbours in the cluster``,
-``K = min(20, cluster size - 1)``. Ties go to the lower record index.
+``K = min(20, cluster size - 1)``. Once every cluster is covered the picks
+go round the clusters again, fewest first. Ties go to the lower record
+index.
 
 Clustering: Lloyd's k-means from k-means++ seeds drawn from the strategy's
 generator, at most 50 iterations (:mod:`alectio_plugins.clustering`).
@@ -17,11 +20,12 @@ probabilities for ``classification``, sigmoids for ``multilabel`` and
 naming how many.
 
 Bound: the pool is used whole up to ``max_rows`` records (default 20,000),
-else a seeded uniform subsample of ``max_rows`` records, plus every labeled
-record (:mod:`alectio_plugins.features`). Clustering ``rows x (labeled + k)
-x width`` per k-means iteration, typicality ``size²`` per cluster picked
-from (in blocks of 32 MiB), so time and memory stay bounded whatever the
-pool size.
+else a seeded uniform subsample of ``max_rows`` records
+(:mod:`alectio_plugins.features`), and so are the labeled records (a
+subsample of theirs counts a cluster's coverage). k-means costs ``rows x
+clusters x width`` per iteration (at most 40,000 x 1,000 x width), the
+typicality ``size²`` per cluster picked from (in blocks of 32 MiB), so time
+and memory stay bounded whatever the pool and the labeled set.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from alectio_core.hookspecs import hookimpl
-from alectio_core.strategies import Chunks, Labeled, draw_salt
+from alectio_core.strategies import Chunks, Labeled, draw_salt, hash_keys, top_k_positions
 from alectio_plugins.features import labeled_features, read_pool
 from alectio_plugins.clustering import BLOCK, kmeans, squared_norms
 
@@ -67,8 +71,9 @@ class TypiClust:
 
     name = "typiclust"
 
-    def __init__(self, max_rows: int = 20_000):
+    def __init__(self, max_rows: int = 20_000, max_clusters: int = 1000):
         self.max_rows = max_rows
+        self.max_clusters = max_clusters
 
     def select(
         self,
@@ -87,12 +92,15 @@ class TypiClust:
         known = labeled_features(self.name, labeled, pool, task)
         n = len(points)
         if known is not None:
+            assert labeled is not None
+            if len(known) > self.max_rows:
+                known = known[np.sort(top_k_positions(-hash_keys(labeled.indices, salt), labeled.indices, self.max_rows))]
             points = np.concatenate([points, known])
-        labels = kmeans(points, min(len(points) - n + k, len(points)), rng)
+        labels = kmeans(points, min(len(points) - n + k, self.max_clusters, len(points)), rng)
         return pool.indices[pick(labels, n, k, points)]
 
     def __repr__(self) -> str:
-        return f"<strategy typiclust max_rows={self.max_rows}>"
+        return f"<strategy typiclust max_rows={self.max_rows} max_clusters={self.max_clusters}>"
 
 
 def pick(labels: np.ndarray, n: int, k: int, points: np.ndarray) -> np.ndarray:

@@ -335,9 +335,18 @@ def test_typiclust_covers_the_clusters_the_labeled_set_does_not():
         assert record == min((i for i in members if i in pool_rows), key=mean_nn)
 
 
+def test_typiclust_past_its_cluster_cap_goes_round_the_clusters():
+    points = blobs(3, [30, 30, 30, 30])
+    cluster_of = np.repeat(np.arange(4), 30)
+    picked = run(TypiClust(max_clusters=4), np.arange(120), np.zeros((120, 1), np.float32), 8, embeddings=points)
+    assert sorted(cluster_of[picked[:4]].tolist()) == [0, 1, 2, 3]  # one in each before a second in any
+    assert np.bincount(cluster_of[picked]).tolist() == [2, 2, 2, 2]
+
+
 def test_typiclust_subsample_keeps_the_pool_bounded():
-    points = blobs(2, [300, 300])
-    picked = run(TypiClust(max_rows=100), np.arange(600), np.zeros((600, 1), np.float32), 5, embeddings=points)
+    points = blobs(2, [300, 300, 300])
+    lab = Labeled(indices=np.arange(600, 900), values=np.zeros((300, 1), np.float32), embeddings=points[600:])
+    picked = run(TypiClust(max_rows=100), np.arange(600), np.zeros((600, 1), np.float32), 5, embeddings=points[:600], labeled=lab)
     assert len(set(picked)) == 5 and all(0 <= i < 600 for i in picked)
 
 
