@@ -8,7 +8,8 @@ that many records (at least k): the ones with the smallest
 ``hash_keys(index, salt)``, so the sample depends on the seed, never on how
 the outputs were chunked. Rows come back sorted by record index, so a
 strategy's ties go to the lower index. Peak memory is one chunk plus at most
-``3 * limit`` rows (kept, arriving, merged).
+``3 * limit`` rows (kept, arriving, merged): twice the pool when it is used
+whole, once after reading.
 """
 
 from __future__ import annotations
@@ -113,13 +114,13 @@ def read_pool(
     check_pool(k, seen)
     assert parts, "no chunk, so k == 0: strategies.select asks a strategy for k >= 1"
     _, pool_idx, pool_vals, pool_emb = _merge(parts, limit)
-    order = np.argsort(pool_idx, kind="stable")
-    return Pool(
-        indices=pool_idx[order],
-        values=pool_vals[order] if pool_vals is not None else None,
-        embeddings=pool_emb[order] if pool_emb is not None else None,
-        size=seen,
-    )
+    del parts  # the chunks: from here on the pool is held once
+    if len(pool_idx) > 1 and not (pool_idx[1:] > pool_idx[:-1]).all():  # storage streams them sorted: no copy then
+        order = np.argsort(pool_idx, kind="stable")
+        pool_idx = pool_idx[order]
+        pool_vals = pool_vals[order] if pool_vals is not None else None
+        pool_emb = pool_emb[order] if pool_emb is not None else None
+    return Pool(indices=pool_idx, values=pool_vals, embeddings=pool_emb, size=seen)
 
 
 def _merge(
