@@ -99,6 +99,7 @@ class Engine:
             "config": model_config,
             "task": info["task"],
             "labels": info["labels"],
+            "mc_samples": info["mc_samples"],
             "pool_size": len(references),
             "created": now(),
         }

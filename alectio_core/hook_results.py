@@ -92,11 +92,27 @@ def check_test(model: str, result: Any) -> tuple[list, list]:
     return predictions, labels
 
 
-def check_infer(model: str, result: Any) -> Mapping | None:
-    """``infer``'s returned outputs ``{index: row}``, or None when it streamed
-    them through the writer. The rows themselves are the writer's to check."""
+def check_infer(model: str, result: Any) -> tuple[Mapping, Mapping | None] | None:
+    """``infer``'s returned ``(outputs, embeddings)`` (``{index: row}`` each,
+    embeddings None when it gave none), or None when it streamed them
+    through the writer. The rows themselves are the writer's to check."""
     if result is None:
         return None
     if not isinstance(result, Mapping) or not isinstance(result.get("outputs"), Mapping):
         raise PluginError(model, "infer", "must return {'outputs': {index: output}} or None after using writer")
-    return result["outputs"]
+    outputs, embeddings = result["outputs"], result.get("embeddings")
+    if embeddings is None:
+        return outputs, None
+    if not isinstance(embeddings, Mapping):
+        raise PluginError(model, "infer", f"'embeddings' must be a dict {{index: embedding}}, got {type(embeddings).__name__}")
+    for index in embeddings:
+        if index not in outputs:
+            raise PluginError(model, "infer", f"index {index} has an embedding but no output", index=_as_index(index))
+    return outputs, embeddings
+
+
+def _as_index(key: Any) -> int | None:
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return None

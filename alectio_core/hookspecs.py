@@ -93,10 +93,13 @@ class ModelSpecs:
         :param unlabeled: sorted indices of the pool minus ``labeled``.
         :param ckpt_file: the checkpoint ``train`` wrote in this loop.
         :param writer: an :class:`alectio_core.outputs.OutputWriter`; stream
-            rows with ``writer.add(index, array)`` or ``writer.extend(indices,
-            array_2d)`` to keep memory bounded.
-        :returns: ``{"outputs": {index: pre-activation output}}``, or None
-            after streaming every row through ``writer``. Either way the
+            rows with ``writer.add(index, output, embedding=None)`` or
+            ``writer.extend(indices, outputs_2d, embeddings=None)`` to keep
+            memory bounded; an embedding is a fixed-width feature vector of
+            the record, given for every record of the call or for none.
+        :returns: ``{"outputs": {index: pre-activation output}}`` (and
+            optionally ``"embeddings": {index: embedding}``), or None after
+            streaming every row through ``writer``. Either way the
             outputs must cover exactly ``unlabeled``, one finite 1-D row of
             the same width per record.
         """
@@ -126,7 +129,9 @@ class ModelSpecs:
             the defaults before handing ``config`` to the hooks, and a key
             not declared is an error naming the key, the model and the file
             (with the closest declared name). Without ``settings`` any key
-            is passed through unchecked.
+            is passed through unchecked. ``"mc_samples": T`` (a positive
+            integer) says each ``infer`` row is T stochastic passes
+            flattened (T x classes), for ``bald``.
         """
 
 
@@ -157,7 +162,8 @@ class PluginSpecs:
 
         Call ``register(strategy)`` with an object that has a ``name`` and a
         ``select(chunks, k, *, rng, task, num_classes)`` method returning k
-        distinct record indices (see :mod:`alectio_core.strategies`).
+        distinct record indices; it may also declare ``embeddings``,
+        ``labeled`` and ``mc_samples`` (see :mod:`alectio_core.strategies`).
         """
 
     @hookspec

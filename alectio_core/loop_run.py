@@ -12,6 +12,7 @@ loop's state (with the message) and the attempt's staged results dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, Sto
 from .hook_results import check_test, check_train
 from .leases import Lease, LeaseLost
 from .outputs import OutputWriter, call_infer
+from .selections import check_storage_for, strategy_inputs
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -105,6 +107,9 @@ class LoopRun:
         if self.cancel is not None and self.cancel.is_set():
             raise LoopCancelled(f"loop {self.loop} of experiment {self.eid!r} was cancelled")
 
+    def _part_progress(self, before: int, total: int, done: int) -> None:
+        self._progress(before + done, total)
+
     def _progress(self, done: int, total: int) -> None:
         self._check_cancel()
         if self._at_once and done < total:
@@ -128,7 +133,7 @@ class LoopRun:
             insights = self._train(labeled)
             predictions, truth = self._test()
             metrics = self._metrics(predictions, truth, insights)
-            self._infer(labeled)
+            self._infer(labeled, select_next)
             picked = self._select(labeled) if select_next else None
             self.state.update(
                 status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
@@ -222,7 +227,7 @@ class LoopRun:
         self._stage_done()
         return metrics
 
-    def _infer(self, labeled: np.ndarray) -> None:
+    def _infer(self, labeled: np.ndarray, select_next: bool) -> None:
         self._stage("infer")
         pool = int(self.experiment["pool_size"])
         mask = np.ones(pool, dtype=bool)
@@ -231,23 +236,39 @@ class LoopRun:
         if unlabeled.size == 0:
             self._stage_done()
             return
-        sink = self.storage.open_output_sink(self.eid, self.loop, self.attempt)
-        writer = OutputWriter(
-            sink,
-            model=self.model.name,
-            pool_size=pool,
-            unlabeled=unlabeled,
-            chunk_rows=self.engine.chunk_rows,
-            on_chunk=lambda done: self._progress(done, int(unlabeled.size)),
-        )
-        outputs = call_infer(
-            self.model, writer, unlabeled=unlabeled.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
-        )
-        if outputs is not None:
-            self._at_once = True
-            for index, output in outputs.items():
-                writer.add(index, output)
-        writer.close()
+        selecting = select_next and self.engine.wants_selection(self.experiment, self.loop, labeled.size)
+        needs = strategy_inputs(self.experiment) if selecting else frozenset()
+        check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
+        # The labeled records too, with the same checkpoint, only for a strategy that declares them.
+        parts = [("pool", unlabeled)] + ([("labeled", labeled)] if "labeled" in needs and labeled.size else [])
+        total = sum(int(records.size) for _, records in parts)
+        done = 0
+        for part, records in parts:
+            self._check_cancel()
+            # A backend written before parts is only ever asked for the pool, the old way.
+            sink = (
+                self.storage.open_output_sink(self.eid, self.loop, self.attempt)
+                if part == "pool"
+                else self.storage.open_output_sink(self.eid, self.loop, self.attempt, part=part)
+            )
+            writer = OutputWriter(
+                sink,
+                model=self.model.name,
+                pool_size=pool,
+                unlabeled=records,
+                chunk_rows=self.engine.chunk_rows,
+                on_chunk=functools.partial(self._part_progress, done, total),
+                records="unlabeled" if part == "pool" else part,
+                mc_samples=self.experiment.get("mc_samples"),
+            )
+            self._at_once = False
+            returned = call_infer(
+                self.model, writer, unlabeled=records.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
+            )
+            if returned is not None:
+                self._at_once = True
+                writer.add_returned(*returned)
+            done += writer.close()
         self._stage_done()
 
     def _select(self, labeled: np.ndarray) -> np.ndarray | None:

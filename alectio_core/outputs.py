@@ -1,7 +1,9 @@
 """Streaming infer outputs: validate rows as they arrive, store them in chunks.
 
 ``OutputWriter`` is what a model's ``infer`` hook receives as ``writer``.
-Memory is bounded by one chunk (at most ``chunk_bytes``, however wide the
+Each row may come with an embedding (a fixed-width feature vector of the
+record, for diversity strategies), stored beside it. Memory is bounded by
+one chunk (at most ``chunk_bytes``, embeddings included, however wide the
 rows) plus one byte per pool record for bookkeeping, however large the pool.
 """
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from .errors import PluginError
 from .hook_results import check_infer
-from .storage import OutputSink
+from .storage import OutputSink, takes
 
 if TYPE_CHECKING:
     from .plugins import Model
@@ -39,8 +41,10 @@ class OutputWriter:
     """Receives ``infer`` rows, checks them, streams them to a sink.
 
     Rows must cover exactly the ``unlabeled`` indices: each once, finite,
-    with one width. Every violation raises a :class:`PluginError` naming the
-    model, the ``infer`` hook and the offending index.
+    with one width. Embeddings are all or none within one writer (one infer
+    call), finite, with one width. Every violation raises a
+    :class:`PluginError` naming the model, the ``infer`` hook and the
+    offending index.
     """
 
     def __init__(
@@ -53,9 +57,13 @@ class OutputWriter:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         on_chunk: Callable[[int], None] | None = None,
+        records: str = "unlabeled",
+        mc_samples: int | None = None,
     ):
         self.sink = sink
         self.model = model
+        self.records = records  # which records this call scores ("unlabeled", or "labeled"), for messages
+        self.mc_samples = mc_samples  # rows are this many passes flattened (model_info)
         self.pool_size = pool_size
         self.chunk_rows = chunk_rows  # the most rows a chunk may hold
         self.chunk_bytes = chunk_bytes
@@ -68,52 +76,76 @@ class OutputWriter:
         self._rows = 0  # rows a chunk holds, set with the width
         self._buf_idx: np.ndarray | None = None
         self._buf_val: np.ndarray | None = None
+        self._buf_emb: np.ndarray | None = None
         self._fill = 0
         self.written = 0
+        self.embedding_width: int | None = None  # set by the first rows: 0 when they came without embeddings
+        # A sink written before embeddings existed stores rows only: its
+        # embeddings are dropped here, and a strategy that needs them is
+        # refused before infer runs (see loop_run), naming the backend.
+        self._sink_embeds = takes(sink.write, "embeddings")
 
     def _error(self, message: str, index: int | None = None) -> PluginError:
         return PluginError(self.model, "infer", message, index=index)
 
     # -- the two ways in --------------------------------------------------
 
-    def add(self, index: int, array) -> None:
-        """One record's output row (the seed's ``add_index``)."""
+    def add(self, index: int, output, embedding=None) -> None:
+        """One record's output row and, optionally, its embedding (both 1-D)."""
         i = self._index(index)
-        row = np.asarray(array, dtype=np.float32).reshape(1, -1) if np.ndim(array) <= 1 else None
-        if row is None:
-            raise self._error(f"output must be a 1-D array, got shape {np.shape(array)}", i)
-        self.extend(np.array([i], dtype=np.int64), row)
+        if np.ndim(output) > 1:
+            raise self._error(f"output must be a 1-D array, got shape {np.shape(output)}", i)
+        rows = np.asarray(output, dtype=np.float32).reshape(1, -1)
+        embeddings = None
+        if embedding is not None:
+            if np.ndim(embedding) != 1:
+                raise self._error(f"embedding must be a 1-D array, got shape {np.shape(embedding)}", i)
+            embeddings = self._floats(embedding, "embedding", i).reshape(1, -1)
+        self.extend(np.array([i], dtype=np.int64), rows, embeddings)
 
-    def extend(self, indices, array) -> None:
-        """Many rows at once: ``indices`` (n,) and ``array`` (n, width)."""
+    def extend(self, indices, outputs, embeddings=None) -> None:
+        """Many rows at once: ``indices`` (n,), ``outputs`` (n, width) and,
+        optionally, ``embeddings`` (n, embedding width)."""
         idx = self._indices(indices)
-        try:
-            values = np.asarray(array, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise self._error(f"outputs are not numeric arrays ({exc})", int(idx[0]) if idx.size else None) from None
+        first = int(idx[0]) if idx.size else None
+        values = self._floats(outputs, "outputs", first)
         if values.ndim != 2 or values.shape[0] != idx.shape[0]:
             raise self._error(f"expected a ({idx.shape[0]}, width) array of outputs, got shape {values.shape}")
+        emb = None
+        if embeddings is not None:
+            emb = self._floats(embeddings, "embedding", first)
+            if emb.ndim != 2 or emb.shape[0] != idx.shape[0]:
+                raise self._error(f"expected a ({idx.shape[0]}, width) array of embeddings, got shape {emb.shape}")
         if idx.size == 0:
             return
-        self._check(idx, values)
+        self._check(idx, values, emb)
         # Fill the buffer; a batch larger than a chunk streams straight through.
         start = 0
         while start < idx.size:
             if self._fill == 0 and idx.size - start >= self._rows:
                 stop = start + self._rows
-                self._write(idx[start:stop], values[start:stop])
+                self._write(idx[start:stop], values[start:stop], None if emb is None else emb[start:stop])
                 start = stop
                 continue
             take = min(self._rows - self._fill, idx.size - start)
             if self._buf_idx is None or self._buf_val is None:
                 self._buf_idx = np.empty(self._rows, dtype=np.int64)
                 self._buf_val = np.empty((self._rows, values.shape[1]), dtype=np.float32)  # the width _check set
+                if emb is not None:
+                    self._buf_emb = np.empty((self._rows, emb.shape[1]), dtype=np.float32)
             self._buf_idx[self._fill : self._fill + take] = idx[start : start + take]
             self._buf_val[self._fill : self._fill + take] = values[start : start + take]
+            if emb is not None and self._buf_emb is not None:
+                self._buf_emb[self._fill : self._fill + take] = emb[start : start + take]
             self._fill += take
             start += take
             if self._fill == self._rows:
                 self._flush()
+
+    def add_returned(self, outputs: Mapping, embeddings: Mapping | None = None) -> None:
+        """What ``infer`` returned instead of streaming (see ``check_infer``)."""
+        for index, output in outputs.items():
+            self.add(index, output, None if embeddings is None else embeddings.get(index))
 
     # -- checks ------------------------------------------------------------
 
@@ -152,15 +184,40 @@ class OutputWriter:
         given = indices if isinstance(indices, (list, tuple)) else idx.tolist()
         return np.array([self._index(v) for v in given], dtype=np.int64)
 
-    def _check(self, idx: np.ndarray, values: np.ndarray) -> None:
+    def _floats(self, array, what: str, index: int | None) -> np.ndarray:
+        try:
+            return np.asarray(array, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise self._error(f"{what} is not a numeric array ({exc})", index) from None
+
+    def _check(self, idx: np.ndarray, values: np.ndarray, emb: np.ndarray | None) -> None:
+        emb_width = 0 if emb is None else emb.shape[1]
         if self.width is None:
             if values.shape[1] == 0:
                 raise self._error("output rows are empty (width 0)", int(idx[0]))
-            self.width = values.shape[1]
-            row_bytes = 8 + 4 * self.width
+            if emb is not None and emb_width == 0:
+                raise self._error("embedding is empty (width 0)", int(idx[0]))
+            if self.mc_samples and values.shape[1] % self.mc_samples:
+                raise self._error(
+                    f"output has width {values.shape[1]}, not a multiple of mc_samples ({self.mc_samples}, from model_info): "
+                    "each row is that many stochastic passes flattened",
+                    int(idx[0]),
+                )
+            self.width, self.embedding_width = values.shape[1], emb_width
+            row_bytes = 8 + 4 * self.width + 4 * emb_width
             self._rows = max(1, min(self.chunk_rows, self.chunk_bytes // row_bytes, self._expected))
         elif values.shape[1] != self.width:
             raise self._error(f"output has width {values.shape[1]}, earlier rows have width {self.width}", int(idx[0]))
+        if (emb is None) != (self.embedding_width == 0):
+            i = int(idx[0])
+            given, earlier = ("no embedding", "one") if emb is None else ("an embedding", "none")
+            raise self._error(
+                f"index {i} has {given}, but earlier records had {earlier} "
+                "(give an embedding for every record of an infer call, or for none)",
+                i,
+            )
+        if emb is not None and emb_width != self.embedding_width:
+            raise self._error(f"embedding has width {emb_width}, earlier embeddings have width {self.embedding_width}", int(idx[0]))
         bad = (idx < 0) | (idx >= self.pool_size)
         if bad.any():
             i = int(idx[bad.argmax()])
@@ -171,12 +228,17 @@ class OutputWriter:
             i = int(idx[pos])
             if state[pos] == _SEEN:
                 raise self._error(f"index {i} was given more than once", i)
-            raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
+            if self.records == "unlabeled":
+                raise self._error(f"index {i} is labeled; outputs must cover only the unlabeled records", i)
+            raise self._error(f"index {i} is not one of the {self.records} records this infer call scores", i)
         self._mark(idx)
-        finite = np.isfinite(values)
-        if not finite.all():
-            row = int(finite.all(axis=1).argmin())
-            raise self._error("output holds NaN or inf", int(idx[row]))
+        for what, array in (("output", values), ("embedding", emb)):
+            if array is None:
+                continue
+            finite = np.isfinite(array)
+            if not finite.all():
+                row = int(finite.all(axis=1).argmin())
+                raise self._error(f"{what} holds NaN or inf", int(idx[row]))
 
     def _mark(self, idx: np.ndarray) -> None:
         """Mark a batch given; a record named twice in it is an error. Small
@@ -196,15 +258,19 @@ class OutputWriter:
 
     # -- storage -------------------------------------------------------------
 
-    def _write(self, idx: np.ndarray, values: np.ndarray) -> None:
-        self.sink.write(idx, values)
+    def _write(self, idx: np.ndarray, values: np.ndarray, emb: np.ndarray | None) -> None:
+        if emb is not None and self._sink_embeds:
+            self.sink.write(idx, values, embeddings=emb)
+        else:  # the argument only when there is one: a sink written before embeddings keeps working
+            self.sink.write(idx, values)
         self.written += idx.size
         if self.on_chunk is not None:
             self.on_chunk(self.written)
 
     def _flush(self) -> None:
         if self._fill and self._buf_idx is not None and self._buf_val is not None:
-            self._write(self._buf_idx[: self._fill], self._buf_val[: self._fill])
+            emb = None if self._buf_emb is None else self._buf_emb[: self._fill]
+            self._write(self._buf_idx[: self._fill], self._buf_val[: self._fill], emb)
             self._fill = 0
 
     def close(self) -> int:
@@ -213,16 +279,17 @@ class OutputWriter:
         if self.written != self._expected:
             missing = np.flatnonzero(self._state == _EXPECTED)
             first = int(missing[0]) if missing.size else None
-            raise self._error(f"outputs miss {missing.size} unlabeled record(s), first index {first}", first)
+            raise self._error(f"outputs miss {missing.size} {self.records} record(s), first index {first}", first)
         self.sink.close()
         return self.written
 
 
-def call_infer(model: Model, writer: OutputWriter, **arguments: Any) -> Mapping | None:
+def call_infer(model: Model, writer: OutputWriter, **arguments: Any) -> tuple[Mapping, Mapping | None] | None:
     """Call ``model``'s ``infer`` hook with ``writer``, which is also the
     current writer meanwhile (the seed's SQL client writes through it).
-    Returns the outputs the hook returned instead of streaming them, checked,
-    for the caller to hand to ``writer.add``; None when it streamed."""
+    Returns the outputs and embeddings the hook returned instead of streaming
+    them, checked, for the caller to hand to ``writer.add_returned``; None
+    when it streamed."""
     token = current_writer.set(writer)
     try:
         result = model.call("infer", writer=writer, **arguments)

@@ -101,6 +101,7 @@ SCHEMAS: dict[str, dict] = {
             "config": {"type": "object"},
             "task": {"type": "string"},
             "labels": {"type": ["array", "null"]},
+            "mc_samples": {"type": ["integer", "null"], "description": "stochastic passes in each infer row (model_info)"},
             "pool_size": {"type": "integer"},
             "created": {"type": "string"},
             "url": {"type": "string"},

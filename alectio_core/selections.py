@@ -9,13 +9,15 @@ in loop k are the union of the selections of loops 0..k. The
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections import deque
+from itertools import chain
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from .errors import ConflictError, NotFoundError, ValidationError
 from .hook_results import as_indices
-from .storage import Storage, check_id, check_loop
+from .storage import Storage, cannot, check_id, check_loop, takes
 
 
 def selections(storage: Storage, experiment_id: str, upto: int) -> list[np.ndarray]:
@@ -96,20 +98,117 @@ def wants_selection(experiment: Mapping[str, Any], loop: int, labeled: int) -> b
     )
 
 
+def strategy_inputs(experiment: Mapping[str, Any]) -> frozenset[str]:
+    """The inputs beyond logits the experiment's strategy declares (none
+    without a strategy)."""
+    from . import plugins
+    from .strategies import declared_inputs
+
+    name = experiment.get("strategy")
+    return declared_inputs(plugins.get_strategy(name)) if name is not None else frozenset()
+
+
+def check_storage_for(storage: Storage, inputs: frozenset[str]) -> None:
+    """A backend written before embeddings and the labeled part serves a
+    strategy that needs neither; one that needs them is refused, naming it."""
+    if "labeled" in inputs and not (takes(storage.open_output_sink, "part") and takes(storage.iter_outputs, "part")):
+        raise cannot(storage, "store the labeled records' outputs, which the experiment's strategy needs")
+    if inputs & {"embeddings", "labeled"} and not takes(storage.iter_outputs, "embeddings"):
+        raise cannot(storage, "store embeddings, which the experiment's strategy needs")
+
+
+class _Paired:
+    """Outputs and embeddings from one read of storage, as the two aligned
+    streams a strategy takes. A strategy that walks them in step (zip) gets
+    both from one read; a side left more than ``SLACK`` chunks behind (a
+    strategy that reads one stream whole first, or only one) is dropped from
+    the shared read and, if it is read after all, served by a second read of
+    storage: memory stays at a few chunks either way."""
+
+    SLACK = 2
+
+    def __init__(self, open_stream: Callable[[], Iterator[tuple]]):
+        self.open = open_stream
+        source = open_stream()
+        first = next(source, None)
+        self.has_embeddings = first is not None and first[2] is not None
+        self.source = chain([first], source) if first is not None else iter(())
+        self.pending: tuple[deque, deque] = (deque(), deque())
+        self.taken = [0, 0]
+        self.detached = [False, False]
+
+    def side(self, which: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        other = 1 - which
+        while not self.detached[which]:
+            if self.pending[which]:
+                chunk = self.pending[which].popleft()
+            else:
+                chunk = next(self.source, None)
+                if chunk is None:
+                    return
+                if not self.detached[other]:
+                    self.pending[other].append(chunk)
+                    if len(self.pending[other]) > self.SLACK:
+                        self.pending[other].clear()
+                        self.detached[other] = True
+            self.taken[which] += 1
+            yield chunk[0], chunk[1 + which]
+        for n, chunk in enumerate(self.open()):  # the second read: skip what this side was given
+            if n >= self.taken[which]:
+                self.taken[which] += 1
+                yield chunk[0], chunk[1 + which]
+
+
+def labeled_input(storage: Storage, experiment_id: str, loop: int, attempt: str | None, indices: np.ndarray) -> Any:
+    """The ``labeled`` input: the labeled records with this loop's model's
+    outputs and embeddings for them (part ``"labeled"``), row i for
+    ``indices[i]``; values None when none were stored."""
+    from .strategies import Labeled
+
+    chunks = list(storage.iter_outputs(experiment_id, loop, attempt=attempt, part="labeled", embeddings=True))
+    if not chunks:
+        return Labeled(indices)
+    idx = np.concatenate([c[0] for c in chunks])
+    order = np.argsort(idx, kind="stable")
+    if not np.array_equal(idx[order], indices):
+        raise ValidationError(f"loop {loop}'s labeled outputs do not cover its {indices.size} labeled records")
+    values = np.concatenate([c[1] for c in chunks])[order]
+    embeddings = None if chunks[0][2] is None else np.concatenate([c[2] for c in chunks])[order]
+    return Labeled(indices, values, embeddings)
+
+
 def pick_next(storage: Storage, experiment: Mapping[str, Any], loop: int, attempt: str | None = None) -> np.ndarray:
     """The strategy's choice for loop ``loop + 1`` from loop ``loop``'s
     outputs (the committed ones, or those of a running ``attempt``).
-    Seeded by the experiment's seed and the loop, so it is repeatable."""
+    Seeded by the experiment's seed and the loop, so it is repeatable.
+    The strategy gets the embeddings and the labeled records' outputs only
+    when its ``select`` declares them."""
     from .strategies import select
 
+    eid = experiment["id"]
     labels = experiment.get("labels")
-    remaining = int(experiment["pool_size"]) - int(labeled(storage, experiment["id"], loop).size)
+    done = labeled(storage, eid, loop)
+    remaining = int(experiment["pool_size"]) - int(done.size)
+    wants = strategy_inputs(experiment)
+    check_storage_for(storage, wants)
+    extra: dict[str, Any] = {}
+    chunks: Any
+    if "embeddings" in wants:
+        paired = _Paired(lambda: storage.iter_outputs(eid, loop, attempt=attempt, embeddings=True))
+        chunks = paired.side(0)
+        extra["embeddings"] = paired.side(1) if paired.has_embeddings else None
+    else:
+        chunks = storage.iter_outputs(eid, loop, attempt=attempt)
+    if "labeled" in wants:
+        extra["labeled"] = labeled_input(storage, eid, loop, attempt, done)
     picked = select(
         experiment["strategy"],
-        storage.iter_outputs(experiment["id"], loop, attempt=attempt),
+        chunks,
         min(int(experiment["batch_size"]), remaining),
         seed=int(experiment.get("seed", 0)) + loop + 1,
         task=experiment.get("task", "classification"),
         num_classes=len(labels) if labels else None,
+        mc_samples=experiment.get("mc_samples"),
+        **extra,
     )
     return np.asarray(picked, dtype=np.int64)

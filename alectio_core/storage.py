@@ -16,11 +16,16 @@ Two kinds of data, two visibility rules:
   loops intact and the interrupted attempt invisible.
 
 Everything stored is JSON or raw numpy arrays (int64 indices, float32
-values); nothing is pickled.
+values and embeddings); nothing is pickled.
+
+Infer outputs come in two parts: ``"pool"``, the unlabeled records' (every
+loop), and ``"labeled"``, the labeled records' (only when the experiment's
+strategy declares the ``labeled`` input).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from abc import ABC, abstractmethod
@@ -34,6 +39,9 @@ from .ids import ID_RULE, is_id
 
 #: Names of the per-loop results (``put_result`` / ``get_result``).
 RESULT_NAMES = ("insights", "predictions", "ground_truth", "metrics", "checkpoint")
+#: The parts of a loop's infer outputs (``open_output_sink`` / ``iter_outputs``).
+OUTPUT_PARTS = ("pool", "labeled")
+
 
 def check_id(value: Any, what: str = "experiment id") -> str:
     """Identifiers become file names and object keys: allow a safe alphabet."""
@@ -57,6 +65,28 @@ def contained(root: str | os.PathLike, name: str, what: str | None = None) -> Pa
     return target
 
 
+def check_part(value: Any) -> str:
+    if value not in OUTPUT_PARTS:
+        raise ValidationError(f"invalid output part {value!r}: one of {', '.join(OUTPUT_PARTS)}")
+    return value
+
+
+def takes(method: Any, name: str) -> bool:
+    """Does ``method`` accept the keyword argument ``name``? A backend
+    written before an argument existed is called without it."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: assume the current interface
+        return True
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def cannot(storage: Any, what: str) -> StorageError:
+    """The error for a backend written before ``what`` existed."""
+    name = f"{type(storage).__name__} ({getattr(storage, 'url', '?')})"
+    return StorageError(f"the storage backend {name} cannot {what}: it was written for an older alectio; see docs/storage-plugins.md")
+
+
 def check_loop(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValidationError(f"invalid loop number {value!r}: must be an integer >= 0")
@@ -67,9 +97,11 @@ class OutputSink(ABC):
     """Receives validated infer-output chunks for one loop attempt."""
 
     @abstractmethod
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
-        """Store one chunk: int64 indices (n,) and float32 values (n, width).
-        The caller may reuse both arrays once this returns."""
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
+        """Store one chunk: int64 indices (n,), float32 values (n, width)
+        and, when the model wrote them, float32 embeddings (n, embedding
+        width) beside them (all chunks of a sink have them, or none). The
+        caller may reuse the arrays once this returns."""
 
     def close(self) -> None:
         """All chunks are written (they stay invisible until the commit)."""
@@ -154,8 +186,10 @@ class Storage(ABC):
         """Stage a JSON result (one of ``RESULT_NAMES``) of an attempt."""
 
     @abstractmethod
-    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
-        """A sink for the attempt's infer outputs, streamed in chunks."""
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str, part: str = "pool") -> OutputSink:
+        """A sink for the attempt's infer outputs (and embeddings) of one
+        part, ``"pool"`` or ``"labeled"``, streamed in chunks. The parts are
+        stored apart, and committed, discarded and deleted with the attempt."""
 
     @abstractmethod
     def commit_loop(
@@ -180,10 +214,15 @@ class Storage(ABC):
         the result was not produced."""
 
     @abstractmethod
-    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream a loop's infer outputs as ``(indices, values)`` chunks.
-        Without ``attempt``: the committed ones (``NotFoundError`` if the
-        loop is not done). With it: that attempt's, committed or not."""
+    def iter_outputs(
+        self, experiment_id: str, loop: int, attempt: str | None = None, *, part: str = "pool", embeddings: bool = False
+    ) -> Iterator[tuple]:
+        """Stream a loop's infer outputs of ``part`` in the order written, as
+        ``(indices, values)`` chunks, or with ``embeddings=True`` as
+        ``(indices, values, embeddings_or_None)`` (None when the model wrote
+        none). Without ``attempt``: the committed ones (``NotFoundError`` if
+        the loop is not done). With it: that attempt's, committed or not. A
+        part never written streams nothing."""
 
     # -- loop leases (see alectio_core.leases) ---------------------------
 

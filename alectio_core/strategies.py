@@ -33,12 +33,19 @@ does not use:
   flattened, T x classes), else ``None``. A strategy that does not declare
   ``mc_samples`` sees each row reduced to the log of the mean probability
   over the T passes, so uncertainty strategies keep working unchanged.
+
+Only parameters named in the signature count (a ``**kwargs`` receives none
+of them: the labeled records cost an extra ``infer`` call, which the
+engine makes only for a strategy that names ``labeled``). The signature is
+read once per strategy object (:func:`declared_inputs`).
 """
 
 from __future__ import annotations
 
+import inspect
 import operator
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -62,6 +69,58 @@ class Labeled:
     indices: np.ndarray
     values: Optional[np.ndarray] = None
     embeddings: Optional[np.ndarray] = None
+
+#: The inputs beyond logits a strategy's ``select`` may declare.
+INPUTS = ("embeddings", "labeled", "mc_samples")
+
+_declared: "weakref.WeakKeyDictionary[Any, frozenset[str]]" = weakref.WeakKeyDictionary()
+
+
+def declared_inputs(strategy: Any) -> frozenset[str]:
+    """Which of :data:`INPUTS` ``strategy.select`` names, read once per
+    strategy object."""
+    try:
+        return _declared[strategy]
+    except (KeyError, TypeError):  # TypeError: an object that takes no weak reference is read each time
+        pass
+    try:
+        parameters = inspect.signature(strategy.select).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    found = frozenset(name for name in INPUTS if name in parameters and parameters[name].kind is not inspect.Parameter.VAR_KEYWORD)
+    try:
+        _declared[strategy] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis=axis) + np.log(np.exp(x - top).sum(axis=axis))
+
+
+def reduce_mc(values: np.ndarray, mc_samples: int, task: str) -> np.ndarray:
+    """Rows of ``mc_samples`` stochastic passes flattened, reduced to one
+    pass as a strategy that does not declare ``mc_samples`` reads it:
+    ``classification``, the log of the mean softmax; ``multilabel`` and
+    ``object_detection``, the logit of the mean sigmoid; other tasks, the
+    mean. Computed in log space, so finite rows give finite rows."""
+    values = np.asarray(values)
+    n, width = values.shape
+    if width % mc_samples:
+        raise ValidationError(f"outputs have width {width}, not a multiple of mc_samples ({mc_samples} passes a row)")
+    x = values.reshape(n, mc_samples, width // mc_samples).astype(np.float64)
+    if task == "classification":
+        log_p = x - _logsumexp(x, axis=2)[:, :, None]
+        out = _logsumexp(log_p, axis=1) - np.log(mc_samples)
+    elif task in ("multilabel", "object_detection"):
+        # log mean sigmoid - log mean (1 - sigmoid); the 1/T cancels
+        out = _logsumexp(-np.logaddexp(0, -x), axis=1) - _logsumexp(-np.logaddexp(0, x), axis=1)
+    else:
+        out = x.mean(axis=1)
+    return out.astype(np.float32)
+
 
 #: Values per block handed to ``ScoreStrategy.score`` (float32: 512 KiB, so a
 #: block and its temporaries stay in a core's L2 cache).
@@ -222,6 +281,32 @@ def _resolve(strategy: Union[str, Strategy]) -> Strategy:
     return strategies[strategy]
 
 
+def _embedding_chunks(embeddings: Any, outputs: Any, chunks: Union[list, Iterator]) -> Optional[Iterable]:
+    """``embeddings`` as chunks aligned with ``chunks``: an array beside an
+    in-memory ``outputs`` becomes one chunk with the same indices."""
+    if embeddings is None:
+        return None
+    if isinstance(outputs, np.ndarray):
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or len(emb) != len(outputs):
+            raise ValidationError(
+                f"embeddings must be a 2-D array with one row per output row ({len(outputs)}), got shape {emb.shape}"
+            )
+        assert isinstance(chunks, list)
+        return [(chunks[0][0], emb)]
+    if isinstance(embeddings, np.ndarray):
+        raise ValidationError("embeddings as an array go with outputs as an array; with chunks, give (indices, embeddings) chunks")
+    return embeddings
+
+
+def _labeled(labeled: Any) -> Labeled:
+    if labeled is None:
+        return Labeled(np.empty(0, np.int64))
+    if isinstance(labeled, Labeled):
+        return labeled
+    return Labeled(np.unique(np.asarray(labeled, dtype=np.int64)))
+
+
 def select(
     strategy: Union[str, Strategy],
     outputs: Union[np.ndarray, Chunks],
@@ -231,6 +316,9 @@ def select(
     seed: Optional[int] = None,
     task: str = "classification",
     num_classes: Optional[int] = None,
+    embeddings: Union[np.ndarray, Chunks, None] = None,
+    labeled: Union[Labeled, np.ndarray, None] = None,
+    mc_samples: Optional[int] = None,
 ) -> np.ndarray:
     """Pick the ``k`` most informative records.
 
@@ -248,7 +336,18 @@ def select(
     :param num_classes: the number of classes (labels): required for
         ``object_detection`` (rows are boxes x classes), checked against the
         row width for ``classification`` when given.
+    :param embeddings: one embedding row per output row: with an array of
+        outputs, a 2-D array aligned with it; with chunks, ``(indices,
+        embeddings)`` chunks aligned one to one with them.
+    :param labeled: the records already labeled: a :class:`Labeled` (with
+        the model's outputs and embeddings for them) or their indices.
+    :param mc_samples: ``T`` when each output row is T stochastic passes
+        flattened (``model_info``'s ``mc_samples``).
     :returns: int64 array of k distinct record indices, most informative first.
+
+    The strategy receives only the inputs beyond logits its ``select``
+    declares (see the module docstring); one that does not declare
+    ``mc_samples`` sees rows reduced to one pass (:func:`reduce_mc`).
     """
     strat = _resolve(strategy)
     k = operator.index(k)
@@ -256,15 +355,31 @@ def select(
         raise ValidationError(f"k must be >= 0, got {k}")
     if task not in TASKS:
         raise ValidationError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 1):
+        raise ValidationError(f"mc_samples must be a positive integer, got {mc_samples!r}")
     chunks, pool = _chunks(outputs, indices)
+    emb_chunks = _embedding_chunks(embeddings, outputs, chunks)
     if pool is not None:
         check_pool(k, pool)
     if k == 0:
         return np.empty(0, np.int64)
+    wants = declared_inputs(strat)
+    extra: dict[str, Any] = {}
+    if "embeddings" in wants:
+        extra["embeddings"] = emb_chunks
+    if "labeled" in wants:
+        extra["labeled"] = _labeled(labeled)
+    if "mc_samples" in wants:
+        extra["mc_samples"] = None if mc_samples is None else int(mc_samples)
+    elif mc_samples is not None:
+        T = int(mc_samples)
+        chunks = ((i, reduce_mc(v, T, task)) for i, v in chunks)
+        if "labeled" in wants and extra["labeled"].values is not None:
+            extra["labeled"] = replace(extra["labeled"], values=reduce_mc(extra["labeled"].values, T, task))
     rng = np.random.default_rng(seed)
     name = getattr(strat, "name", repr(strat))
     try:
-        picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes))
+        picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes, **extra))
     except AlectioError:
         raise
     except Exception as exc:

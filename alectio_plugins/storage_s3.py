@@ -15,8 +15,9 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
-    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
+    experiments/{id}/loops/{k}/attempts/{a}/labeled/...      the labeled part, laid out as outputs/
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
     tokens/{name}.used.json                     {"last_used": ...}, beside the record
@@ -49,12 +50,14 @@ import numpy as np
 from alectio_core import s3
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, contained, parse_url
 
 log = logging.getLogger(__name__)
 
 _BUCKET = re.compile(s3.BUCKET_PATTERN)
 _OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
+#: The folder of an attempt holding each part of its infer outputs.
+_PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
 
 
 def _dumps(value: Any) -> bytes:
@@ -340,8 +343,8 @@ class S3Storage(Storage):
         body = _dumps(value)  # TypeError / ValueError for what JSON cannot hold
         self._put(self._attempt_key(experiment_id, loop, attempt, f"{check_id(name, 'result name')}.json"), body)
 
-    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
-        return S3OutputSink(self, self._attempt_key(experiment_id, loop, attempt, "outputs"))
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str, part: str = "pool") -> OutputSink:
+        return S3OutputSink(self, self._attempt_key(experiment_id, loop, attempt, _PART_FOLDERS[check_part(part)]))
 
     def commit_loop(
         self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
@@ -382,19 +385,35 @@ class S3Storage(Storage):
         key = self._attempt_key(experiment_id, loop, attempt, f"{check_id(name, 'result name')}.json")
         return self._get_json(key, f"experiment {experiment_id!r} loop {loop} has no {name}")
 
-    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_outputs(
+        self, experiment_id: str, loop: int, attempt: str | None = None, *, part: str = "pool", embeddings: bool = False
+    ) -> Iterator[tuple]:
+        folder_name = _PART_FOLDERS[check_part(part)]
         attempt = attempt or self._committed(experiment_id, loop)
-        folder = self._attempt_key(experiment_id, loop, attempt, "outputs")
+        folder = self._attempt_key(experiment_id, loop, attempt, folder_name)
         try:
-            chunks = self._get_json(f"{folder}/manifest.json", "")["chunks"]
-            names = [f"{folder}/{seq:06d}" for seq in range(chunks)]
+            manifest = self._get_json(f"{folder}/manifest.json", "")
+            names = [f"{folder}/{seq:06d}" for seq in range(manifest["chunks"])]
+            embedded = set(names) if manifest.get("embedding_width") else set()
         except NotFoundError:  # a sink not closed yet: what is there so far
-            names = sorted(o["Key"][: -len(".idx.npy")] for o in self._list(f"{folder}/") if o["Key"].endswith(".idx.npy"))
+            keys = [o["Key"] for o in self._list(f"{folder}/")]
+            names = sorted(k[: -len(".idx.npy")] for k in keys if k.endswith(".idx.npy"))
+            embedded = {k[: -len(".emb.npy")] for k in keys if k.endswith(".emb.npy")}
         # Each chunk is read into arrays of its own and handed over: what the
         # caller is given is the caller's (to keep, or to scribble on), and
         # a chunk it lets go of is freed. A for-loop holds two chunks at most.
         for name in names:
-            yield self._get_chunk(experiment_id, loop, name)
+            indices, values = self._get_chunk(experiment_id, loop, name)
+            if not embeddings:
+                yield indices, values
+                continue
+            emb = None
+            if name in embedded:
+                missing = f"experiment {experiment_id!r} loop {loop}: embedding chunk {name} is missing"
+                emb = self._get_typed_array(f"{name}.emb.npy", missing, np.dtype("<f4"), 2)
+                if emb.shape[0] != indices.shape[0]:
+                    raise StorageError(f"s3://{self.bucket}/{name}: index and embedding arrays do not match")
+            yield indices, values, emb
 
     def _get_chunk(self, experiment_id: str, loop: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         missing = f"experiment {experiment_id!r} loop {loop}: output chunk {name} is missing"
@@ -556,7 +575,8 @@ def _remove(path: Path) -> None:
 
 
 class S3OutputSink(OutputSink):
-    """One ``.idx.npy`` and one ``.val.npy`` object per chunk, then a manifest.
+    """One ``.idx.npy``, one ``.val.npy`` and (with embeddings) one
+    ``.emb.npy`` object per chunk, then a manifest.
 
     Each chunk is sent straight from the caller's arrays (no copy), so memory
     stays at what the writer holds.
@@ -566,17 +586,29 @@ class S3OutputSink(OutputSink):
         self.storage, self.folder = storage, folder
         self.seq = self.rows = 0
         self.width: int | None = None
+        self.embedding_width: int | None = None
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
         name = f"{self.folder}/{self.seq:06d}"
-        self.storage._put_array(f"{name}.idx.npy", np.ascontiguousarray(indices, dtype="<i8"))
+        # The index object last: a reader of an unfinished attempt lists
+        # ``.idx.npy`` keys, so a chunk it finds is complete.
         self.storage._put_array(f"{name}.val.npy", np.ascontiguousarray(values, dtype="<f4"))
+        if embeddings is not None:
+            self.storage._put_array(f"{name}.emb.npy", np.ascontiguousarray(embeddings, dtype="<f4"))
+            self.embedding_width = int(embeddings.shape[1])
+        self.storage._put_array(f"{name}.idx.npy", np.ascontiguousarray(indices, dtype="<i8"))
         self.seq += 1
         self.rows += int(indices.shape[0])
         self.width = int(values.shape[1])
 
     def close(self) -> None:
-        manifest = {"chunks": self.seq, "rows": self.rows, "width": self.width, "format": "npy"}
+        manifest = {
+            "chunks": self.seq,
+            "rows": self.rows,
+            "width": self.width,
+            "embedding_width": self.embedding_width,
+            "format": "npy",
+        }
         self.storage._put_json(f"{self.folder}/manifest.json", manifest)
 
 

@@ -5,8 +5,9 @@ the working directory, ``sqlite:////abs/path/alectio.db`` is absolute.
 Checkpoints live beside the database in ``<name>-checkpoints/<experiment>/``.
 
 Infer outputs are stored as chunks of raw little-endian arrays (int64
-indices, float32 values), one row per chunk: neither one row per record nor
-one giant blob. A loop's results are rows tagged with an attempt id; a
+indices, float32 values and embeddings), one row per chunk: neither one row
+per record nor one giant blob; the labeled records' outputs (the ``labeled``
+part) in a table of their own of the same shape. A loop's results are rows tagged with an attempt id; a
 loop's ``committed_attempt`` says which attempt readers see, and it is set in
 the same transaction that marks the loop done.
 """
@@ -30,7 +31,7 @@ import numpy as np
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, parse_url
+from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, check_part, parse_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS output_chunks (
     seq INTEGER NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,
     indices BLOB NOT NULL, vals BLOB NOT NULL,
     PRIMARY KEY (experiment_id, loop, attempt, seq));
+CREATE TABLE IF NOT EXISTS labeled_chunks (
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, attempt TEXT NOT NULL,
+    seq INTEGER NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,
+    indices BLOB NOT NULL, vals BLOB NOT NULL, embedding_width INTEGER, embeddings BLOB,
+    PRIMARY KEY (experiment_id, loop, attempt, seq));
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
@@ -62,6 +68,11 @@ CREATE TABLE IF NOT EXISTS leases (
 
 #: Seconds a loop state read stays fresh for readers in this process.
 STATE_TTL = 0.25
+
+#: The table holding each part of a loop's infer outputs.
+CHUNK_TABLES = {"pool": "output_chunks", "labeled": "labeled_chunks"}
+#: Every table keyed by experiment, loop and attempt.
+ATTEMPT_TABLES = ("results", *CHUNK_TABLES.values())
 
 
 def _dumps(value: Any) -> str:
@@ -115,8 +126,21 @@ class SQLiteStorage(Storage):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db().executescript(SCHEMA)
+            self._add_embedding_columns()
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    def _add_embedding_columns(self) -> None:
+        """A database made before embeddings existed gets their columns (in a
+        write transaction, so two processes opening it add them once)."""
+        def missing(db: sqlite3.Connection) -> bool:
+            return "embeddings" not in {row[1] for row in db.execute("PRAGMA table_info(output_chunks)")}
+
+        if missing(self._db()):
+            with self._tx() as db:
+                if missing(db):
+                    db.execute("ALTER TABLE output_chunks ADD COLUMN embedding_width INTEGER")
+                    db.execute("ALTER TABLE output_chunks ADD COLUMN embeddings BLOB")
 
     # -- connections ----------------------------------------------------
 
@@ -177,7 +201,7 @@ class SQLiteStorage(Storage):
             db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, data))
             # Rows of an id without an experiment can only be orphans (a write
             # that raced a delete): a new experiment starts from scratch.
-            for table in ("loops", "selections", "results", "output_chunks", "leases"):
+            for table in ("loops", "selections", *ATTEMPT_TABLES, "leases"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (eid,))
             if pool is not None:  # REPLACE: a pool left by an older version's failed create
                 db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (eid, pool))
@@ -204,7 +228,7 @@ class SQLiteStorage(Storage):
         with self._tx() as db:
             if db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,)).rowcount == 0:
                 raise NotFoundError(f"unknown experiment {experiment_id!r}")
-            for table in ("loops", "selections", "index_maps", "results", "output_chunks", "leases"):
+            for table in ("loops", "selections", "index_maps", *ATTEMPT_TABLES, "leases"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
         for key in list(self._states):
             if key[0] == experiment_id:
@@ -278,8 +302,9 @@ class SQLiteStorage(Storage):
                 (check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"), name, _dumps(value)),
             )
 
-    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
-        return _SQLiteSink(self, check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"))
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str, part: str = "pool") -> OutputSink:
+        table = CHUNK_TABLES[check_part(part)]
+        return _SQLiteSink(self, table, check_id(experiment_id), check_loop(loop), check_id(attempt, "attempt"))
 
     def commit_loop(
         self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
@@ -296,14 +321,14 @@ class SQLiteStorage(Storage):
                 "DO UPDATE SET data = excluded.data, committed_attempt = excluded.committed_attempt",
                 (*key, data, attempt),
             )
-            for table in ("results", "output_chunks"):
+            for table in ATTEMPT_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt != ?", (*key, attempt))
         self._states[key] = (data, time.monotonic())
         self._drop_checkpoints(*key, keep=attempt)
 
     def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
         with self._tx() as db:
-            for table in ("results", "output_chunks"):
+            for table in ATTEMPT_TABLES:
                 db.execute(
                     f"DELETE FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt = ? AND attempt IS NOT "
                     "(SELECT committed_attempt FROM loops WHERE experiment_id = ? AND loop = ?)",
@@ -333,8 +358,12 @@ class SQLiteStorage(Storage):
         )
         return json.loads(row[0])
 
-    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_outputs(
+        self, experiment_id: str, loop: int, attempt: str | None = None, *, part: str = "pool", embeddings: bool = False
+    ) -> Iterator[tuple]:
+        table = CHUNK_TABLES[check_part(part)]
         attempt = attempt or self._committed_attempt(experiment_id, loop)
+        key = (experiment_id, loop, attempt)
         # Read chunk by chunk on a private connection so a long scan holds
         # one chunk in memory and never blocks this thread's writes.
         db = sqlite3.connect(self.path, timeout=30)
@@ -342,20 +371,24 @@ class SQLiteStorage(Storage):
             seqs = [
                 r[0]
                 for r in db.execute(
-                    "SELECT seq FROM output_chunks WHERE experiment_id = ? AND loop = ? AND attempt = ? ORDER BY seq",
-                    (experiment_id, loop, attempt),
+                    f"SELECT seq FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt = ? ORDER BY seq", key
                 )
             ]
+            columns = "rows, width, indices, vals" + (", embedding_width, embeddings" if embeddings else "")
             for seq in seqs:
-                rows, width, idx, vals = db.execute(
-                    "SELECT rows, width, indices, vals FROM output_chunks "
-                    "WHERE experiment_id = ? AND loop = ? AND attempt = ? AND seq = ?",
-                    (experiment_id, loop, attempt, seq),
+                row = db.execute(
+                    f"SELECT {columns} FROM {table} WHERE experiment_id = ? AND loop = ? AND attempt = ? AND seq = ?", (*key, seq)
                 ).fetchone()
-                yield (
+                rows, width, idx, vals = row[:4]
+                chunk = (
                     np.frombuffer(idx, dtype="<i8").astype(np.int64, copy=False),
                     np.frombuffer(vals, dtype="<f4").reshape(rows, width),
                 )
+                if not embeddings:
+                    yield chunk
+                    continue
+                emb_width, emb = row[4:]
+                yield (*chunk, None if emb is None else np.frombuffer(emb, dtype="<f4").reshape(rows, emb_width))
         finally:
             db.close()
 
@@ -448,15 +481,17 @@ class SQLiteStorage(Storage):
 
 @_sqlite_errors
 class _SQLiteSink(OutputSink):
-    def __init__(self, storage: SQLiteStorage, experiment_id: str, loop: int, attempt: str):
-        self.storage, self.key, self.seq = storage, (experiment_id, loop, attempt), 0
+    def __init__(self, storage: SQLiteStorage, table: str, experiment_id: str, loop: int, attempt: str):
+        self.storage, self.table, self.key, self.seq = storage, table, (experiment_id, loop, attempt), 0
         self.path = storage.path
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
         rows, width = values.shape
+        emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype="<f4")
         with self.storage._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO output_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {self.table} (experiment_id, loop, attempt, seq, rows, width, indices, vals, "
+                "embedding_width, embeddings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     *self.key,
                     self.seq,
@@ -464,6 +499,8 @@ class _SQLiteSink(OutputSink):
                     width,
                     np.ascontiguousarray(indices, dtype="<i8").data,
                     np.ascontiguousarray(values, dtype="<f4").data,
+                    None if emb is None else emb.shape[1],
+                    None if emb is None else emb.data,
                 ),
             )
         self.seq += 1

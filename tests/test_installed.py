@@ -34,6 +34,7 @@ TORCH_EXAMPLES = ["image_classification", "object_detection", "topic_classificat
 BUILTINS = {
     "sqlite", "s3", "metrics_classification", "metrics_detection", "metrics_segmentation", "metrics_regression",
     "strategy_random", "strategy_uncertainty", "strategy_kcenter",
+    "strategy_coreset", "strategy_badge", "strategy_typiclust", "strategy_bald",
 }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alectio_core import sql_client
-from alectio_core.errors import PluginError
+from alectio_core.errors import NotFoundError, PluginError
 from alectio_core.outputs import OutputWriter
 from alectio_core.storage import OutputSink
 
@@ -192,3 +192,142 @@ def test_the_infer_hook_declares_its_writer_as_an_output_writer():
 
     hints = typing.get_type_hints(hookspecs.ModelSpecs.infer, localns=vars(outputs))
     assert hints["writer"] is OutputWriter
+
+
+# -- embeddings beside the outputs ---------------------------------------------
+
+
+class EmbeddingSink(ListSink):
+    def write(self, indices, values, embeddings=None):
+        self.chunks.append((indices.copy(), values.copy(), None if embeddings is None else embeddings.copy()))
+
+
+def embedding_writer(pool=100, labeled=(), **kwargs):
+    unlabeled = np.setdiff1d(np.arange(pool), np.asarray(labeled, dtype=np.int64))
+    sink = EmbeddingSink()
+    return OutputWriter(sink, model="m", pool_size=pool, unlabeled=unlabeled, **kwargs), sink, unlabeled
+
+
+def test_embeddings_are_stored_beside_their_rows_in_any_mix_of_add_and_extend():
+    writer, sink, unlabeled = embedding_writer(pool=60, labeled=[0, 7], chunk_rows=8)
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(60, 3)).astype(np.float32)
+    features = rng.normal(size=(60, 5)).astype(np.float32)
+    writer.add(unlabeled[0], values[unlabeled[0]], embedding=features[unlabeled[0]].tolist())
+    writer.extend(unlabeled[1:20], values[unlabeled[1:20]], embeddings=features[unlabeled[1:20]])
+    for i in unlabeled[20:]:
+        writer.add(int(i), values[i], features[i])
+    writer.close()
+    assert all(len(idx) <= 8 and emb.shape == (len(idx), 5) for idx, _, emb in sink.chunks)
+    idx = np.concatenate([c[0] for c in sink.chunks])
+    np.testing.assert_array_equal(idx, unlabeled)
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in sink.chunks]), values[unlabeled])
+    emb = np.concatenate([c[2] for c in sink.chunks])
+    assert emb.dtype == np.float32
+    np.testing.assert_array_equal(emb, features[unlabeled])
+
+
+def test_a_writer_without_embeddings_hands_the_sink_none():
+    writer, sink, unlabeled = embedding_writer(pool=10)
+    writer.extend(unlabeled, np.zeros((10, 2)))
+    writer.close()
+    assert [c[2] for c in sink.chunks] == [None]
+
+
+def test_a_chunks_byte_budget_counts_the_embeddings():
+    # 8 index bytes + 2 * 4 value bytes + 6 * 4 embedding bytes = 40 bytes a row
+    writer, sink, unlabeled = embedding_writer(pool=100, chunk_bytes=400)
+    writer.extend(unlabeled, np.zeros((100, 2)), embeddings=np.ones((100, 6)))
+    writer.close()
+    assert [len(c[0]) for c in sink.chunks] == [10] * 10
+    assert writer._buf_emb is None or writer._buf_emb.nbytes + writer._buf_val.nbytes + writer._buf_idx.nbytes <= 400
+
+
+@pytest.mark.parametrize(
+    "give, message",
+    [
+        (
+            lambda w: (w.add(1, [1.0], embedding=[1.0, 2.0]), w.add(2, [1.0])),
+            "model 'm', hook 'infer', index 2: index 2 has no embedding, but earlier records had one "
+            "(give an embedding for every record of an infer call, or for none)",
+        ),
+        (
+            lambda w: (w.add(1, [1.0]), w.add(2, [1.0], embedding=[1.0, 2.0])),
+            "model 'm', hook 'infer', index 2: index 2 has an embedding, but earlier records had none "
+            "(give an embedding for every record of an infer call, or for none)",
+        ),
+        (
+            lambda w: (w.extend([1, 2], [[1.0], [1.0]], embeddings=[[1.0, 2.0], [3.0, 4.0]]), w.extend([3], [[1.0]])),
+            "model 'm', hook 'infer', index 3: index 3 has no embedding, but earlier records had one",
+        ),
+        (
+            lambda w: (w.add(1, [1.0], embedding=[1.0, 2.0]), w.add(2, [1.0], embedding=[1.0, 2.0, 3.0])),
+            "model 'm', hook 'infer', index 2: embedding has width 3, earlier embeddings have width 2",
+        ),
+        (
+            lambda w: w.extend([1, 2], [[1.0], [1.0]], embeddings=[[1.0, 2.0], [np.inf, 4.0]]),
+            "model 'm', hook 'infer', index 2: embedding holds NaN or inf",
+        ),
+        (lambda w: w.add(4, [1.0], embedding=[[1.0], [2.0]]), "model 'm', hook 'infer', index 4: embedding must be a 1-D array, got shape (2, 1)"),
+        (lambda w: w.add(4, [1.0], embedding=[]), "model 'm', hook 'infer', index 4: embedding is empty (width 0)"),
+        (lambda w: w.add(4, [1.0], embedding=["a"]), "model 'm', hook 'infer', index 4: embedding is not a numeric array"),
+        (
+            lambda w: w.extend([1, 2], [[1.0], [1.0]], embeddings=np.zeros((3, 2))),
+            r"model 'm', hook 'infer': expected a (2, width) array of embeddings, got shape (3, 2)",
+        ),
+    ],
+)
+def test_each_embedding_violation_names_model_hook_and_index(give, message):
+    writer, _, _ = embedding_writer()
+    with pytest.raises(PluginError) as info:
+        give(writer)
+    assert str(info.value).startswith(message)
+
+
+def test_mixed_embeddings_fail_the_loop_and_commit_nothing(engine, fake_model):
+    def infer(unlabeled, writer):
+        for n, i in enumerate(unlabeled):
+            writer.add(i, [1.0, 2.0], embedding=[0.5, 0.25] if n < 3 else None)
+
+    fake_model("half_embedded", infer=infer)
+    exp = engine.create_experiment("half_embedded", strategy=None, initial=5, loops=1)
+    with pytest.raises(PluginError) as info:
+        engine.run_loop(exp["id"], 0)
+    fourth = sorted(set(range(20)) - set(engine.labeled(exp["id"], 0).tolist()))[3]
+    assert str(info.value).startswith(f"model 'half_embedded', hook 'infer', index {fourth}: index {fourth} has no embedding")
+    state = engine.get_loop(exp["id"], 0)
+    assert state["status"] == "failed" and state["error"] == str(info.value)
+    with pytest.raises(NotFoundError):
+        engine.outputs(exp["id"], 0)
+
+
+def test_infer_may_return_embeddings_with_its_outputs(engine, fake_model):
+    fake_model(
+        "returns_embeddings",
+        infer=lambda unlabeled: {
+            "outputs": {i: [float(i), 1.0] for i in unlabeled},
+            "embeddings": {i: [float(i), -float(i), 0.5] for i in unlabeled},
+        },
+    )
+    exp = engine.create_experiment("returns_embeddings", strategy=None, initial=5, loops=1)
+    engine.run_loop(exp["id"], 0)
+    chunks = list(engine.storage.iter_outputs(exp["id"], 0, embeddings=True))
+    idx = np.concatenate([c[0] for c in chunks])
+    emb = np.concatenate([c[2] for c in chunks])
+    np.testing.assert_array_equal(emb, np.stack([idx, -idx, np.full(idx.size, 0.5)], axis=1).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "returned, message",
+    [
+        ({"outputs": {1: [1.0]}, "embeddings": [[1.0]]}, "'embeddings' must be a dict {index: embedding}, got list"),
+        ({"outputs": {1: [1.0]}, "embeddings": {2: [1.0]}}, "index 2: index 2 has an embedding but no output"),
+    ],
+)
+def test_returned_embeddings_that_do_not_fit_are_named(returned, message):
+    from alectio_core.hook_results import check_infer
+
+    with pytest.raises(PluginError) as info:
+        check_infer("m", returned)
+    where = ", " if message.startswith("index") else ": "
+    assert str(info.value) == f"model 'm', hook 'infer'{where}{message}"

@@ -252,3 +252,36 @@ def test_a_tampered_checkpoint_reference_is_not_followed(storage):
     storage.put_result("e1", 0, "a1", "checkpoint", {"path": "/etc/hostname", "bytes": 1})
     storage.commit_loop("e1", 0, "a1", {"loop": 0, "status": "done"})
     assert storage.fetch_checkpoint("e1", 0) == storage.checkpoint_path("e1", 0, "a1")
+
+
+def test_a_database_from_before_embeddings_keeps_its_outputs_and_takes_embeddings(tmp_path):
+    """A file written by an alectio without embeddings: its output chunks read
+    back (embeddings None), and new chunks with embeddings store beside them."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE output_chunks (
+            experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, attempt TEXT NOT NULL,
+            seq INTEGER NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,
+            indices BLOB NOT NULL, vals BLOB NOT NULL,
+            PRIMARY KEY (experiment_id, loop, attempt, seq));
+        """
+    )
+    values = np.array([[1.5, -2.0]], dtype="<f4")
+    old.execute(
+        "INSERT INTO output_chunks VALUES ('e', 0, 'a', 0, 1, 2, ?, ?)", (np.array([7], dtype="<i8").tobytes(), values.tobytes())
+    )
+    old.commit()
+    old.close()
+    store = open_storage(f"sqlite:///{path}")
+    try:
+        [(idx, val, emb)] = list(store.iter_outputs("e", 0, attempt="a", embeddings=True))
+        assert idx.tolist() == [7] and val.tobytes() == values.tobytes() and emb is None
+        sink = store.open_output_sink("e", 1, "b")
+        sink.write(np.array([3], dtype=np.int64), values, embeddings=np.array([[0.25, 0.5, 1.0]], dtype=np.float32))
+        [(_, _, emb)] = list(store.iter_outputs("e", 1, attempt="b", embeddings=True))
+        assert emb.tolist() == [[0.25, 0.5, 1.0]]
+    finally:
+        store.close()
+    open_storage(f"sqlite:///{path}").close()  # opening again adds nothing twice

@@ -59,7 +59,19 @@ class Model:
         settings = info.get("settings")
         if settings is not None and (not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings)):
             raise PluginError(self.name, "model_info", "'settings' must be a dict of setting name -> default value")
-        return {"task": task, "labels": list(labels) if labels is not None else None, "settings": settings}
+        mc_samples = info.get("mc_samples")
+        if mc_samples is not None and (isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1):
+            raise PluginError(
+                self.name,
+                "model_info",
+                f"'mc_samples' must be a positive integer (stochastic passes in each infer row), got {mc_samples!r}",
+            )
+        return {
+            "task": task,
+            "labels": list(labels) if labels is not None else None,
+            "settings": settings,
+            "mc_samples": mc_samples,
+        }
 
     def settings(self, declared: dict | None, section: Mapping[str, Any], source: str, prefix: str = "") -> dict:
         """``section`` over the declared defaults; a key the model did not

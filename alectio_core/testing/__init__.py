@@ -19,6 +19,7 @@ from .storage_contract import (  # noqa: E402
     assert_chunks_equal,
     attempt_id,
     make_chunks,
+    make_embedded_chunks,
     new_id,
     write_chunks,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "assert_chunks_equal",
     "attempt_id",
     "make_chunks",
+    "make_embedded_chunks",
     "new_id",
     "run_infer",
     "write_chunks",

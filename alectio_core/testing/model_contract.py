@@ -45,9 +45,12 @@ class _Rows(OutputSink):
 
     def __init__(self) -> None:
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.embeddings: list[np.ndarray] = []
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
         self.chunks.append((indices.copy(), values.copy()))
+        if embeddings is not None:
+            self.embeddings.append(embeddings.copy())
 
 
 def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: dict | None = None,
@@ -65,9 +68,9 @@ def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: d
         pool_size = int(unlabeled.max()) + 1 if unlabeled.size else 0
     rows = _Rows()
     writer = OutputWriter(rows, model=model.name, pool_size=pool_size, unlabeled=unlabeled)
-    outputs = call_infer(model, writer, unlabeled=unlabeled.tolist(), ckpt_file=ckpt_file, loop=loop, config=config or {})
-    for index, output in (outputs or {}).items():
-        writer.add(index, output)
+    returned = call_infer(model, writer, unlabeled=unlabeled.tolist(), ckpt_file=ckpt_file, loop=loop, config=config or {})
+    if returned is not None:
+        writer.add_returned(*returned)
     writer.close()
     if not rows.chunks:
         return np.empty(0, np.int64), np.empty((0, 0), np.float32)

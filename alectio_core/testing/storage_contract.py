@@ -19,8 +19,8 @@ persistence and checkpoint-download tests; they skip without it).
 
 The tests use only the :class:`~alectio_core.storage.Storage` interface and
 check what the core relies on: round-trips of every record kind, infer
-outputs streamed chunk by chunk, a loop's results appearing all at once on
-commit, concurrent readers, loop leases (compare-and-swap, and the
+outputs (and embeddings, and the labeled part) streamed chunk by chunk, a
+loop's results appearing all at once on commit, concurrent readers, loop leases (compare-and-swap, and the
 policy of :mod:`alectio_core.leases` on top: one holder, takeover after
 expiry, no commit by a holder that lost its lease), and ``NotFoundError``
 for what is not there.
@@ -62,15 +62,30 @@ def make_chunks(n_chunks: int = 5, rows: int = 7, width: int = 3, seed: int = 0)
     ]
 
 
-def write_chunks(sink: OutputSink, chunks) -> None:
+def make_embedded_chunks(n_chunks: int = 4, rows: int = 6, width: int = 3, embedding_width: int = 5, seed: int = 0) -> list:
+    """Like :func:`make_chunks`, each chunk with float32 embeddings beside it."""
+    rng = np.random.default_rng(seed + 1000)
+    return [
+        (idx, val, rng.standard_normal((len(idx), embedding_width)).astype(np.float32))
+        for idx, val in make_chunks(n_chunks, rows, width, seed)
+    ]
+
+
+def write_chunks(sink: OutputSink, chunks, close: bool = True) -> None:
     """Write through reused buffers, as ``OutputWriter`` does: a sink that
-    keeps references instead of the data would read back garbage."""
-    for idx, val in chunks:
-        buf_idx, buf_val = idx.copy(), val.copy()
-        sink.write(buf_idx, buf_val)
-        buf_idx.fill(-1)
-        buf_val.fill(np.nan)
-    sink.close()
+    keeps references instead of the data would read back garbage. Chunks of
+    three arrays carry embeddings."""
+    for chunk in chunks:
+        buffers = [a.copy() for a in chunk]
+        if len(buffers) == 3:
+            sink.write(buffers[0], buffers[1], embeddings=buffers[2])
+        else:
+            sink.write(buffers[0], buffers[1])
+        buffers[0].fill(-1)
+        for buf in buffers[1:]:
+            buf.fill(np.nan)
+    if close:
+        sink.close()
 
 
 def new_id(prefix: str = "exp") -> str:
@@ -192,9 +207,12 @@ class StorageContract:
             if name != "checkpoint":
                 storage.put_result(eid, 0, attempt, name, value)
         write_chunks(storage.open_output_sink(eid, 0, attempt), make_chunks(3))
+        write_chunks(storage.open_output_sink(eid, 0, attempt, part="labeled"), make_embedded_chunks(2))
         storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
         storage.put_loop_state(eid, 1, {"loop": 1, "status": "failed"})
-        write_chunks(storage.open_output_sink(eid, 1, attempt_id()), make_chunks(2))
+        staged = attempt_id()
+        write_chunks(storage.open_output_sink(eid, 1, staged), make_embedded_chunks(2))
+        write_chunks(storage.open_output_sink(eid, 1, staged, part="labeled"), make_embedded_chunks(1))
         return ckpt
 
     def test_delete_experiment_removes_everything_stored_for_it(self, storage: Storage, experiment: dict):
@@ -217,6 +235,7 @@ class StorageContract:
             lambda: storage.get_index_map(eid),
             lambda: storage.get_result(eid, 0, "metrics"),
             lambda: list(storage.iter_outputs(eid, 0)),
+            lambda: list(storage.iter_outputs(eid, 0, part="labeled", embeddings=True)),
         ):
             with pytest.raises(NotFoundError):
                 read()
@@ -229,6 +248,7 @@ class StorageContract:
         assert storage.get_index_map(kept["id"]) == ["a", "b", "c"]
         assert storage.get_result(kept["id"], 0, "metrics") == JSON_SAMPLES["metrics"]
         assert_chunks_equal(storage.iter_outputs(kept["id"], 0), make_chunks(3))
+        assert_chunks_equal(storage.iter_outputs(kept["id"], 0, part="labeled", embeddings=True), make_embedded_chunks(2))
         assert _checkpoint(storage, kept["id"], 0).read_bytes() == b"weights" and Path(kept_ckpt).exists()
 
     def test_a_deleted_id_can_be_used_again_from_scratch(self, storage: Storage, experiment: dict):
@@ -243,6 +263,11 @@ class StorageContract:
         with pytest.raises(NotFoundError):
             storage.get_loop_state(eid, 1)
         assert list(storage.iter_outputs(eid, 1, attempt=attempt_id())) == []
+        for loop in (0, 1):  # what the old experiment staged or committed is gone
+            attempt = attempt_id()
+            storage.commit_loop(eid, loop, attempt, {"loop": loop, "status": "done"})
+            assert list(storage.iter_outputs(eid, loop, embeddings=True)) == []
+            assert list(storage.iter_outputs(eid, loop, part="labeled", embeddings=True)) == []
 
     def test_deleting_an_unknown_experiment_is_not_found(self, storage: Storage):
         with pytest.raises(NotFoundError):
@@ -472,6 +497,78 @@ class StorageContract:
     def test_outputs_of_an_unfinished_loop_not_found(self, storage: Storage, experiment: dict):
         with pytest.raises(NotFoundError):
             list(storage.iter_outputs(experiment["id"], 0))
+
+    # ------------------------------------------------------------------
+    # Embeddings and the labeled part
+    # ------------------------------------------------------------------
+
+    def test_embeddings_round_trip_beside_their_outputs(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_embedded_chunks(n_chunks=5, rows=7, width=3, embedding_width=4)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert_chunks_equal(storage.iter_outputs(eid, 0, embeddings=True), chunks)
+        # without embeddings=True: (indices, values) as ever
+        assert_chunks_equal(storage.iter_outputs(eid, 0), [c[:2] for c in chunks])
+
+    def test_outputs_without_embeddings_read_back_none(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_chunks(n_chunks=3)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        got = list(storage.iter_outputs(eid, 0, embeddings=True))
+        assert [len(c) for c in got] == [3, 3, 3] and all(c[2] is None for c in got)
+        assert_chunks_equal([c[:2] for c in got], chunks)
+
+    def test_the_labeled_part_is_stored_apart_from_the_pool(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        pool = make_embedded_chunks(n_chunks=3, seed=1)
+        labeled = make_embedded_chunks(n_chunks=2, rows=4, width=3, embedding_width=5, seed=2)
+        write_chunks(storage.open_output_sink(eid, 0, attempt, part="pool"), pool)
+        write_chunks(storage.open_output_sink(eid, 0, attempt, part="labeled"), labeled)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, attempt=attempt, part="labeled", embeddings=True), labeled)
+        storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
+        assert_chunks_equal(storage.iter_outputs(eid, 0, embeddings=True), pool)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, part="pool", embeddings=True), pool)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, part="labeled", embeddings=True), labeled)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, part="labeled"), [c[:2] for c in labeled])
+        # a loop whose strategy asked for no labeled outputs has none
+        other = attempt_id()
+        write_chunks(storage.open_output_sink(eid, 1, other), make_chunks(2))
+        storage.commit_loop(eid, 1, other, {"loop": 1, "status": "done"})
+        assert list(storage.iter_outputs(eid, 1, part="labeled", embeddings=True)) == []
+
+    def test_an_unknown_part_is_refused(self, storage: Storage, experiment: dict):
+        with pytest.raises(ValidationError):
+            storage.open_output_sink(experiment["id"], 0, attempt_id(), part="../pool")
+        with pytest.raises(ValidationError):
+            list(storage.iter_outputs(experiment["id"], 0, attempt=attempt_id(), part="everything"))
+
+    def test_a_running_attempts_embeddings_are_readable_by_attempt(self, storage: Storage, experiment: dict):
+        eid, attempt = experiment["id"], attempt_id()
+        chunks = make_embedded_chunks(n_chunks=3)
+        labeled = make_embedded_chunks(n_chunks=2, seed=5)
+        write_chunks(storage.open_output_sink(eid, 0, attempt), chunks, close=False)  # still being written
+        assert_chunks_equal(storage.iter_outputs(eid, 0, attempt=attempt, embeddings=True), chunks)
+        write_chunks(storage.open_output_sink(eid, 0, attempt, part="labeled"), labeled)
+        assert_chunks_equal(storage.iter_outputs(eid, 0, attempt=attempt, part="labeled", embeddings=True), labeled)
+        with pytest.raises(NotFoundError):  # and invisible until the commit
+            list(storage.iter_outputs(eid, 0, embeddings=True))
+
+    def test_discard_and_a_new_commit_drop_an_attempts_embeddings_and_labeled_part(self, storage: Storage, experiment: dict):
+        eid, dropped, replaced, kept = experiment["id"], attempt_id(), attempt_id(), attempt_id()
+        for attempt in (dropped, replaced, kept):
+            write_chunks(storage.open_output_sink(eid, 0, attempt), make_embedded_chunks(2))
+            write_chunks(storage.open_output_sink(eid, 0, attempt, part="labeled"), make_embedded_chunks(1, seed=3))
+        storage.discard_attempt(eid, 0, dropped)
+        assert list(storage.iter_outputs(eid, 0, attempt=dropped, embeddings=True)) == []
+        assert list(storage.iter_outputs(eid, 0, attempt=dropped, part="labeled", embeddings=True)) == []
+        storage.commit_loop(eid, 0, kept, {"loop": 0, "status": "done"})
+        assert list(storage.iter_outputs(eid, 0, attempt=replaced, embeddings=True)) == []
+        assert list(storage.iter_outputs(eid, 0, attempt=replaced, part="labeled", embeddings=True)) == []
+        storage.discard_attempt(eid, 0, kept)  # a committed attempt stays
+        assert_chunks_equal(storage.iter_outputs(eid, 0, embeddings=True), make_embedded_chunks(2))
+        assert_chunks_equal(storage.iter_outputs(eid, 0, part="labeled", embeddings=True), make_embedded_chunks(1, seed=3))
 
     # ------------------------------------------------------------------
     # Concurrency
@@ -781,10 +878,19 @@ class StorageContract:
 
 
 def assert_chunks_equal(got, expected) -> None:
-    """Same chunks, same order, exact dtypes and bytes."""
+    """Same chunks, same order, exact dtypes and bytes (embeddings too, for
+    chunks of three arrays)."""
     got = list(got)
     assert len(got) == len(expected), f"{len(got)} chunks, expected {len(expected)}"
-    for (gi, gv), (ei, ev) in zip(got, expected):
+    for g, e in zip(got, expected):
+        assert len(g) == len(e), f"chunks of {len(g)} arrays, expected {len(e)}"
+        gi, gv, ei, ev = g[0], g[1], e[0], e[1]
         assert gi.dtype == np.int64 and gv.dtype == np.float32
         assert gi.tolist() == ei.tolist()
         assert gv.shape == ev.shape and gv.tobytes() == ev.tobytes()
+        if len(e) == 3:
+            if e[2] is None:
+                assert g[2] is None
+            else:
+                assert g[2] is not None and g[2].dtype == np.float32
+                assert g[2].shape == e[2].shape and g[2].tobytes() == e[2].tobytes()

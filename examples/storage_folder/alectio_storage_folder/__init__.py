@@ -12,7 +12,8 @@ Layout::
     experiments/{id}/loops/{k}/loop.json      {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
-    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
+    experiments/{id}/loops/{k}/attempts/{a}/labeled/...     the labeled part, laid out as outputs/
     experiments/{id}/loops/{k}/checkpoint      the working copy train writes
     experiments/{id}/loops/{k}/lease.json     {"version": v, "record": {...}}, changed under lease.lock
     tokens/{name}.json
@@ -46,7 +47,10 @@ import numpy as np
 
 from alectio_core import hookimpl
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, contained, parse_url
+
+#: The folder of an attempt holding each part of its infer outputs.
+PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
 
 
 class FolderStorage(Storage):
@@ -228,8 +232,8 @@ class FolderStorage(Storage):
         data = json.dumps(value, allow_nan=False).encode()  # TypeError/ValueError: not JSON
         self._write(self._attempt(experiment_id, loop, attempt) / f"{check_id(name, 'result name')}.json", data)
 
-    def open_output_sink(self, experiment_id: str, loop: int, attempt: str) -> OutputSink:
-        return FolderSink(self, self._attempt(experiment_id, loop, attempt) / "outputs")
+    def open_output_sink(self, experiment_id: str, loop: int, attempt: str, part: str = "pool") -> OutputSink:
+        return FolderSink(self, self._attempt(experiment_id, loop, attempt) / PART_FOLDERS[check_part(part)])
 
     def commit_loop(
         self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
@@ -264,12 +268,20 @@ class FolderStorage(Storage):
         folder = self._attempt(experiment_id, loop, self._committed(experiment_id, loop))
         return self._read_json(folder / f"{check_id(name, 'result name')}.json", f"experiment {experiment_id!r} loop {loop} has no {name}")
 
-    def iter_outputs(self, experiment_id: str, loop: int, attempt: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        folder = self._attempt(experiment_id, loop, attempt or self._committed(experiment_id, loop)) / "outputs"
+    def iter_outputs(
+        self, experiment_id: str, loop: int, attempt: str | None = None, *, part: str = "pool", embeddings: bool = False
+    ) -> Iterator[tuple]:
+        name = PART_FOLDERS[check_part(part)]
+        folder = self._attempt(experiment_id, loop, attempt or self._committed(experiment_id, loop)) / name
         for idx_file in sorted(folder.glob("*.idx.npy")):
             val_file = idx_file.with_name(idx_file.name.replace(".idx.", ".val."))
             missing = f"experiment {experiment_id!r} loop {loop}: {val_file.name} is missing"
-            yield self._read_array(idx_file, missing).astype(np.int64), self._read_array(val_file, missing).astype(np.float32)
+            chunk = self._read_array(idx_file, missing).astype(np.int64), self._read_array(val_file, missing).astype(np.float32)
+            if not embeddings:
+                yield chunk
+                continue
+            emb_file = idx_file.with_name(idx_file.name.replace(".idx.", ".emb."))
+            yield (*chunk, self._read_array(emb_file, "").astype(np.float32) if emb_file.exists() else None)
 
     # -- leases: compare-and-swap under an exclusive file lock (other processes too)
 
@@ -374,14 +386,17 @@ class FolderStorage(Storage):
 
 
 class FolderSink(OutputSink):
-    """One ``{seq}.idx.npy`` + ``{seq}.val.npy`` pair per chunk."""
+    """One ``{seq}.idx.npy`` + ``{seq}.val.npy`` pair per chunk, and a
+    ``{seq}.emb.npy`` with embeddings."""
 
     def __init__(self, storage: FolderStorage, folder: Path):
         self.storage, self.folder, self.seq = storage, folder, 0
 
-    def write(self, indices: np.ndarray, values: np.ndarray) -> None:
-        # values first: readers look for .idx files, so a pair is complete when it appears
+    def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
+        # the index file last: readers look for .idx files, so a chunk is complete when it appears
         self.storage._write_array(self.folder / f"{self.seq:06d}.val.npy", np.asarray(values, dtype=np.float32))
+        if embeddings is not None:
+            self.storage._write_array(self.folder / f"{self.seq:06d}.emb.npy", np.asarray(embeddings, dtype=np.float32))
         self.storage._write_array(self.folder / f"{self.seq:06d}.idx.npy", np.asarray(indices, dtype=np.int64))
         self.seq += 1
 
