@@ -1,8 +1,8 @@
 """Side by side with modAL, small-text and baal: the same picks, the same
 curve, and the selection step's speed.
 
-    pip install modAL-python small-text baal   # baal: --no-deps + structlog torchmetrics (see README)
-    python benchmarks/compare_libraries.py [--seeds 20 ... 29] [--part picks curve speed]
+    pip install modAL-python small-text && pip install --no-deps baal && pip install "structlog<23" "torchmetrics<2"
+    python benchmarks/compare_libraries.py [--seeds 20 ... 29] [--part picks ties curve speed] [--per-seed]
 
 Everything runs on scikit-learn's digits with the logistic regression of
 ``tests/packages/alectio-test-digits`` (model ``digits_lr``), called through
@@ -16,6 +16,10 @@ the same model. A library that is not installed is named and skipped.
   (``softmax`` of the same logits in float64, what ``predict_proba`` returns).
   Reported: the overlap of the top-k sets, and for records in one set only,
   how far their exact (float64) score is from the k-th best score.
+  With alectio's ``bald`` installed, also BALD against baal's on 10
+  bootstrap fits (the MC passes).
+* ``ties``: where picks can differ, exact ties (identical rows), and which
+  of the tied records each implementation picks.
 * ``curve``: a whole run (40 initial, batches of 40, 8 loops) whose picks
   come from the library's query function, against ``alectio run digits_lr
   --strategy S --json`` on the same seed; also the same in-process loop
@@ -25,8 +29,9 @@ the same model. A library that is not installed is named and skipped.
   difference library - alectio with a 95% t interval.
 * ``speed``: the selection step alone, in memory, on seeded logits (N x C,
   k = 1000): alectio's ``select`` from float32 logits (softmax included)
-  against each library's query from float64 probabilities (given, not
-  timed); the median of ``--repeat`` runs. alectio also streams the same
+  against each library's query from float64 probabilities (given; their
+  softmax is timed apart); the median of ``--repeat`` runs, and the overlap
+  of the picked sets. alectio also streams the same
   selection from storage in O(chunk + k) memory (``bench_select.py``).
 
 This is a script, not a test: the libraries are not test dependencies.
@@ -51,7 +56,6 @@ from scipy.special import softmax
 from alectio_core.strategies import select
 
 STRATEGIES = ("least_confidence", "margin", "entropy")
-LIBRARIES = ("modAL", "small-text", "baal")
 DISTRIBUTIONS = {"modAL": "modAL-python", "small-text": "small-text", "baal": "baal"}
 # What each library calls alectio's strategy (its public query API).
 NAMES = {
@@ -451,9 +455,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="seconds: runs stop repeating past it; a library's run estimated to take longer is estimated, not run")
     args = parser.parse_args()
     found, missing = available()
-    versions = ", ".join(f"{lib} {v}" for lib, v in found.items())
-    print(f"alectio {importlib.metadata.version('alectio')}; {versions}; numpy {np.__version__}, "
-          f"scikit-learn {importlib.metadata.version('scikit-learn')}")
+    versions = [f"{name} {importlib.metadata.version(name)}" for name in ("alectio", "numpy", "scikit-learn")]
+    print(", ".join(versions + [f"{lib} {v}" for lib, v in found.items()]))
     for library, why in missing.items():
         print(f"{library}: not used, it does not import: {why}")
     if "picks" in args.part:
