@@ -35,6 +35,7 @@ BUILTINS = {
     "sqlite", "s3", "metrics_classification", "metrics_detection", "metrics_segmentation", "metrics_regression",
     "strategy_random", "strategy_uncertainty", "strategy_kcenter",
     "stopping_stabilizing", "stopping_uncertainty", "stopping_plateau",
+    "strategy_coreset", "strategy_badge", "strategy_typiclust", "strategy_bald",
 }
 
 
