@@ -16,7 +16,9 @@ With ``--results DIR`` each run's curve is kept as
 ``DIR/<model>-<setting>-<strategy>-<seed>.json`` and read back instead of
 re-run when present (the setting names the budget and the config file), so
 re-aggregating, or adding a strategy to a finished comparison, only runs
-what is missing.
+what is missing. The name does not say which version of alectio or of the
+model plugin ran: delete a model's files when its plugin or a strategy
+changes what it computes.
 
 Prints, as markdown ready for the README and under the exact command that
 produced it: the metric per loop (mean over seeds) per strategy, then per
