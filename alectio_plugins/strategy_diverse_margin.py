@@ -13,8 +13,10 @@ probabilities for ``classification``, per-value sigmoids for ``multilabel``
 and ``object_detection``, raw outputs otherwise; the uncertainty is
 ``margin``'s score for the task.
 
-Memory: one chunk plus the short list (``beta * k`` rows); time
-O(iterations * beta * k * k * width) for the clustering.
+Memory: one chunk plus the short list (``beta * k`` rows) and a bounded
+block of distances; time O(iterations * beta * k * k * width) for the
+clustering, so it grows with the square of the batch: fine for batches of a
+few hundred, slow for several thousand (use ``margin`` there).
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ from alectio_plugins.strategy_kcenter import _activate
 from alectio_plugins.strategy_uncertainty import Margin
 
 
+#: Point-to-centre distances computed at once (float64: 32 MiB).
+BLOCK = 1 << 22
+
+
 def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
     """Cluster of each point: k-means++ seeding, then Lloyd iterations."""
     sq = np.einsum("ij,ij->i", points, points)
 
     def distances(centers: np.ndarray) -> np.ndarray:
         return np.maximum(sq[:, None] - 2 * points @ centers.T + np.einsum("ij,ij->i", centers, centers), 0)
+
+    def nearest_center(centers: np.ndarray) -> np.ndarray:
+        """``distances(centers).argmin(axis=1)`` in row blocks: memory stays
+        bounded whatever k is."""
+        c_sq = np.einsum("ij,ij->i", centers, centers)
+        rows = max(1, BLOCK // len(centers))
+        return np.concatenate([
+            np.maximum(sq[start : start + rows, None] - 2 * points[start : start + rows] @ centers.T + c_sq, 0).argmin(axis=1)
+            for start in range(0, len(points), rows)
+        ])
 
     centers = points[[int(rng.integers(len(points)))]]
     nearest = distances(centers)[:, 0]
@@ -43,13 +59,13 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int
         pick = int(rng.choice(len(points), p=nearest / total)) if total > 0 else int(rng.integers(len(points)))
         centers = np.vstack([centers, points[pick]])
         np.minimum(nearest, distances(centers[-1:])[:, 0], out=nearest)
-    labels = distances(centers).argmin(axis=1)
+    labels = nearest_center(centers)
     for _ in range(iterations):
         for c in range(k):
             members = labels == c
             if members.any():  # an emptied cluster keeps its centre
                 centers[c] = points[members].mean(axis=0)
-        new = distances(centers).argmin(axis=1)
+        new = nearest_center(centers)
         if np.array_equal(new, labels):
             break
         labels = new
