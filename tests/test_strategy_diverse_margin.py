@@ -68,3 +68,12 @@ def test_detection_rows_are_read_as_boxes_by_classes():
 
 def test_installed_as_a_builtin_strategy():
     assert "diverse_margin" in plugins.get_strategies()
+
+
+def test_kmeans_in_small_blocks_gives_the_same_clusters(monkeypatch):
+    import alectio_plugins.strategy_diverse_margin as module
+
+    points = np.random.default_rng(6).dirichlet(np.ones(10) * 0.3, size=500)
+    whole = kmeans(points, 50, np.random.default_rng(1), 20)
+    monkeypatch.setattr(module, "BLOCK", 37)  # one row (of 50 centres) per block
+    assert kmeans(points, 50, np.random.default_rng(1), 20).tolist() == whole.tolist()
