@@ -44,7 +44,7 @@ HOOKS = '''\
 
 A softmax regression on seeded synthetic data, numpy only. The data is made
 so that active learning shows: the learning curve rises over five loops, and
-margin sampling (the default strategy) beats random. Replace the data and the
+margin sampling beats random. Replace the data and the
 model with yours; keep the hook names, the arguments you need, and the return
 formats.
 """
@@ -151,12 +151,12 @@ README = '''\
 An alectio model plugin: `{name}`.
 
     pip install -e .
-    alectio run {name} --loops 5 --initial 50 --batch 50
+    alectio run {name} --loops 5 --initial 50 --batch 50 --strategy margin
     alectio run {name} --loops 5 --initial 50 --batch 50 --strategy random   # to compare
 
 The generated model is a softmax regression on synthetic data where most
 records are easy and a few decide the accuracy: the curve rises loop after
-loop, and the default strategy (margin) gets there with fewer labels than
+loop, and margin sampling gets there with fewer labels than
 random. Edit `{name}/hooks.py`: replace the data and the model with your own.
 
 Settings come from the `models.{name}` section of alectio's `config.yaml`,

@@ -152,6 +152,7 @@ def test_run_help_lists_the_installed_strategies_the_default_and_the_storage():
 import pytest  # noqa: E402
 
 from alectio_core import Engine, open_storage  # noqa: E402
+from alectio_core.config import DEFAULT_STRATEGY  # noqa: E402
 
 
 @pytest.fixture
@@ -171,7 +172,7 @@ def test_experiments_list_shows_progress_and_the_latest_headline_metric(stored):
     lines = result.output.strip().splitlines()
     assert lines[0].split() == ["ID", "MODEL", "STRATEGY", "LOOPS", "LATEST", "CREATED"]
     accuracy = engine.learning_curve(ran["id"])[0]["metrics"]["accuracy"]
-    assert lines[1].split() == [ran["id"], "digits_lr", "margin", "1/3", f"accuracy={accuracy:.4f}", ran["created"]]
+    assert lines[1].split() == [ran["id"], "digits_lr", DEFAULT_STRATEGY, "1/3", f"accuracy={accuracy:.4f}", ran["created"]]
     assert lines[2].split() == [fresh["id"], "digits_lr", "random", "0/2", "-", fresh["created"]]
     as_json = json.loads(CliRunner().invoke(cli, ["experiments", "list", "--json", "--storage", db]).output)
     assert [(e["id"], e["loops_done"]) for e in as_json] == [(ran["id"], 1), (fresh["id"], 0)]

@@ -107,24 +107,32 @@ def test_a_failing_loop_says_how_to_resume(db, fake_model):
     assert "alectio run flaky --resume" in line
 
 
-def test_uncertainty_beats_random_on_digits(tmp_path):
-    """The measured claim in the README: averaged over
-    three seeds, entropy and margin reach a higher mean accuracy over the
-    curve than random with the same labels (the README table's settings)."""
+#: The seed set of the README's comparisons, chosen before any result was seen
+#: (issue 12); never swapped for seeds that happen to agree.
+COMPARISON_SEEDS = (20, 21, 22, 23, 24, 25, 26, 27, 28, 29)
 
-    def mean_accuracy(strategy):
+
+def test_margin_beats_random_on_digits_over_the_readme_seeds(tmp_path):
+    """The README's digits_lr row at the usual budget (40 initial, 8 loops of
+    40): paired seed by seed, margin's mean accuracy over the curve is above
+    random's, and the 95% t-interval of the mean difference stays above 0."""
+    from scipy.stats import t
+
+    def curve_means(strategy):
         means = []
-        for seed in (0, 1, 2):
+        for seed in COMPARISON_SEEDS:
             store = f"sqlite:///{tmp_path}/{strategy}-{seed}.db"
             result = run("digits_lr", "--strategy", strategy, "--seed", str(seed), "--loops", "8",
                          "--initial", "40", "--batch", "40", "--json", storage=store)
             assert result.exit_code == 0, result.output
             means.append(statistics.fmean(p["metrics"]["accuracy"] for p in json.loads(result.stdout)))
-        return statistics.fmean(means)
+        return means
 
-    baseline = mean_accuracy("random")
-    assert mean_accuracy("entropy") > baseline
-    assert mean_accuracy("margin") > baseline
+    diffs = [m - r for m, r in zip(curve_means("margin"), curve_means("random"))]
+    n = len(diffs)
+    low = statistics.fmean(diffs) - t.ppf(0.975, n - 1) * statistics.stdev(diffs) / n**0.5
+    assert statistics.fmean(diffs) > 0, diffs
+    assert low > 0, diffs
 
 
 def test_the_cli_and_the_server_default_to_one_documented_strategy(db):
@@ -133,7 +141,8 @@ def test_the_cli_and_the_server_default_to_one_documented_strategy(db):
     from alectio_core.schemas import SCHEMAS
     from alectio_core.strategies import DEFAULT_STRATEGY
 
-    assert DEFAULT_STRATEGY == "margin"  # what the science issue's measurements chose
+    # what the paired comparisons over seeds 20-29 chose (README, "Does it pay?"): margin alone fell below random on the 20-topic text
+    assert DEFAULT_STRATEGY == "diverse_margin"
     result = run("digits_lr", "--loops", "1", "--initial", "30", "--json", storage=db)
     assert result.exit_code == 0, result.output
     (experiment,) = Engine(open_storage(db)).storage.list_experiments()

@@ -62,7 +62,7 @@ def test_create_experiment_fills_defaults_and_takes_an_id(api):
     created = api.create(id="my-exp")
     assert created["id"] == "my-exp"
     assert (created["strategy"], created["batch_size"], created["initial"], created["loops"], created["seed"]) == (
-        "margin",  # the one default, as in `alectio run`
+        "diverse_margin",  # the one default, as in `alectio run`
         100,
         100,
         5,

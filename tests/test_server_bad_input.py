@@ -99,7 +99,7 @@ def bad_create_bodies(draw):
     elif how == "unknown_model":
         body["model"] = draw(st.text(min_size=1, max_size=30).filter(lambda m: m not in ("slow_test", "digits_lr", "digits_cnn")))
     elif how == "unknown_strategy":
-        body["strategy"] = draw(st.text(min_size=1, max_size=30).filter(lambda s: s not in ("random", "least_confidence", "margin", "entropy", "kcenter", "coreset", "badge", "typiclust", "bald", "mean_entropy")))
+        body["strategy"] = draw(st.text(min_size=1, max_size=30).filter(lambda s: s not in ("random", "least_confidence", "margin", "entropy", "kcenter", "coreset", "badge", "typiclust", "bald", "mean_entropy", "diverse_margin")))
     elif how == "too_many":
         body["initial"] = draw(st.integers(min_value=POOL + 1, max_value=2**31 - 1))
     else:
