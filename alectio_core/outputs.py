@@ -100,7 +100,7 @@ class OutputWriter:
         if embedding is not None:
             if np.ndim(embedding) != 1:
                 raise self._error(f"embedding must be a 1-D array, got shape {np.shape(embedding)}", i)
-            embeddings = self._floats(embedding, "embedding", i).reshape(1, -1)
+            embeddings = self._floats(embedding, "embedding is not a numeric array", i).reshape(1, -1)
         self.extend(np.array([i], dtype=np.int64), rows, embeddings)
 
     def extend(self, indices, outputs, embeddings=None) -> None:
@@ -108,12 +108,12 @@ class OutputWriter:
         optionally, ``embeddings`` (n, embedding width)."""
         idx = self._indices(indices)
         first = int(idx[0]) if idx.size else None
-        values = self._floats(outputs, "outputs", first)
+        values = self._floats(outputs, "outputs are not numeric arrays", first)
         if values.ndim != 2 or values.shape[0] != idx.shape[0]:
             raise self._error(f"expected a ({idx.shape[0]}, width) array of outputs, got shape {values.shape}")
         emb = None
         if embeddings is not None:
-            emb = self._floats(embeddings, "embedding", first)
+            emb = self._floats(embeddings, "embeddings are not numeric arrays", first)
             if emb.ndim != 2 or emb.shape[0] != idx.shape[0]:
                 raise self._error(f"expected a ({idx.shape[0]}, width) array of embeddings, got shape {emb.shape}")
         if idx.size == 0:
@@ -184,11 +184,11 @@ class OutputWriter:
         given = indices if isinstance(indices, (list, tuple)) else idx.tolist()
         return np.array([self._index(v) for v in given], dtype=np.int64)
 
-    def _floats(self, array, what: str, index: int | None) -> np.ndarray:
+    def _floats(self, array, problem: str, index: int | None) -> np.ndarray:
         try:
             return np.asarray(array, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise self._error(f"{what} is not a numeric array ({exc})", index) from None
+            raise self._error(f"{problem} ({exc})", index) from None
 
     def _check(self, idx: np.ndarray, values: np.ndarray, emb: np.ndarray | None) -> None:
         emb_width = 0 if emb is None else emb.shape[1]

@@ -67,7 +67,8 @@ def test_test_errors_name_model_and_hook(result, message):
 
 def test_infer_returns_its_outputs_or_none_after_streaming():
     assert check_infer("m", None) is None
-    assert check_infer("m", {"outputs": {0: [0.5]}}) == {0: [0.5]}
+    assert check_infer("m", {"outputs": {0: [0.5]}}) == ({0: [0.5]}, None)
+    assert check_infer("m", {"outputs": {0: [0.5]}, "embeddings": {0: [1.0, 2.0]}}) == ({0: [0.5]}, {0: [1.0, 2.0]})
     with pytest.raises(PluginError, match=r"^model 'm', hook 'infer': must return \{'outputs'"):
         check_infer("m", {"outputs": [[0.5]]})
 

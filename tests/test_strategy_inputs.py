@@ -394,3 +394,12 @@ def test_the_labeled_records_infer_shows_in_progress_and_can_be_cancelled(engine
     state = engine.get_loop(exp["id"], 0)
     assert state["status"] == "cancelled"
     assert list(engine.storage.iter_outputs(exp["id"], 0, attempt=state["attempt"], part="labeled")) == []
+
+
+def test_the_installed_digits_plugin_writes_its_input_features_as_embeddings(engine, installed_test_model):
+    exp = engine.create_experiment(installed_test_model, strategy=None, initial=50, loops=1)
+    engine.run_loop(exp["id"], 0)
+    chunks = list(engine.storage.iter_outputs(exp["id"], 0, embeddings=True))
+    features = np.concatenate([c[2] for c in chunks])
+    assert features.shape == (1400 - 50, 64)  # one fixed width: the 8 x 8 pixels
+    assert features.min() >= 0 and features.max() <= 1 and features.std() > 0  # pixels scaled to [0, 1]

@@ -54,12 +54,15 @@ class _Rows(OutputSink):
 
 
 def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: dict | None = None,
-              pool_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              pool_size: int | None = None, mc_samples: int | None = None, embeddings: bool = False) -> tuple:
     """Call ``model``'s ``infer`` (a name or a loaded model) as the engine
     does, through a real :class:`~alectio_core.outputs.OutputWriter`;
-    return the rows it gave, ordered by index: (int64 indices, float32 rows).
-    Rows that break the rules (not exactly ``unlabeled``, not finite, not one
-    width) raise the engine's ``PluginError``."""
+    return the rows it gave, ordered by index: (int64 indices, float32 rows),
+    and with ``embeddings=True`` also the embeddings in the same order (None
+    when it wrote none). Rows that break the rules (not exactly
+    ``unlabeled``, not finite, not one width, not a multiple of
+    ``mc_samples``; embeddings for some records only) raise the engine's
+    ``PluginError``."""
     from .. import plugins
 
     model = plugins.get_model(model) if isinstance(model, str) else model
@@ -67,17 +70,21 @@ def run_infer(model: Any, *, unlabeled, ckpt_file: str, loop: int = 0, config: d
     if pool_size is None:
         pool_size = int(unlabeled.max()) + 1 if unlabeled.size else 0
     rows = _Rows()
-    writer = OutputWriter(rows, model=model.name, pool_size=pool_size, unlabeled=unlabeled)
+    writer = OutputWriter(rows, model=model.name, pool_size=pool_size, unlabeled=unlabeled, mc_samples=mc_samples)
     returned = call_infer(model, writer, unlabeled=unlabeled.tolist(), ckpt_file=ckpt_file, loop=loop, config=config or {})
     if returned is not None:
         writer.add_returned(*returned)
     writer.close()
     if not rows.chunks:
-        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        empty = (np.empty(0, np.int64), np.empty((0, 0), np.float32))
+        return (*empty, None) if embeddings else empty
     indices = np.concatenate([i for i, _ in rows.chunks])
     values = np.concatenate([v for _, v in rows.chunks])
     order = np.argsort(indices, kind="stable")
-    return indices[order], values[order]
+    if not embeddings:
+        return indices[order], values[order]
+    found = np.concatenate(rows.embeddings)[order] if rows.embeddings else None
+    return indices[order], values[order], found
 
 
 def _once(method: Callable) -> property:
@@ -204,13 +211,17 @@ class _Run:
         return predictions, labels
 
     def infer(self, trained: dict) -> tuple[np.ndarray, np.ndarray]:
+        indices, rows, _ = self.infer_with_embeddings(trained)
+        return indices, rows
+
+    def infer_with_embeddings(self, trained: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         unlabeled = self.records["unlabeled"][trained["loop"]]
-        indices, rows = run_infer(
+        indices, rows, embeddings = run_infer(
             self.model, unlabeled=unlabeled, ckpt_file=trained["ckpt_file"], loop=trained["loop"],
-            config=self.config, pool_size=len(self.pool),
+            config=self.config, pool_size=len(self.pool), mc_samples=self.info.get("mc_samples"), embeddings=True,
         )
         assert indices.tolist() == unlabeled  # the writer's close checked it; this checks run_infer
-        return indices, rows
+        return indices, rows, embeddings
 
 
 class ModelContract:
@@ -235,6 +246,9 @@ class ModelContract:
     #: Opt in when the model promises the same outputs for the same records
     #: and config (e.g. it seeds its random generators from ``config``).
     deterministic: bool = False
+    #: Opt in when ``infer`` writes an embedding for every record
+    #: (``writer.add(index, output, embedding=...)``): checked present.
+    embeddings: bool = False
 
     @pytest.fixture(scope="class")
     @classmethod  # a class-scoped fixture on an instance method is deprecated (pytest 9)
@@ -258,8 +272,11 @@ class ModelContract:
         assert len(predictions) == len(labels) > 0
 
     def test_infer_scores_exactly_the_unlabeled_records(self, contract):
-        indices, rows = contract.infer(contract.loop0)
+        indices, rows, embeddings = contract.infer_with_embeddings(contract.loop0)
         assert rows.shape[0] == len(indices) and np.isfinite(rows).all()
+        if self.embeddings:  # one width for all records, finite: the writer refuses anything else
+            assert embeddings is not None, f"model {contract.model.name!r}, hook 'infer': wrote no embeddings"
+            assert embeddings.shape[0] == len(indices) and embeddings.shape[1] > 0
 
     def test_a_second_loop_resumes_from_the_first_checkpoint(self, contract):
         assert contract.loop1["resume_from"] == contract.loop0["ckpt_file"]

@@ -8,6 +8,10 @@ misspelled key is an error before any loop runs)::
       digits_cnn:
         epochs: 40
         device: cpu
+        mc_samples: 20   # infer writes 20 MC-dropout passes per image (for bald); 0 = off
+
+``infer`` writes, per image, its logits (or ``mc_samples`` passes of them)
+and its penultimate features as the embedding.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",  # "auto" = cuda when available, else cpu
     "eval_batch_size": 512,
+    "mc_samples": 0,  # T > 0: infer writes T MC-dropout passes per image (T x 10), for bald
 }
 
 
@@ -101,8 +106,8 @@ def test(ckpt_file: str, config):
 
 
 @hookimpl
-def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
-    from .model import logits_in_batches, pick_device
+def infer(unlabeled: Sequence[int], ckpt_file: str, loop: int, config, writer):
+    from .model import outputs_in_batches, pick_device
 
     cfg = settings(config)
     pool, _ = load_splits()
@@ -110,9 +115,18 @@ def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
     device = pick_device(cfg["device"])
     model = _build(cfg, ckpt_file, device)
     batch = int(cfg["eval_batch_size"])
-    for start, logits in logits_in_batches(model, pool.images[idx], batch, device):
-        writer.extend(idx[start : start + len(logits)].tolist(), logits)
+    passes = mc_samples(cfg)
+    seed = int(cfg["seed"]) + 1000 * int(loop)
+    for start, outputs, features in outputs_in_batches(model, pool.images[idx], batch, device, mc_samples=passes, seed=seed):
+        writer.extend(idx[start : start + len(outputs)], outputs, embeddings=features)
     return None
+
+
+def mc_samples(cfg: Mapping[str, Any]) -> int:
+    value = cfg["mc_samples"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"mc_samples must be an integer >= 0 (0 = off), got {value!r}")
+    return value
 
 
 @hookimpl
@@ -123,6 +137,10 @@ def assign_index():
 
 
 @hookimpl
-def model_info():
+def model_info(config):
     # "settings": alectio fills in these defaults and rejects a misspelled key
-    return {"task": "classification", "labels": list(CLASS_NAMES), "settings": dict(DEFAULTS)}
+    info: dict[str, Any] = {"task": "classification", "labels": list(CLASS_NAMES), "settings": dict(DEFAULTS)}
+    passes = mc_samples(settings(config))
+    if passes:
+        info["mc_samples"] = passes  # each infer row is that many passes of 10 logits
+    return info

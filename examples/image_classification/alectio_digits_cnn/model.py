@@ -33,7 +33,14 @@ class DigitsCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.classify(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (after the hidden layer's ReLU): the record's embedding."""
+        return self.head[:3](self.features(x))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head[3:](embedding)
 
 
 def pick_device(setting: Optional[str] = None) -> torch.device:
@@ -80,6 +87,33 @@ def _shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack(
         [padded[i, :, dy : dy + 8, dx : dx + 8] for i, (dy, dx) in enumerate(offsets.tolist())]
     )
+
+
+@torch.no_grad()
+def outputs_in_batches(
+    model: DigitsCNN, images: np.ndarray, batch_size: int, device: torch.device, *, mc_samples: int = 0, seed: int = 0
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(start, outputs, embeddings)`` for consecutive batches of
+    ``images``: the logits, or with ``mc_samples`` T > 0 the logits of T
+    passes with dropout on (MC dropout, seeded), flattened to T x classes;
+    and the penultimate features. The layers before dropout run once."""
+    model.eval()
+    dropout = model.head[3]
+    assert isinstance(dropout, nn.Dropout)
+    keep = 1.0 - dropout.p
+    generator = torch.Generator(device=device).manual_seed(seed) if mc_samples else None
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(device)
+        embedding = model.embed(x)
+        if mc_samples:
+            passes = []
+            for _ in range(mc_samples):
+                mask = torch.rand(embedding.shape, generator=generator, device=device) < keep
+                passes.append(model.head[4](embedding * mask / keep))
+            outputs = torch.stack(passes, dim=1).flatten(1)
+        else:
+            outputs = model.classify(embedding)
+        yield start, outputs.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
 @torch.no_grad()

@@ -11,3 +11,8 @@ class TestDigitsCNN(ModelContract):
     model = "digits_cnn"
     config = {"epochs": 2, "device": "cpu"}
     deterministic = True  # train seeds torch from config["seed"] and the loop
+    embeddings = True  # the penultimate features
+
+
+class TestDigitsCNNWithMCDropout(TestDigitsCNN):
+    config = {"epochs": 2, "device": "cpu", "mc_samples": 3}  # rows of 3 x 10: the contract checks the width

@@ -90,7 +90,7 @@ def test_a_misspelled_setting_is_one_error_before_any_loop(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "Error: config.yaml: unknown key 'models.digits_cnn.epocs' (did you mean 'epochs'?); model 'digits_cnn' "
-        "has the settings: batch_size, device, epochs, eval_batch_size, lr, seed, weight_decay, width"
+        "has the settings: batch_size, device, epochs, eval_batch_size, lr, mc_samples, seed, weight_decay, width"
     ]
 
 

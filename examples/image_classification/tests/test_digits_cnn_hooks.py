@@ -80,8 +80,41 @@ def test_assign_index_names_every_pool_record_once():
 
 
 def test_model_info_declares_the_settings():
-    assert hooks.model_info() == {
+    assert hooks.model_info({}) == {
         "task": "classification",
         "labels": [str(d) for d in range(10)],
         "settings": hooks.DEFAULTS,
     }
+
+
+def test_infer_writes_the_penultimate_features_as_embeddings(loop0):
+    from alectio_digits_cnn.model import DigitsCNN
+
+    indices, rows, features = run_infer(
+        "digits_cnn", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config={}, embeddings=True
+    )
+    assert features.shape == (len(indices), 128) and features.dtype == np.float32
+    assert (features >= 0).all()  # after the hidden layer's ReLU
+    model = DigitsCNN()
+    model.load_state_dict(torch.load(loop0["ckpt"], weights_only=True))
+    model.eval()
+    with torch.no_grad():  # the logits are the last layer applied to the embedding
+        again = model.head[4](torch.from_numpy(features[:5])).numpy()
+    np.testing.assert_allclose(again, rows[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_mc_samples_writes_that_many_dropout_passes_per_record(loop0):
+    info = hooks.model_info({"mc_samples": 5})
+    assert info["mc_samples"] == 5 and "mc_samples" not in hooks.model_info({})
+    config = {"mc_samples": 5}
+    _, plain = run_infer("digits_cnn", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config={})
+    indices, rows, features = run_infer(
+        "digits_cnn", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config=config, mc_samples=5, embeddings=True
+    )
+    passes = rows.reshape(len(indices), 5, 10)
+    assert not np.allclose(passes[:, 0], passes[:, 1])  # dropout is on
+    assert np.mean(passes.mean(axis=1).argmax(axis=1) == plain.argmax(axis=1)) > 0.9  # around the plain logits
+    _, again = run_infer("digits_cnn", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config=config)
+    np.testing.assert_array_equal(rows, again)  # seeded: the same passes each time
+    with pytest.raises(ValueError, match="mc_samples must be an integer >= 0"):
+        hooks.model_info({"mc_samples": -1})

@@ -160,7 +160,11 @@ def test(ckpt_file: str, config):
 
 @hookimpl
 def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
-    """Stream, per image, the class logits at its ``top_k`` peaks (top_k x C, flattened)."""
+    """Stream, per image, the class logits at its ``top_k`` peaks (top_k x C,
+    flattened), with its backbone features averaged over the image as the
+    embedding."""
+    import torch
+
     from .model import peak_logits, pick_device
 
     cfg = settings(config)
@@ -168,11 +172,16 @@ def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
     idx = np.asarray(unlabeled, dtype=np.int64)
     device = pick_device(cfg["device"])
     model = _build(cfg, ckpt_file, device)
-    k = int(cfg["top_k"])
-    for start, heat, _ in _forward(model, data.images[idx], int(cfg["eval_batch_size"]), device):
-        rows = peak_logits(heat, k).numpy()
-        for index, row in zip(idx[start : start + len(rows)].tolist(), rows):
-            writer.add(index, row)
+    k, batch = int(cfg["top_k"]), int(cfg["eval_batch_size"])
+    model.eval()
+    images = data.images[idx]
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start : start + batch]).to(device)
+        with torch.no_grad():  # the box head is not needed here
+            features = model.backbone(x)
+            heat = model.heatmap(features).float().cpu()
+        pooled = features.mean(dim=(2, 3)).float().cpu().numpy()
+        writer.extend(idx[start : start + len(pooled)], peak_logits(heat, k).numpy(), embeddings=pooled)
     return None
 
 

@@ -11,4 +11,5 @@ class TestShapesDetector(ModelContract):
     model = "shapes_detector"
     # A small generated pool and a few training steps: the contract checks the wiring, not the quality.
     config = {"pool_size": 200, "test_size": 40, "min_steps": 4, "max_steps": 4, "device": "cpu"}
+    embeddings = True  # infer writes an embedding for every record
     deterministic = True  # train seeds torch and numpy from config["seed"] and the loop

@@ -80,6 +80,15 @@ def test_infer_streams_top_k_class_logits_per_unlabeled_index(loop0):
     assert (best[:, 0] > 0.5).mean() > 0.9  # nearly every image has a confident object
 
 
+def test_infer_writes_pooled_backbone_features_as_embeddings(loop0):
+    indices, _, features = run_infer(
+        "shapes_detector", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config=CONFIG, embeddings=True
+    )
+    width = 2 * hooks.DEFAULTS["width"]  # the backbone's channels
+    assert features.shape == (len(indices), width) and features.dtype == np.float32
+    assert features.std(axis=0).max() > 0  # images differ
+
+
 def test_peak_logits_reads_the_logits_at_the_strongest_peaks():
     heat = torch.full((1, NUM_CLASSES, 12, 12), -9.0)
     heat[0, 2, 3, 4] = 5.0  # a triangle at cell (3, 4)

@@ -114,16 +114,17 @@ def test(ckpt_file: str, config):
 
 @hookimpl
 def infer(unlabeled: Sequence[int], ckpt_file: str, config, writer):
-    from .model import logits_in_batches, pick_device
+    """Stream each document's logits, with its hidden representation as the embedding."""
+    from .model import outputs_in_batches, pick_device
 
     cfg = settings(config)
     data = corpus(cfg)
     idx = np.asarray(unlabeled, dtype=np.int64)
     device = pick_device(cfg["device"])
     model = _build(cfg, data, ckpt_file, device)
-    batches = logits_in_batches(model, data.pool.take(idx), int(cfg["eval_batch_size"]), device)
-    for start, logits in batches:
-        writer.extend(idx[start : start + len(logits)].tolist(), logits)
+    batches = outputs_in_batches(model, data.pool.take(idx), int(cfg["eval_batch_size"]), device)
+    for start, logits, features in batches:
+        writer.extend(idx[start : start + len(logits)], logits, embeddings=features)
     return None
 
 

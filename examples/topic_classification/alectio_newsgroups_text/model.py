@@ -31,7 +31,15 @@ class BagClassifier(nn.Module):
         nn.init.normal_(self.bag.weight, std=0.01)
 
     def forward(self, ids, offsets, weights) -> torch.Tensor:
-        return self.head(self.bag(ids, offsets, per_sample_weights=weights) + self.bias)
+        return self.head(self.hidden(ids, offsets, weights))
+
+    def hidden(self, ids, offsets, weights) -> torch.Tensor:
+        """The tf-idf layer's output, before the ReLU (the logits themselves when ``hidden`` is 0)."""
+        return self.bag(ids, offsets, per_sample_weights=weights) + self.bias
+
+    def embed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A document's embedding: its hidden representation (after the ReLU)."""
+        return torch.relu(hidden) if isinstance(self.head, nn.Sequential) else hidden
 
 
 def pick_device(setting: Optional[str] = None) -> torch.device:
@@ -85,6 +93,18 @@ def fit(
             loss_fn(logits, labels[order[start : start + batch_size]].to(device)).backward()
             for optimizer in optimizers:
                 optimizer.step()
+
+
+@torch.no_grad()
+def outputs_in_batches(
+    model: BagClassifier, bags: Bags, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(start, logits, embeddings)`` for consecutive batches of documents."""
+    model.eval()
+    for start in range(0, len(bags), batch_size):
+        batch = bags.take(np.arange(start, min(start + batch_size, len(bags))))
+        hidden = model.hidden(*_tensors(batch, device))
+        yield start, model.head(hidden).float().cpu().numpy(), model.embed(hidden).float().cpu().numpy()
 
 
 @torch.no_grad()

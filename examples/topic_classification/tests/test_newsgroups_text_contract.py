@@ -11,4 +11,5 @@ from alectio_core.testing import ModelContract  # noqa: E402
 class TestNewsgroupsText(ModelContract):
     model = "newsgroups_text"
     config = {"epochs": 2, "device": "cpu"}
+    embeddings = True  # infer writes an embedding for every record
     deterministic = True  # train seeds torch from config["seed"] and the loop

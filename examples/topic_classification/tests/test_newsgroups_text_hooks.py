@@ -62,6 +62,15 @@ def test_infer_gives_a_logit_per_topic(loop0):
     assert rows.shape == (len(loop0["unlabeled"]), NUM_CLASSES)
 
 
+def test_infer_writes_the_hidden_representation_as_embeddings(loop0):
+    indices, rows, features = run_infer(
+        "newsgroups_text", unlabeled=loop0["unlabeled"], ckpt_file=loop0["ckpt"], config={}, embeddings=True
+    )
+    hidden = hooks.DEFAULTS["hidden"]
+    assert features.shape == (len(indices), hidden) and features.dtype == np.float32
+    assert (features >= 0).all() and features.any()  # after the hidden layer's ReLU
+
+
 def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     # No epochs: the resumed model is exactly the checkpoint it resumed from.
     ckpt = str(tmp_path / "loop1.pt")

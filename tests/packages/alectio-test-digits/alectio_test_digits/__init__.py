@@ -69,4 +69,5 @@ def infer(unlabeled, ckpt_file, writer):
     # One column per digit, even when a digit was never labeled yet.
     logits = np.full((idx.size, 10), scores.min() - 10.0)
     logits[:, model.classes_] = scores
-    writer.extend(idx, logits)
+    # The embedding: the features the decision function reads (64 pixels).
+    writer.extend(idx, logits, embeddings=data["pool_X"][idx])
