@@ -35,6 +35,7 @@ import numpy as np
 
 from .errors import AlectioError, ConfigError, ContributionError, UnknownStoppingError, ValidationError, did_you_mean
 from .plugins import get_stopping_criteria, get_stopping_criterion, origin
+from .strategies import reduce_mc
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -59,11 +60,18 @@ class StopContext:
 
     def outputs(self, loop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(indices, values)`` chunks of loop ``loop``'s infer outputs on
-        the pool (the records unlabeled in that loop); ``loop`` <= this loop."""
+        the pool (the records unlabeled in that loop); ``loop`` <= this loop.
+        A model declaring ``mc_samples`` has its rows reduced to one pass."""
         if not 0 <= loop <= self.loop:
             raise ValueError(f"loop {loop} has no outputs to read while checking loop {self.loop}")
         attempt = self.attempt if loop == self.loop else None
-        return self.storage.iter_outputs(self.experiment["id"], loop, attempt=attempt)
+        chunks = self.storage.iter_outputs(self.experiment["id"], loop, attempt=attempt)
+        passes = self.experiment.get("mc_samples")
+        if not passes:
+            return chunks
+        # Rows of T stochastic passes read as one pass, as a strategy not declaring mc_samples does.
+        task = self.experiment.get("task", "classification")
+        return ((indices, reduce_mc(values, passes, task)) for indices, values in chunks)
 
 
 @runtime_checkable
