@@ -150,7 +150,10 @@ def labeled_features(name: str, labeled: Optional[Labeled], pool: Pool, task: st
     else:
         rows, what = (activate(np.asarray(labeled.values, np.float32), task) if labeled.values is not None else None), "outputs"
     if rows is None:
-        raise ValidationError(f"{name}: the pool has {what} but the {len(labeled.indices):,} labeled records have none")
+        raise ValidationError(
+            f"{name}: the pool has {what} but the {len(labeled.indices):,} labeled records have none; "
+            f"give them as Labeled(indices, values, embeddings), or no labeled records"
+        )
     rows = np.asarray(rows, np.float32)
     width = pool.embeddings.shape[1] if pool.embeddings is not None else (pool.values.shape[1] if pool.values is not None else None)
     if rows.ndim != 2 or len(rows) != len(labeled.indices) or (width is not None and rows.shape[1] != width):

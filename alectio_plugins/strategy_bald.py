@@ -57,7 +57,7 @@ def mc_scores(values: np.ndarray, samples: int, task: str, *, bald: bool) -> np.
             # each pass's entropy, log(sum exp z) - sum p z, with z the shifted logits
             score -= (np.log(total_p[:, 0]) - (p * t).sum(axis=1)).mean(axis=0)
     else:
-        p = 1 / (1 + np.exp(-t))
+        p = 0.5 + 0.5 * np.tanh(0.5 * t)  # the sigmoid, without overflow at large negative logits
         mean = p.mean(axis=0)
         score = -(_xlogx(mean) + _xlogx(1 - mean)).sum(axis=0)
         if bald:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from alectio_core.errors import ValidationError
 from alectio_core.strategies import Labeled, select
 from alectio_plugins.clustering import kmeans, kmeans_pp
 from alectio_plugins.strategy_badge import Badge
-from alectio_plugins.strategy_bald import BALD, MeanEntropy
+from alectio_plugins.strategy_bald import BALD, MeanEntropy, mc_scores
 from alectio_plugins.strategy_coreset import Coreset
 from alectio_plugins.strategy_typiclust import TypiClust, pick
 
@@ -374,6 +375,16 @@ def test_bald_prefers_disagreeing_passes_to_agreeing_doubt():
     values = np.stack([doubtful, split])
     assert run(BALD(), np.array([0, 1]), values, 1, mc_samples=4) == [1]
     assert run(MeanEntropy(), np.array([0, 1]), values, 1, mc_samples=4) == [0]
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel"])
+def test_mc_scores_at_extreme_logits_match_the_reference_without_warnings(task):
+    values = (np.random.default_rng(1).standard_normal((12, 2 * 3)) * 80).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow would print in a user's loop
+        for bald, which in ((True, 0), (False, 1)):
+            expected = [ref_mc(row, 2, task)[which] for row in values]
+            np.testing.assert_allclose(mc_scores(values, 2, task, bald=bald), expected, atol=1e-5)
 
 
 def test_mc_strategies_need_mc_samples():
