@@ -21,7 +21,7 @@ import numpy as np
 
 from alectio_core.errors import ValidationError
 from alectio_core.strategies import Chunks, Labeled, check_pool, hash_keys, top_k_positions
-from alectio_plugins.strategy_kcenter import _activate as activate
+from alectio_plugins.strategy_kcenter import activate
 
 __all__ = ["Pool", "activate", "labeled_features", "read_pool"]
 

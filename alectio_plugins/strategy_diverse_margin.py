@@ -27,7 +27,7 @@ import numpy as np
 
 from alectio_core.hookspecs import hookimpl
 from alectio_core.strategies import Chunks, check_pool, top_k_positions
-from alectio_plugins.strategy_kcenter import _activate
+from alectio_plugins.strategy_kcenter import activate
 from alectio_plugins.strategy_uncertainty import Margin
 
 
@@ -103,7 +103,7 @@ class DiverseMargin:
         assert vals is not None, "no chunk, so k == 0: a caller asks for k >= 1 (strategies.select)"
         order = np.argsort(idx, kind="stable")  # the clustering must not depend on how the pool was chunked
         scores, idx, vals = scores[order], idx[order], vals[order]
-        labels = kmeans(_activate(vals, task).astype(np.float64), k, rng, self.iterations)
+        labels = kmeans(activate(vals, task).astype(np.float64), k, rng, self.iterations)
         best = top_k_positions(scores, idx, len(idx))  # most uncertain first
         picked: list[int] = []
         taken: set[int] = set()

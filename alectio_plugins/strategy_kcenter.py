@@ -35,7 +35,7 @@ from alectio_core.hookspecs import hookimpl
 from alectio_core.strategies import Chunks, check_pool, draw_salt, hash_keys, top_k_positions
 
 
-def _activate(x: np.ndarray, task: str) -> np.ndarray:
+def activate(x: np.ndarray, task: str) -> np.ndarray:
     if task == "classification":
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
@@ -97,7 +97,7 @@ class KCenterGreedy:
         check_pool(k, seen)
         assert vals is not None, "no chunk, so k == 0: a caller asks for k >= 1 (strategies.select)"
         order = np.argsort(idx, kind="stable")  # argmax ties then go to the lower index
-        return idx[order][self.greedy(_activate(vals[order], task), k, rng)]
+        return idx[order][self.greedy(activate(vals[order], task), k, rng)]
 
     @staticmethod
     def greedy(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
