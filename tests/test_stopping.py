@@ -429,3 +429,46 @@ def test_api_refuses_bad_stop_with_400(api, fields, code, message):
     assert response.status_code == 400
     assert response.json["error"] == {"code": code, "message": message}
     assert api.get("/api/v1/experiments").json["experiments"] == []
+
+
+# -- a model declaring mc_samples, and a strategy reading the labeled records ----------
+
+MC_T = 4
+
+
+@pytest.fixture
+def mc_settling(fake_model):
+    """``settling`` written as MC_T noisy passes per record, with embeddings;
+    records what ``infer`` was asked to score."""
+    calls: list[list[int]] = []
+    noise = np.random.default_rng(7).normal(0, 1.5, (300, MC_T, CLASSES))  # per record: the same whichever chunk it is in
+
+    def infer(unlabeled, loop, writer):
+        calls.append(list(unlabeled))
+        idx = np.asarray(unlabeled)
+        passes = settling_logits(idx, loop)[:, None, :] + noise[idx]
+        writer.extend(idx, passes.reshape(len(idx), MC_T * CLASSES), embeddings=np.stack([idx % 5, idx % 7], axis=1).astype(float))
+
+    fake_model("mc_settling", pool=300, infer=infer,
+               model_info=lambda: {"task": "classification", "labels": ["a", "b", "c"], "mc_samples": MC_T})
+    return calls
+
+
+def test_max_uncertainty_reads_one_pass_per_record_from_a_model_declaring_mc_samples(engine, mc_settling):
+    full = engine.create_experiment("mc_settling", strategy="random", initial=20, batch_size=20, loops=8, seed=1)
+    run_all(engine, full)
+    # the reference: each record's T passes averaged as probabilities, least confidence on the mean
+    highest = []
+    for k in range(7):
+        passes = engine.outputs(full["id"], k)[1].reshape(-1, MC_T, CLASSES)
+        p = np.exp(passes - passes.max(axis=2, keepdims=True))
+        mean = (p / p.sum(axis=2, keepdims=True)).mean(axis=1)
+        highest.append(float((1 - mean.max(axis=1)).max()))
+    threshold = (highest[2] + highest[3]) / 2
+    expected = next(k for k, h in enumerate(highest) if h < threshold)
+    stopped = engine.create_experiment("mc_settling", strategy="random", initial=20, batch_size=20, loops=8, seed=1,
+                                       stop=["max_uncertainty"], stopping={"max_uncertainty": {"threshold": threshold}})
+    curve = run_all(engine, stopped)
+    assert len(curve) == expected + 1
+    assert f"scores {highest[expected]:.4f} (least_confidence) < {threshold}" in curve[-1]["stop"]["reason"]
+
