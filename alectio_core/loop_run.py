@@ -3,10 +3,11 @@
 train -> test -> metrics -> infer -> stop -> select (stop only for an
 experiment with stopping criteria and a loop after this one; select only
 for a self-driven experiment with records left, and none once a criterion
-fired). Between stages, and once per
-stored chunk of infer outputs, the run checks for a cancel and that this
-process still holds the loop's lease; it records each stage and infer's
-progress in the loop's state. Everything it stores goes under this
+fired; a strategy that declares the labeled records has them scored at the
+start of select, so a loop that stops does not pay for it). Between
+stages, and once per stored chunk of infer outputs, the run checks for a
+cancel and that this process still holds the loop's lease; it records each
+stage and infer's progress in the loop's state. Everything it stores goes under this
 attempt until one commit publishes it; a failure is recorded in the
 loop's state (with the message) and the attempt's staged results dropped.
 :meth:`alectio_core.engine.Engine.run_loop` claims the loop and runs it.
@@ -109,9 +110,6 @@ class LoopRun:
         if self.cancel is not None and self.cancel.is_set():
             raise LoopCancelled(f"loop {self.loop} of experiment {self.eid!r} was cancelled")
 
-    def _part_progress(self, before: int, total: int, done: int) -> None:
-        self._progress(before + done, total)
-
     def _progress(self, done: int, total: int) -> None:
         self._check_cancel()
         if self._at_once and done < total:
@@ -135,9 +133,12 @@ class LoopRun:
             insights = self._train(labeled)
             predictions, truth = self._test()
             metrics = self._metrics(predictions, truth, insights)
-            self._infer(labeled, select_next)
+            selecting = select_next and self.engine.wants_selection(self.experiment, self.loop, labeled.size)
+            needs = strategy_inputs(self.experiment) if selecting else frozenset()
+            check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
+            self._infer(labeled)
             stop = self._check_stop(metrics, labeled)
-            picked = self._select(labeled) if select_next and stop is None else None
+            picked = self._select(labeled, needs) if selecting and stop is None else None
             self.state.update(
                 status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
             )
@@ -232,49 +233,42 @@ class LoopRun:
         self._stage_done()
         return metrics
 
-    def _infer(self, labeled: np.ndarray, select_next: bool) -> None:
+    def _infer(self, labeled: np.ndarray) -> None:
         self._stage("infer")
-        pool = int(self.experiment["pool_size"])
-        mask = np.ones(pool, dtype=bool)
+        mask = np.ones(int(self.experiment["pool_size"]), dtype=bool)
         mask[labeled] = False
         unlabeled = np.flatnonzero(mask)
-        if unlabeled.size == 0:
-            self._stage_done()
-            return
-        selecting = select_next and self.engine.wants_selection(self.experiment, self.loop, labeled.size)
-        needs = strategy_inputs(self.experiment) if selecting else frozenset()
-        check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
-        # The labeled records too, with the same checkpoint, only for a strategy that declares them.
-        parts = [("pool", unlabeled)] + ([("labeled", labeled)] if "labeled" in needs and labeled.size else [])
-        total = sum(int(records.size) for _, records in parts)
-        done = 0
-        for part, records in parts:
-            self._check_cancel()
-            # A backend written before parts is only ever asked for the pool, the old way.
-            sink = (
-                self.storage.open_output_sink(self.eid, self.loop, self.attempt)
-                if part == "pool"
-                else self.storage.open_output_sink(self.eid, self.loop, self.attempt, part=part)
-            )
-            writer = OutputWriter(
-                sink,
-                model=self.model.name,
-                pool_size=pool,
-                unlabeled=records,
-                chunk_rows=self.engine.chunk_rows,
-                on_chunk=functools.partial(self._part_progress, done, total),
-                records="unlabeled" if part == "pool" else part,
-                mc_samples=self.experiment.get("mc_samples"),
-            )
-            self._at_once = False
-            returned = call_infer(
-                self.model, writer, unlabeled=records.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
-            )
-            if returned is not None:
-                self._at_once = True
-                writer.add_returned(*returned)
-            done += writer.close()
+        if unlabeled.size:
+            self._score("pool", unlabeled)
         self._stage_done()
+
+    def _score(self, part: str, records: np.ndarray) -> None:
+        """``infer`` on ``records`` with this loop's checkpoint, its rows
+        stored as ``part`` of this attempt's outputs."""
+        # A backend written before parts is only ever asked for the pool, the old way.
+        sink = (
+            self.storage.open_output_sink(self.eid, self.loop, self.attempt)
+            if part == "pool"
+            else self.storage.open_output_sink(self.eid, self.loop, self.attempt, part=part)
+        )
+        writer = OutputWriter(
+            sink,
+            model=self.model.name,
+            pool_size=int(self.experiment["pool_size"]),
+            unlabeled=records,
+            chunk_rows=self.engine.chunk_rows,
+            on_chunk=functools.partial(self._progress, total=int(records.size)),
+            records="unlabeled" if part == "pool" else part,
+            mc_samples=self.experiment.get("mc_samples"),
+        )
+        self._at_once = False
+        returned = call_infer(
+            self.model, writer, unlabeled=records.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
+        )
+        if returned is not None:
+            self._at_once = True
+            writer.add_returned(*returned)
+        writer.close()
 
     def _check_stop(self, metrics: dict, labeled: np.ndarray) -> dict | None:
         """The experiment's stopping criteria on this loop: the first that
@@ -292,10 +286,12 @@ class LoopRun:
             log.info("experiment %s loop %d: stopped by %s: %s", self.eid, self.loop, fired["criterion"], fired["reason"])
         return fired
 
-    def _select(self, labeled: np.ndarray) -> np.ndarray | None:
-        if not self.engine.wants_selection(self.experiment, self.loop, labeled.size):
-            return None
+    def _select(self, labeled: np.ndarray, needs: frozenset[str]) -> np.ndarray:
         self._stage("select")
+        if "labeled" in needs and labeled.size:
+            # The labeled records scored by the same checkpoint, only for a strategy that
+            # declares them, and only now: a loop a stopping criterion ended never pays for it.
+            self._score("labeled", labeled)
         picked = self.engine.pick_next(self.experiment, self.loop, attempt=self.attempt)
         self._stage_done()
         return picked

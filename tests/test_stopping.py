@@ -472,3 +472,20 @@ def test_max_uncertainty_reads_one_pass_per_record_from_a_model_declaring_mc_sam
     assert len(curve) == expected + 1
     assert f"scores {highest[expected]:.4f} (least_confidence) < {threshold}" in curve[-1]["stop"]["reason"]
 
+
+def test_a_loop_that_stops_does_not_score_the_labeled_records_it_would_not_use(engine, mc_settling):
+    experiment = engine.create_experiment("mc_settling", strategy="coreset", initial=20, batch_size=20, loops=3, seed=1,
+                                          stop=["max_uncertainty"], stopping={"max_uncertainty": {"threshold": 1.0}})
+    (point,) = run_all(engine, experiment)  # 1 - p_max < 1 always: stops after loop 0
+    assert point["stop"]["criterion"] == "max_uncertainty"
+    assert [len(c) for c in mc_settling] == [280]  # the pool only, no second infer on the 20 labeled records
+    assert list(engine.storage.iter_outputs(experiment["id"], 0, part="labeled")) == []
+    assert not engine.has_selection(experiment["id"], 1)
+
+
+def test_a_loop_that_goes_on_scores_the_labeled_records_for_a_strategy_that_reads_them(engine, mc_settling):
+    experiment = engine.create_experiment("mc_settling", strategy="coreset", initial=20, batch_size=20, loops=3, seed=1,
+                                          stop=["max_uncertainty"], stopping={"max_uncertainty": {"threshold": 1e-9}})
+    engine.run_loop(experiment["id"], 0)
+    assert [len(c) for c in mc_settling] == [280, 20]
+    assert engine.storage.get_selection(experiment["id"], 1).size == 20

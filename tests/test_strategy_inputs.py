@@ -384,13 +384,13 @@ def test_the_labeled_records_infer_shows_in_progress_and_can_be_cancelled(engine
     exp = engine.create_experiment("slow_labeled", strategy="records_everything", initial=5, batch_size=2, loops=2)
 
     def on_stage(stage, state):
-        if stage == "infer" and state["progress"]:
+        if stage == "select" and state["progress"]:
             progress.append(dict(state["progress"]))
 
     with pytest.raises(LoopCancelled):
         engine.run_loop(exp["id"], 0, cancel=cancel, on_stage=on_stage)
     assert [len(c) for c in calls] == [15, 5]
-    assert progress[-1]["total"] == 20 and progress[-1]["done"] > 15  # the labeled records count in the same progress
+    assert progress[-1]["total"] == 5 and progress[-1]["done"] >= 2  # the labeled records, scored as select starts
     state = engine.get_loop(exp["id"], 0)
     assert state["status"] == "cancelled"
     assert list(engine.storage.iter_outputs(exp["id"], 0, attempt=state["attempt"], part="labeled")) == []
