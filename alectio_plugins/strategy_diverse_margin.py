@@ -79,6 +79,7 @@ class DiverseMargin:
         self.beta = beta
         self.iterations = iterations
         self.margin = Margin()
+        self.margin.name = self.name  # its errors name the strategy the experiment chose (the default, often unnamed)
 
     def select(
         self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]

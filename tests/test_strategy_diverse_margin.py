@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from alectio_core import plugins
-from alectio_core.strategies import select
+from alectio_core.errors import ValidationError
+from alectio_core.strategies import reduce_mc, select
 from alectio_plugins.strategy_diverse_margin import DiverseMargin, kmeans
 from alectio_plugins.strategy_uncertainty import Margin
 
@@ -77,3 +79,24 @@ def test_kmeans_in_small_blocks_gives_the_same_clusters(monkeypatch):
     whole = kmeans(points, 50, np.random.default_rng(1), 20)
     monkeypatch.setattr(module, "BLOCK", 37)  # one row (of 50 centres) per block
     assert kmeans(points, 50, np.random.default_rng(1), 20).tolist() == whole.tolist()
+
+
+def test_a_task_it_cannot_score_is_an_error_naming_diverse_margin_not_margin():
+    """The default strategy: a user who never named margin must not be told about it."""
+    x = np.zeros((12, 3), np.float32)
+    with pytest.raises(ValidationError) as error:
+        select("diverse_margin", x, 2, task="regression")
+    assert str(error.value) == "strategy 'diverse_margin' cannot score task 'regression'; use 'random' or 'kcenter'"
+    with pytest.raises(ValidationError) as error:
+        select("diverse_margin", x, 2, num_classes=4)
+    assert str(error.value) == "diverse_margin: outputs have 3 values per record, expected 4 classes"
+
+
+@pytest.mark.parametrize("task, num_classes", [("classification", 3), ("multilabel", 3), ("object_detection", 3)])
+def test_mc_samples_rows_are_picked_as_their_mean_pass(task, num_classes):
+    x = np.random.default_rng(2).standard_normal((300, 4 * 6)).astype(np.float32)  # 4 passes of 6 values
+    width = 6 if task == "object_detection" else num_classes
+    x = x[:, : 4 * width]
+    picked = select("diverse_margin", x, 8, seed=5, task=task, num_classes=num_classes, mc_samples=4)
+    reference = select("diverse_margin", reduce_mc(x, 4, task), 8, seed=5, task=task, num_classes=num_classes)
+    np.testing.assert_array_equal(picked, reference)
