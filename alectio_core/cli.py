@@ -138,7 +138,7 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
     engine = Engine(open_storage(config.storage, config.storage_options), config)
     if resume_id:
         ctx = click.get_current_context()
-        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed, "stop": list(stop)}
+        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed, "stop": list(dict.fromkeys(stop))}  # stored without repeats
         given = {"model": ("model", model)}
         given.update({f"--{name}": ("batch_size" if name == "batch" else name, value) for name, value in options.items()
                       if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT})

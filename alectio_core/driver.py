@@ -73,10 +73,15 @@ def resume(engine: Engine, experiment_id: str, given: Mapping[str, tuple[str, An
     """
     experiment = engine.get_experiment(experiment_id)
     for name, (field, value) in given.items():
-        if value != experiment.get(field):
-            raise ConflictError(
-                f"{name} {value} conflicts with experiment {experiment_id!r}: it was created with {name} {experiment.get(field)}"
-            )
+        stored = experiment.get(field)
+        if isinstance(value, list):  # a repeatable option (--stop): shown as given, none when it was not
+            stored = list(stored or [])
+            if value != stored:
+                was = " ".join(f"{name} {v}" for v in stored) or f"no {name}"
+                shown = " ".join(f"{name} {v}" for v in value)
+                raise ConflictError(f"{shown} conflicts with experiment {experiment_id!r}: it was created with {was}")
+        elif value != stored:
+            raise ConflictError(f"{name} {value} conflicts with experiment {experiment_id!r}: it was created with {name} {stored}")
     if loops is not None and loops != int(experiment["loops"]):
         done = engine.next_loop(experiment_id)
         if loops < done:

@@ -489,3 +489,26 @@ def test_a_loop_that_goes_on_scores_the_labeled_records_for_a_strategy_that_read
     engine.run_loop(experiment["id"], 0)
     assert [len(c) for c in mc_settling] == [280, 20]
     assert engine.storage.get_selection(experiment["id"], 1).size == 20
+
+
+def test_resume_with_the_stop_it_was_created_with_goes_on_and_another_is_refused_naming_both(tmp_path):
+    db = f"sqlite:///{tmp_path}/alectio.db"
+    first = run("digits_lr", "--loops", "1", "--initial", "30", "--batch", "20", "--stop", "plateau", "--stop", "plateau", storage=db)
+    assert first.exit_code == 0, first.output
+    (experiment,) = Engine(open_storage(db)).storage.list_experiments()
+    eid = experiment["id"]
+    assert experiment["stop"] == ["plateau"]
+    same = run("digits_lr", "--resume", eid, "--loops", "2", "--stop", "plateau", "--stop", "plateau", storage=db)
+    assert same.exit_code == 0, same.output
+    other = run("digits_lr", "--resume", eid, "--loops", "3", "--stop", "max_uncertainty", "--stop", "plateau", storage=db)
+    assert other.exit_code == 1
+    assert other.output.strip().splitlines()[-1] == (
+        f"Error: --stop max_uncertainty --stop plateau conflicts with experiment {eid!r}: it was created with --stop plateau"
+    )
+    none = tmp_path / "none.db"
+    run("digits_lr", "--loops", "1", "--initial", "30", "--batch", "20", storage=f"sqlite:///{none}")
+    (bare,) = Engine(open_storage(f"sqlite:///{none}")).storage.list_experiments()
+    refused = run("digits_lr", "--resume", bare["id"], "--loops", "2", "--stop", "plateau", storage=f"sqlite:///{none}")
+    assert refused.output.strip().splitlines()[-1] == (
+        f"Error: --stop plateau conflicts with experiment {bare['id']!r}: it was created with no --stop"
+    )
