@@ -4,7 +4,8 @@ train -> test -> metrics -> infer -> stop -> select (stop only for an
 experiment with stopping criteria and a loop after this one; select only
 for a self-driven experiment with records left, and none once a criterion
 fired; a strategy that declares the labeled records has them scored at the
-start of select, so a loop that stops does not pay for it). Between
+start of select, so a loop that stops does not pay for it, or in infer on
+the last loop, so an experiment extended with more loops can pick). Between
 stages, and once per stored chunk of infer outputs, the run checks for a
 cancel and that this process still holds the loop's lease; it records each
 stage and infer's progress in the loop's state. Everything it stores goes under this
@@ -134,9 +135,8 @@ class LoopRun:
             predictions, truth = self._test()
             metrics = self._metrics(predictions, truth, insights)
             selecting = select_next and self.engine.wants_selection(self.experiment, self.loop, labeled.size)
-            needs = strategy_inputs(self.experiment) if selecting else frozenset()
-            check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
-            self._infer(labeled)
+            needs = strategy_inputs(self.experiment) if select_next else frozenset()
+            self._infer(labeled, needs, selecting)
             stop = self._check_stop(metrics, labeled)
             picked = self._select(labeled, needs) if selecting and stop is None else None
             self.state.update(
@@ -233,13 +233,22 @@ class LoopRun:
         self._stage_done()
         return metrics
 
-    def _infer(self, labeled: np.ndarray) -> None:
+    def _infer(self, labeled: np.ndarray, needs: frozenset[str], selecting: bool) -> None:
         self._stage("infer")
         mask = np.ones(int(self.experiment["pool_size"]), dtype=bool)
         mask[labeled] = False
         unlabeled = np.flatnonzero(mask)
+        # The labeled records, for a strategy that declares them, are scored as select starts
+        # (after the stop check: a loop that stops does not pay for them), or here on the
+        # experiment's last loop, where nothing is checked, so that one extended with more
+        # loops has them to pick from.
+        last = "labeled" in needs and not selecting and bool(unlabeled.size) and bool(labeled.size)
+        if selecting or last:
+            check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
         if unlabeled.size:
             self._score("pool", unlabeled)
+        if last:
+            self._score("labeled", labeled)
         self._stage_done()
 
     def _score(self, part: str, records: np.ndarray) -> None:
@@ -289,9 +298,7 @@ class LoopRun:
     def _select(self, labeled: np.ndarray, needs: frozenset[str]) -> np.ndarray:
         self._stage("select")
         if "labeled" in needs and labeled.size:
-            # The labeled records scored by the same checkpoint, only for a strategy that
-            # declares them, and only now: a loop a stopping criterion ended never pays for it.
-            self._score("labeled", labeled)
+            self._score("labeled", labeled)  # with this loop's checkpoint (see _infer)
         picked = self.engine.pick_next(self.experiment, self.loop, attempt=self.attempt)
         self._stage_done()
         return picked

@@ -512,3 +512,13 @@ def test_resume_with_the_stop_it_was_created_with_goes_on_and_another_is_refused
     assert refused.output.strip().splitlines()[-1] == (
         f"Error: --stop plateau conflicts with experiment {bare['id']!r}: it was created with no --stop"
     )
+
+
+def test_an_experiment_extended_past_its_last_loop_picks_with_a_strategy_reading_the_labeled_records(engine, mc_settling):
+    from alectio_core.driver import resume
+
+    experiment = engine.create_experiment("mc_settling", strategy="coreset", initial=20, batch_size=20, loops=2, seed=1)
+    run_all(engine, experiment)
+    resume(engine, experiment["id"], {}, loops=3)  # alectio run --resume ID --loops 3
+    curve = run_all(engine, experiment)
+    assert [p["labeled"] for p in curve] == [20, 40, 60]
