@@ -131,7 +131,8 @@ class ModelSpecs:
             (with the closest declared name). Without ``settings`` any key
             is passed through unchecked. ``"mc_samples": T`` (a positive
             integer) says each ``infer`` row is T stochastic passes
-            flattened (T x classes), for ``bald``.
+            flattened (T x classes), for ``bald`` and ``mean_entropy``
+            (everything else reads each row reduced to one pass).
         """
 
 
