@@ -242,7 +242,12 @@ class LoopRun:
         # (after the stop check: a loop that stops does not pay for them), or here on the
         # experiment's last loop, where nothing is checked, so that one extended with more
         # loops has them to pick from.
-        last = "labeled" in needs and not selecting and bool(unlabeled.size) and bool(labeled.size)
+        last = (
+            "labeled" in needs
+            and not selecting
+            and self.loop + 1 >= int(self.experiment.get("loops") or 0)
+            and bool(unlabeled.size and labeled.size)
+        )
         if selecting or last:
             check_storage_for(self.storage, needs)  # before infer runs: an older backend may not serve this strategy
         if unlabeled.size:

@@ -211,7 +211,7 @@ def check(
     (or of ``names``) that fires at loop ``loop``, or None."""
     stored = experiment.get("stopping") or {}
     base = StopContext(experiment, loop, {}, curve, storage, attempt)
-    for name in experiment.get("stop") or [] if names is None else names:
+    for name in (experiment.get("stop") or []) if names is None else names:
         criterion = get_stopping_criterion(name)
         context = replace(base, settings={**criterion.settings, **stored.get(name, {})})
         try:
