@@ -2,6 +2,7 @@
 
     python benchmarks/stopping.py [--models digits_lr digits_cnn newsgroups_text]
         [--seeds 20 21 ... 29] [--strategy margin] [--budget MODEL:INITIAL:BATCH:LOOPS ...]
+        [--config FILE]
 
 For every model and seed, one experiment runs its whole budget with no
 stopping criterion (``Engine`` on a throw-away sqlite file, the default
@@ -29,6 +30,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from alectio_core.config import Config
+
 ROOT = Path(__file__).resolve().parent.parent
 CRITERIA = ("stabilizing_predictions", "max_uncertainty", "plateau")
 #: initial, batch, loops: a long budget for each model, small enough for a shared 2-core machine.
@@ -41,13 +44,13 @@ BUDGETS = {
 SEEDS = list(range(20, 30))  # fixed before any run
 
 
-def run_one(model: str, seed: int, strategy: str, budget: tuple[int, int, int], folder: str) -> dict:
+def run_one(model: str, seed: int, strategy: str, budget: tuple[int, int, int], folder: str, config: Config) -> dict:
     from alectio_core import Engine, open_storage
     from alectio_core.driver import HEADLINE, drive
     from alectio_core.stopping import replay
 
     initial, batch, loops = budget
-    engine = Engine(open_storage(f"sqlite:///{folder}/{model}-{seed}.db"))
+    engine = Engine(open_storage(f"sqlite:///{folder}/{model}-{seed}.db"), config)
     experiment = engine.create_experiment(model, strategy=strategy, initial=initial, batch_size=batch, loops=loops, seed=seed)
     curve = drive(engine, experiment["id"])
     metric = HEADLINE[experiment["task"]]
@@ -75,9 +78,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--strategy", default=None, help="default: alectio's default strategy")
     parser.add_argument("--budget", nargs="*", default=[], metavar="MODEL:INITIAL:BATCH:LOOPS")
+    parser.add_argument("--config", metavar="FILE", help="config.yaml with the models' settings")
     args = parser.parse_args()
     from alectio_core import plugins
-    from alectio_core.config import DEFAULT_STRATEGY
+    from alectio_core.config import DEFAULT_STRATEGY, load_config
+
+    config = load_config(args.config) if args.config else Config()
 
     strategy = args.strategy or DEFAULT_STRATEGY
     budgets = dict(BUDGETS)
@@ -94,7 +100,7 @@ def main() -> None:
         rows = []
         for model in args.models:
             started = time.perf_counter()
-            runs = [run_one(model, seed, strategy, budgets[model], folder) for seed in args.seeds]
+            runs = [run_one(model, seed, strategy, budgets[model], folder, config) for seed in args.seeds]
             initial, batch, loops = budgets[model]
             print(f"{model}: {len(runs)} seeds, --initial {initial} --batch {batch} --loops {loops} "
                   f"(full budget {runs[0]['full'][0]:,} labels), strategy {strategy}, {time.perf_counter() - started:.0f} s",
@@ -108,14 +114,14 @@ def main() -> None:
                 given = [r["full"][1] - a[1] for r, a in zip(runs, at)]
                 full_labels = runs[0]["full"][0]
                 rows.append((
-                    model, name, f"{fired}/{len(runs)}", fmt([a[0] for a in at], 0), str(full_labels),
+                    model, runs[0]["metric"], name, f"{fired}/{len(runs)}", fmt([a[0] for a in at], 0), str(full_labels),
                     f"{fmt(saved, 0)} ({statistics.fmean(saved) / full_labels:.0%})",
                     fmt([a[1] for a in at], 4), fmt([r["full"][1] for r in runs], 4), fmt(given, 4, sign=True),
                 ))
-    metric = "accuracy"
-    print(f"\nseeds {' '.join(map(str, args.seeds))}; strategy {strategy}; each criterion with its default settings\n")
-    print(f"| model | criterion | fired | labels at stop | full budget | labels saved | {metric} at stop | {metric} at full budget | {metric} given up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    config_note = f"; config {args.config}" if args.config else ""
+    print(f"\nseeds {' '.join(map(str, args.seeds))}; strategy {strategy}{config_note}; each criterion with its default settings\n")
+    print("| model | metric | criterion | fired | labels at stop | full budget | labels saved | metric at stop | metric at full budget | metric given up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
