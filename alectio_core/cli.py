@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from . import plugins
 from .cli_experiments import experiments
+from .cli_labels import export, labels
 from .cli_options import config_option, domain_errors, one_line, read_config, start_logging, storage_option
 from .cli_tokens import token
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, LOG_LEVELS, ServerSettings
@@ -70,6 +71,8 @@ def list_plugins(show_all):
 
 cli.add_command(token)
 cli.add_command(experiments)
+cli.add_command(export)
+cli.add_command(labels)
 
 
 class StrategyOption(click.Option):
