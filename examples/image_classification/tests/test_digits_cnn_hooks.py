@@ -72,6 +72,23 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     assert accuracy["resumed"] > accuracy["scratch"] + 0.3, accuracy
 
 
+def test_train_learns_the_labels_people_gave_not_the_datasets(tmp_path):
+    """Labels mode: ``labels`` (index -> class id) replaces the dataset's
+    labels. Given every digit as the next one, it learns that."""
+    from alectio_digits_cnn.data import load_splits
+
+    labeled, _ = split()
+    pool, _ = load_splits()
+    shifted = {i: int(pool.labels[i] + 1) % 10 for i in labeled}
+    ckpt = str(tmp_path / "people.pt")
+    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={}, labels=shifted)
+    assert result["labels"] == [shifted[i] for i in labeled]
+    tested = hooks.test(ckpt_file=ckpt, config={})
+    predictions, truth = np.array(tested["predictions"]), np.array(tested["labels"])
+    assert np.mean(predictions == (truth + 1) % 10) > 0.85  # what people said
+    assert np.mean(predictions == truth) < 0.05  # not the dataset's labels
+
+
 def test_assign_index_names_every_pool_record_once():
     refs = hooks.assign_index()
     assert len(refs) == 1437
