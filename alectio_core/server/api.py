@@ -14,7 +14,6 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
-from .. import labels as label_rules
 from .. import labels_io, lifecycle, plugins
 from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStoppingError, UnknownStrategyError, ValidationError
 from ..ids import is_id
@@ -183,17 +182,18 @@ def start_loop(experiment_id: str):
     selected = body.get("selected")
 
     def prepare() -> None:
-        """Store the loop's selection before it is queued (a queued loop's
-        is fixed); in labels mode "alectio", refuse it while some of its
-        records have neither a label nor a skip."""
+        """Store the loop's selection before it is queued (a queued loop's is fixed)."""
         if selected is not None:
             engine.record_selection(experiment_id, loop, selected)
-        elif not engine.has_selection(experiment_id, loop):
-            if loop > 0:
-                how = "its strategy picked none" if experiment.get("strategy") else "it has no strategy"
-                raise ConflictError(f"loop {loop} has no selection ({how}); send the records to label as 'selected'")
-            engine.initial_selection(experiment_id)  # `initial` seeded-random records
-        label_rules.check_labelled(storage, experiment, loop)  # LabelsMissing: 409 labels_missing, with `missing`
+            return
+        try:
+            storage.get_selection(experiment_id, loop)
+        except NotFoundError:
+            if loop == 0:
+                engine.initial_selection(experiment_id)  # `initial` seeded-random records
+                return
+            how = "its strategy picked none" if experiment.get("strategy") else "it has no strategy"
+            raise ConflictError(f"loop {loop} has no selection ({how}); send the records to label as 'selected'") from None
 
     runner.submit(experiment_id, loop, lambda cancel: engine.run_loop(experiment_id, loop, cancel=cancel), prepare=prepare)
     url = url_for("api.get_loop", experiment_id=experiment_id, loop=loop)
