@@ -110,7 +110,7 @@ def test_import_of_an_unknown_experiment_or_a_missing_file_is_one_line(setup, st
     result = alectio("labels", "import", "nope", str(good), storage_url=storage_url)
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "nope" in result.output
     result = alectio("labels", "import", setup[1], str(tmp_path / "missing.csv"), storage_url=storage_url)
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2 and "No such file or directory" in result.output
 
 
 def test_help_shows_the_formats_and_the_workflow():

@@ -66,11 +66,12 @@ def train(
     ckpt_file: str,
     loop: int,
     config,
-    labels: Optional[Mapping[int, int]] = None,
+    labels: Optional[Mapping[int, int]],
 ):
     """``labels``: in an experiment whose labels come from people (labels
     "alectio"), their class id for each labeled record; the model trains on
-    those, not on the dataset's own. None otherwise."""
+    those, not on the dataset's own. None otherwise. (No default value:
+    pluggy passes only the arguments a hook declares without one.)"""
     import torch
 
     from .model import fit, pick_device

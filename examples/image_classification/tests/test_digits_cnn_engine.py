@@ -92,8 +92,9 @@ def test_labels_mode_trains_on_the_labels_people_send(engine):
     assert summary == {"stored": 100, "skipped": 0, "loop": 0, "missing": 0}
     state = engine.run_loop(eid, 0)
     assert state["status"] == "done"
-    assert state["metrics"]["accuracy"] < 0.15, state["metrics"]  # it predicts "3" for every test image
-    assert {r["prediction"] for r in engine.selection(eid, 1)} == {3}
+    predictions = np.asarray(engine.results(eid, 0)["predictions"])
+    assert np.mean(predictions == 3) > 0.9  # it calls (nearly) every test image a 3
+    assert state["metrics"]["accuracy"] < 0.2, state["metrics"]
 
 
 def alectio(*args, cwd):

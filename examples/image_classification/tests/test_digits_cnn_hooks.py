@@ -23,7 +23,7 @@ def loop0(tmp_path_factory):
     """One trained checkpoint (default settings) shared by the read-only tests."""
     labeled, unlabeled = split()
     ckpt = str(tmp_path_factory.mktemp("digits") / "loop0.pt")
-    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={})
+    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={}, labels=None)
     return {"labeled": labeled, "unlabeled": unlabeled, "ckpt": ckpt, "result": result}
 
 
@@ -54,7 +54,7 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     ckpt = str(tmp_path / "loop1.pt")
     hooks.train(
         labeled=loop0["labeled"], resume_from=loop0["ckpt"], ckpt_file=ckpt, loop=1,
-        config={"epochs": 0},
+        config={"epochs": 0}, labels=None,
     )
     before = torch.load(loop0["ckpt"], weights_only=True)
     after = torch.load(ckpt, weights_only=True)
@@ -66,7 +66,7 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     accuracy = {}
     for name, resume in (("scratch", None), ("resumed", loop0["ckpt"])):
         path = str(tmp_path / f"{name}.pt")
-        hooks.train(labeled=labeled, resume_from=resume, ckpt_file=path, loop=1, config={"epochs": 1})
+        hooks.train(labeled=labeled, resume_from=resume, ckpt_file=path, loop=1, config={"epochs": 1}, labels=None)
         result = hooks.test(ckpt_file=path, config={})
         accuracy[name] = np.mean(np.array(result["predictions"]) == np.array(result["labels"]))
     assert accuracy["resumed"] > accuracy["scratch"] + 0.3, accuracy
