@@ -26,10 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from .errors import ValidationError
-from .schemas import MAX_INDEX
 
 FORMATS = ("csv", "jsonl", "labelstudio")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "labelstudio"}
@@ -166,11 +163,7 @@ def _csv_index(cell: str, where: str, problems: _Problems) -> int | None:
         why = "below 0" if cell.startswith("-") and cell[1:].isdigit() else "not an integer"
         problems.add(where, None, f"index {cell!r} is {why}")
         return None
-    index = int(cell)
-    if index > MAX_INDEX:
-        problems.add(where, None, f"index {cell} is too large")
-        return None
-    return index
+    return int(cell)
 
 
 def _csv_label(cell: str, where: str, index: int | None, problems: _Problems) -> Any:
@@ -237,8 +230,8 @@ def _json_index(value: Any, present: bool, where: str, problems: _Problems) -> i
         problems.add(where, None, "no index")
     elif isinstance(value, bool) or not isinstance(value, int):
         problems.add(where, None, f"index {json.dumps(value)} is not an integer")
-    elif not 0 <= value <= MAX_INDEX:
-        problems.add(where, None, f"index {value} is outside 0..{MAX_INDEX}")
+    elif value < 0:
+        problems.add(where, None, f"index {value} is below 0")
     else:
         return value
     return None
@@ -266,7 +259,7 @@ def rows_from_body(body: Mapping[str, Any]) -> list[LabelRow]:
     seen: dict[int, str] = {}
     for key, label in body.get("labels", {}).items():
         where = f"labels[{json.dumps(key)}]"
-        if not key.isdigit() or not key.isascii() or int(key) > MAX_INDEX:
+        if not key.isdigit() or not key.isascii():
             problems.add(where, None, f"index {key!r} is not an integer")
         elif label is None:
             problems.add(where, int(key), "label is null; send a label, or the index in skip")
@@ -340,10 +333,8 @@ def _refused(storage: Any, experiment: Mapping[str, Any], rows: list[LabelRow], 
 
 def _plain(value: Any) -> Any:
     """A JSON-ready value: numpy scalars and arrays as Python, non-finite floats as None."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        value = value.item()
+    if hasattr(value, "tolist"):  # numpy, not imported here: the CLI's help stays quick
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -21,10 +21,10 @@ from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_
 from .engine import STAGES, STATUSES
 from .errors import ValidationError
 from .ids import ID_PATTERN
+from .labels import MODES as LABELS_MODES
 from .s3 import BUCKET_PATTERN
 
 MAX_INT = 2**31 - 1
-LABELS_MODES = ("plugin", "alectio")
 MAX_INDEX = 2**63 - 1
 
 _id = {"type": "string", "pattern": ID_PATTERN}

@@ -122,3 +122,34 @@ def test_help_shows_the_formats_and_the_workflow():
     assert "csv|jsonl|labelstudio" in CliRunner().invoke(cli, ["export", "--help"]).output
     listed = CliRunner().invoke(cli, ["--help"]).output.split("Commands:", 1)[1].split()
     assert "export" in listed and "labels" in listed
+
+
+def test_run_with_labels_from_people_stops_for_labels_and_resumes(storage_url, fake_model, tmp_path):
+    seen = people_model(fake_model)
+    args = ["run", "people_lab", "--labels", "alectio", "--initial", "6", "--batch", "4", "--loops", "2", "--strategy", "margin"]
+    result = alectio(*args, storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    eid = result.stderr.split()[1].rstrip(":")
+    assert result.stderr.splitlines()[1:] == [
+        "loop 0 waits for people's labels: 6 of its records have none yet; label or skip them, then go on:",
+        f"  alectio export {eid} --storage {storage_url} -o loop0.csv     # its records, to label in any tool",
+        f"  alectio labels import {eid} loop0.csv --storage {storage_url}",
+        f"  continue with: alectio run people_lab --resume {eid} --storage {storage_url}",
+    ]
+    assert result.stdout == "" and seen == []
+
+    batch = tmp_path / "loop0.jsonl"
+    assert alectio("export", eid, "-o", str(batch), storage_url=storage_url).exit_code == 0
+    rows = [json.loads(line) for line in batch.read_text().splitlines()]
+    batch.write_text("".join(json.dumps({"index": r["index"], "label": CLASSES[r["index"] % 3]}) + "\n" for r in rows))
+    assert alectio("labels", "import", eid, str(batch), storage_url=storage_url).exit_code == 0
+
+    conflict = alectio("run", "people_lab", "--resume", eid, "--labels", "plugin", storage_url=storage_url)
+    assert conflict.exit_code == 1
+    assert conflict.output == f"Error: --labels plugin conflicts with experiment {eid!r}: it was created with --labels alectio\n"
+
+    result = alectio("run", "people_lab", "--resume", eid, storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    assert seen == [{"labeled": sorted(r["index"] for r in rows), "labels": {r["index"]: r["index"] % 3 for r in rows}}]
+    assert "loop 1 waits for people's labels: 4 of its records have none yet" in result.stderr
+    assert result.stdout.splitlines()[-1].split()[:2] == ["0", "6"]  # the curve: loop 0, 6 labeled
