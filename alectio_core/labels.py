@@ -31,7 +31,7 @@ import numpy as np
 
 from .clock import now
 from .errors import ConflictError, LabelsMissing, NotFoundError, ValidationError
-from .storage import Storage
+from .storage import Storage, cannot
 
 MODES = ("plugin", "alectio")
 
@@ -49,6 +49,13 @@ def mode(experiment: Mapping[str, Any]) -> str:
 
 def from_people(experiment: Mapping[str, Any]) -> bool:
     return mode(experiment) == "alectio"
+
+
+def check_storage(storage: Storage) -> None:
+    """Refuse labels mode "alectio" on a backend written before labels,
+    before anything is stored."""
+    if getattr(type(storage), "add_labels", None) is Storage.add_labels:
+        raise cannot(storage, "store labels, which labels 'alectio' needs")
 
 
 # -- what is stored -----------------------------------------------------------
@@ -292,7 +299,7 @@ def selection_rows(storage: Storage, experiment: Mapping[str, Any], loop: int) -
     scores = storage.get_selection_scores(eid, loop)
     references = storage.get_index_map(eid)
     predicted = predictions(storage, experiment, loop - 1, picked)
-    events = latest(storage, eid)
+    events = latest(storage, eid) if from_people(experiment) else {}
     rows = []
     for n, index in enumerate(picked.tolist()):
         score = None if scores is None or not math.isfinite(scores[n]) else float(scores[n])
