@@ -14,7 +14,7 @@ import pytest
 
 from alectio_core import labels as label_rules
 from alectio_core.engine import Engine
-from alectio_core.errors import ConflictError, LabelsMissing, NotFoundError, StorageError, ValidationError
+from alectio_core.errors import ConflictError, InvalidLabels, LabelsMissing, NotFoundError, StorageError, ValidationError
 from alectio_core.storage import Storage, open_storage
 from alectio_plugins.storage_sqlite import SQLiteStorage
 
@@ -170,6 +170,22 @@ def test_a_bad_row_stores_nothing(engine, fake_model, labels, skip, message):
         engine.add_labels(eid, rows, skip=[real(k) for k in skip], source="test")
     assert expected in str(caught.value)
     assert engine.label_history(eid) == before
+
+
+def test_every_bad_row_is_reported(engine, fake_model):
+    """One call names every bad row (a file's import reports each line), and stores none."""
+    fake_model("rows", **three_classes())
+    exp = engine.create_experiment("rows", strategy=None, initial=3, loops=2, labels="alectio")
+    a, b, c = engine.storage.get_selection(exp["id"], 0).tolist()
+    with pytest.raises(InvalidLabels) as caught:
+        engine.add_labels(exp["id"], {a: "cat", b: "horse", "x": 1, c: 1}, skip=[c], source="file")
+    assert [(p["index"], p["message"]) for p in caught.value.problems] == [
+        (b, f"index {b}: label 'horse' is not a classification label: 'horse' is not one of the experiment's labels ('cat', 'dog', 'bird')"),
+        ("x", "index 'x' is not an integer record index"),
+        (c, f"index {c} is given in both labels and skip"),
+    ]
+    assert str(caught.value).endswith("(and 2 more bad rows)") and isinstance(caught.value, ValidationError)
+    assert engine.label_history(exp["id"]) == []
 
 
 TASK_LABELS = [
