@@ -177,10 +177,12 @@ class Engine:
         """Sorted union of the selections of loops 0..loop."""
         return chosen.labeled(self.storage, experiment_id, loop)
 
-    def record_selection(self, experiment_id: str, loop: int, indices: Any, scores: Any = None) -> np.ndarray:
-        """Validate and store the records chosen for ``loop``, best first
-        (see :func:`.selections.record_selection`), and tell ``on_selection``."""
-        picked = chosen.record_selection(self.storage, experiment_id, loop, indices, scores)
+    def record_selection(
+        self, experiment_id: str, loop: int, indices: Any, scores: Any = None, *, ranked: bool = False
+    ) -> np.ndarray:
+        """Validate and store the records chosen for ``loop`` (see
+        :func:`.selections.record_selection`), and tell ``on_selection``."""
+        picked = chosen.record_selection(self.storage, experiment_id, loop, indices, scores, ranked=ranked)
         self.selected(self.get_experiment(experiment_id), loop)
         return picked
 

@@ -268,7 +268,7 @@ def test_selection_listeners(engine, fake_model, caplog):
     assert heard[-1] == (eid, 1)  # labels mode "plugin": no selection at creation
     engine.record_selection(other["id"], 0, [4, 2, 9])
     assert heard[-1] == (other["id"], 0)
-    assert engine.storage.get_selection(other["id"], 0).tolist() == [4, 2, 9]  # the order given is kept
+    assert engine.storage.get_selection(other["id"], 0).tolist() == [2, 4, 9]  # no ranking: sorted
 
 
 def test_selection_of_a_loop_that_has_none(engine, installed_test_model):
