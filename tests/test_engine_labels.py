@@ -85,6 +85,17 @@ def test_a_loop_waits_for_its_labels(engine, installed_test_model):
     assert after["loop"] == 1 and after["missing"] == 10 == engine.missing_labels(eid, 1).size
 
 
+def test_a_loop_with_every_record_skipped_has_nothing_to_train_on(engine, fake_model):
+    fake_model("skipped", **three_classes())
+    exp = engine.create_experiment("skipped", strategy=None, initial=3, loops=2, labels="alectio")
+    picked = engine.storage.get_selection(exp["id"], 0).tolist()
+    engine.add_labels(exp["id"], {}, skip=picked, source="test")
+    with pytest.raises(ConflictError, match="^loop 0 has nothing to train on: every record selected so far was skipped"):
+        engine.run_loop(exp["id"], 0)
+    engine.add_labels(exp["id"], {picked[1]: "bird"}, source="test")  # a skipped record labelled after all
+    assert engine.run_loop(exp["id"], 0)["labeled"] == 1
+
+
 def test_hook_train(any_engine, fake_model):
     """``train`` gets ``labels``: index -> the latest label of each record it
     trains on, skipped records left out of both ``labeled`` and ``labels``
@@ -251,6 +262,7 @@ TASK_LABELS = [
      {"boxes": [[0, 0, 1, 1]], "objects": []}, '"boxes" and "objects" must be lists of the same length'),
     ("segmentation", [[0, 1], [2, 2]], [[0, 1], [2, 2]], [[0, 1], [2]], "segmentation rows must all have the same, non-zero length"),
     ("segmentation", [[0]], [[0]], [["cat"]], "a class must be a class id, got str"),
+    ("segmentation", [[2, 1, 0]], [[2, 1, 0]], [[0, 1], [3, 0]], "class id 3 is out of range (0..2)"),
     ("regression", 2.5, 2.5, float("nan"), "regression labels are finite numbers"),
 ]
 
