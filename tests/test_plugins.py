@@ -144,6 +144,21 @@ def test_a_misspelled_argument_is_named_with_the_closest_one():
     )
 
 
+def test_a_hook_argument_with_a_default_is_flagged_when_the_model_loads(caplog):
+    # pluggy passes no argument an implementation gives a default: this train would
+    # always see labels=None, so train on nothing people labelled.
+    registry = plugins.load_plugins()
+    module = types.ModuleType("defaults")
+    module.train = lambda labeled, ckpt_file, labels=None: None
+    module.test = lambda ckpt_file: {"predictions": [], "labels": []}
+    module.infer = lambda unlabeled, ckpt_file: {"outputs": {}}
+    module.assign_index = lambda: ["a"]
+    with caplog.at_level("WARNING", logger="alectio_core.plugins"):
+        assert plugins.register_model(registry, "defaults_model", lambda: module)
+    assert "hook 'train' of model 'defaults_model' gives argument 'labels' a default, so it is never passed" in caplog.text
+    assert "write 'labels' without '=None'" in caplog.text
+
+
 def test_a_misspelled_listener_hook_lists_only_the_spec_hooks():
     class Listener:
         @hookimpl

@@ -4,11 +4,14 @@ arguments) come out in our words, naming the plugin and what to fix."""
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import logging
+from typing import Any, Iterator
 
 import pluggy
 
 from ..errors import AlectioError, did_you_mean
+
+log = logging.getLogger("alectio_core.plugins")
 
 
 class Rejected(Exception):
@@ -22,20 +25,26 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _unpassed_argument(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> str | None:
-    """Why pluggy refused ``plugin``, in our words, when an implementation
-    asks for an argument its hook does not pass (None if that is not it)."""
+def _implementations(pm: pluggy.PluginManager, plugin: Any) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+    """``(hook, the arguments alectio passes it, the parameters asked for)``
+    for each of ``plugin``'s implementations of a known hook."""
     for attr in dir(plugin):
         opts = pm.parse_hookimpl_opts(plugin, attr)
         hook = (opts.get("specname") if opts else None) or attr
         caller = getattr(pm.hook, hook, None)
         if opts is None or caller is None or caller.spec is None:
             continue
-        passed = caller.spec.argnames
         try:
             parameters = inspect.signature(getattr(plugin, attr)).parameters.values()
         except (TypeError, ValueError):
             continue
+        yield hook, caller.spec.argnames, parameters
+
+
+def _unpassed_argument(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> str | None:
+    """Why pluggy refused ``plugin``, in our words, when an implementation
+    asks for an argument its hook does not pass (None if that is not it)."""
+    for hook, passed, parameters in _implementations(pm, plugin):
         for p in parameters:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty and p.name not in passed:
                 return (
@@ -51,6 +60,7 @@ def register_checked(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         raise Rejected(_unpassed_argument(pm, plugin, name, kind) or " ".join(str(exc).split())) from None
+    _warn_defaults(pm, plugin, name, kind)
     unknown = [hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
     if unknown:
         pm.unregister(plugin)
@@ -59,3 +69,17 @@ def register_checked(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str
             f"unknown hook {unknown[0]!r}{did_you_mean(unknown[0], known)} in {kind} {name!r}; "
             f"known hooks: {', '.join(known)}"
         )
+
+
+def _warn_defaults(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> None:
+    """pluggy never passes an argument its implementation gives a default
+    (``def train(labeled, labels=None)`` always sees None): say so when the
+    plugin loads, rather than let it train on nothing."""
+    for hook, passed, parameters in _implementations(pm, plugin):
+        for p in parameters:
+            if p.default is not p.empty and p.name in passed:
+                log.warning(
+                    "hook %r of %s %r gives argument %r a default, so it is never passed (pluggy passes only "
+                    "arguments declared without one): write %r without '=%r'",
+                    hook, kind, name, p.name, p.name, p.default,
+                )
