@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from xml.sax.saxutils import quoteattr
 
+from alectio_core.labelling import SKIP
+
 #: The control tag each task is labelled with, and the result ``type`` it gives.
 CONTROLS = {
     "classification": ("Choices", "choices"),
@@ -171,9 +173,6 @@ def make_task(experiment: Mapping[str, Any], loop: int, row: Mapping[str, Any], 
 # ----------------------------------------------------------------------
 # Labels in: an annotation as a label
 # ----------------------------------------------------------------------
-
-SKIP = object()  # an annotation the annotator skipped or cancelled
-
 
 def _class_id(name: Any, class_names: list[str]) -> int:
     if name not in class_names:
