@@ -54,7 +54,7 @@ def drive(
                 if on_exhausted and labeled >= pool:
                     on_exhausted(loop - 1, int(labeled), pool)
                 break
-            engine.record_selection(experiment_id, loop, engine.pick_next(experiment, loop - 1))
+            engine.record_selection(experiment_id, loop, *engine.pick_next(experiment, loop - 1))
         if on_loop:
             on_loop(loop)
         engine.run_loop(experiment_id, loop, on_stage=on_stage)

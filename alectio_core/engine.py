@@ -10,7 +10,8 @@ The server, the CLI and platform mode all drive loops through
 :class:`Engine`; a failed hook fails the loop (recorded, with the message),
 never the caller's process. Here: the experiment-level operations and the
 loops' lifecycle (queue, claim, recover, run); their rules are in
-:mod:`.lifecycle` and :mod:`.selections`, one loop's stages in
+:mod:`.lifecycle`, :mod:`.selections` and :mod:`.labels` (labels from
+people), one loop's stages in
 :mod:`.loop_run`, the checks on what hooks return in :mod:`.hook_results`.
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import labels as label_rules
 from . import lifecycle, plugins
 from . import stopping as stopping_rules
 from . import selections as chosen
@@ -53,6 +55,9 @@ class Engine:
             stopping_rules.check_configured(self.config.stopping, self.config.source or "config")
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self.leases = Leases(storage, ttl=self.config.server.lease_seconds)
+        #: Called as ``listener(experiment, loop)`` after a selection is stored
+        #: for ``loop`` (a labeller sends it out); an exception is logged, never raised.
+        self.on_selection: list[Callable[[dict, int], None]] = []
 
     # ------------------------------------------------------------------
     # Experiments
@@ -71,6 +76,7 @@ class Engine:
         experiment_id: str | None = None,
         stop: Sequence[str] | None = None,
         stopping: Mapping[str, Any] | None = None,
+        labels: str = "plugin",
     ) -> dict:
         """Create an experiment and store its pool (``assign_index``).
 
@@ -78,8 +84,13 @@ class Engine:
         experiment. ``strategy=None`` means selections come from outside
         (a labeller or the platform). ``stop`` names the stopping criteria
         to apply and ``stopping`` their settings, over ``config.yaml``'s
-        ``stopping:`` section (see :mod:`.stopping`).
+        ``stopping:`` section (see :mod:`.stopping`). ``labels``: where
+        the labels come from, ``"plugin"`` (the model knows them) or
+        ``"alectio"`` (people send them, see :mod:`.labels`; loop 0's
+        selection is then stored at once, to be labelled); stored as
+        ``labels_mode``.
         """
+        labels_mode = label_rules.check_mode(labels)
         found = plugins.get_model(model)
         if strategy is not None:
             plugins.get_strategy(strategy)
@@ -112,10 +123,14 @@ class Engine:
             "created": now(),
             "stop": stop_names,
             "stopping": stop_settings,
+            "labels_mode": labels_mode,
         }
         # One step: a refused create (the id exists) stores nothing.
         self.storage.create_experiment(experiment, references)
         log.info("experiment %s created: model %s, pool %d records", experiment["id"], model, len(references))
+        if label_rules.from_people(experiment):
+            self.initial_selection(experiment["id"])
+            self.selected(experiment, 0)
         return experiment
 
     def get_experiment(self, experiment_id: str) -> dict:
@@ -160,9 +175,20 @@ class Engine:
         """Sorted union of the selections of loops 0..loop."""
         return chosen.labeled(self.storage, experiment_id, loop)
 
-    def record_selection(self, experiment_id: str, loop: int, indices: Any) -> np.ndarray:
-        """Validate and store the records chosen for ``loop`` (see :func:`.selections.record_selection`)."""
-        return chosen.record_selection(self.storage, experiment_id, loop, indices)
+    def record_selection(self, experiment_id: str, loop: int, indices: Any, scores: Any = None) -> np.ndarray:
+        """Validate and store the records chosen for ``loop``, best first
+        (see :func:`.selections.record_selection`), and tell ``on_selection``."""
+        picked = chosen.record_selection(self.storage, experiment_id, loop, indices, scores)
+        self.selected(self.get_experiment(experiment_id), loop)
+        return picked
+
+    def selected(self, experiment: dict, loop: int) -> None:
+        """Call the ``on_selection`` listeners: loop ``loop``'s selection is stored."""
+        for listener in list(self.on_selection):
+            try:
+                listener(experiment, loop)
+            except Exception:
+                log.exception("experiment %s loop %d: a selection listener (%r) failed", experiment["id"], loop, listener)
 
     def has_selection(self, experiment_id: str, loop: int) -> bool:
         return chosen.has_selection(self.storage, experiment_id, loop)
@@ -173,9 +199,55 @@ class Engine:
 
     wants_selection = staticmethod(chosen.wants_selection)
 
-    def pick_next(self, experiment: Mapping[str, Any], loop: int, attempt: str | None = None) -> np.ndarray:
-        """The strategy's choice for loop ``loop + 1`` (see :func:`.selections.pick_next`)."""
+    def pick_next(
+        self, experiment: Mapping[str, Any], loop: int, attempt: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The strategy's choice for loop ``loop + 1``, best first, and its
+        scores (see :func:`.selections.pick_next`)."""
         return chosen.pick_next(self.storage, experiment, loop, attempt)
+
+    # ------------------------------------------------------------------
+    # Labels from people (labels mode "alectio"; the rules: .labels)
+    # ------------------------------------------------------------------
+
+    def selection(self, experiment_id: str, loop: int) -> list[dict]:
+        """Loop ``loop``'s selection, best first: ``{"index", "reference",
+        "score", "prediction", "label", "skipped"}`` per record (see
+        :func:`.labels.selection_rows`). ``NotFoundError`` when there is none."""
+        return label_rules.selection_rows(self.storage, self.get_experiment(experiment_id), check_loop(loop))
+
+    def add_labels(
+        self, experiment_id: str, labels: Mapping[Any, Any], skip: Sequence[Any] = (), *, source: str, by: str | None = None
+    ) -> dict:
+        """Store people's labels (index -> label) and skips, every row
+        checked first: all of them, or (``ValidationError`` naming the
+        index) none. Returns ``{"stored", "skipped", "loop", "missing"}``:
+        how many labels and skips were stored, the next loop to run and how
+        many of its selected records still need a label or a skip."""
+        experiment = self.get_experiment(experiment_id)
+        events = label_rules.label_events(self.storage, experiment, labels, skip, source=source, by=by)
+        if events:
+            self.storage.add_labels(experiment_id, events)
+            log.info("experiment %s: %d labels and skips stored from %s", experiment_id, len(events), source)
+        loop = self.next_loop(experiment_id)
+        try:
+            left = int(self.missing_labels(experiment_id, loop).size)
+        except NotFoundError:
+            left = 0
+        skipped = sum(1 for e in events if e["skip"])
+        return {"stored": len(events) - skipped, "skipped": skipped, "loop": loop, "missing": left}
+
+    def labels(self, experiment_id: str) -> dict[int, dict]:
+        """The latest label event of each labelled or skipped record, by index."""
+        return label_rules.latest(self.storage, self.get_experiment(experiment_id)["id"])
+
+    def label_history(self, experiment_id: str) -> list[dict]:
+        """Every label event, oldest first."""
+        return self.storage.list_labels(self.get_experiment(experiment_id)["id"])
+
+    def missing_labels(self, experiment_id: str, loop: int) -> np.ndarray:
+        """Records selected for ``loop`` with neither a label nor a skip."""
+        return label_rules.missing(self.storage, check_id(experiment_id), check_loop(loop))
 
     # ------------------------------------------------------------------
     # Loop state (the rules: .lifecycle)

@@ -141,3 +141,16 @@ class StorageError(AlectioError):
 class LoopCancelled(AlectioError):
     code = "cancelled"
     status = 409
+
+
+class LabelsMissing(ConflictError):
+    """A loop of an experiment in labels mode "alectio" cannot start: some of
+    its selected records are neither labelled nor skipped. ``missing`` is
+    how many."""
+
+    code = "labels_missing"
+
+    def __init__(self, loop: int, missing: int, selected: int):
+        super().__init__(f"loop {loop} needs {missing} more labels ({selected} selected): label or skip them first")
+        self.loop = loop
+        self.missing = missing

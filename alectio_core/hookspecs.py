@@ -41,11 +41,19 @@ class ModelSpecs:
         loop: int,
         config: Mapping[str, Any],
         payload: Mapping[str, Any],
+        labels: Optional[Mapping[int, Any]],
     ) -> Optional[Mapping[str, Any]]:
         """Train the model on the labeled records of this loop.
 
         :param labeled: sorted, unique record indices selected in loops
-            0..``loop`` (the union of all selections so far).
+            0..``loop`` (the union of all selections so far; for an
+            experiment whose labels come from people, minus the records
+            they skipped).
+        :param labels: for an experiment whose labels come from people
+            (labels mode ``"alectio"``): each of ``labeled``'s label, index
+            -> label in the task's format (class id; list of class ids;
+            ``{"boxes", "objects"}``; 2-D list of class ids; number), the
+            latest one sent. None when the model knows its labels itself.
         :param resume_from: path of the previous loop's checkpoint, or None at
             loop 0 (or when the previous loop wrote none).
         :param ckpt_file: path this loop's checkpoint must be written to; its

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import labels
 from .clock import now
 from .errors import ConflictError, NotFoundError, StoppedError
 from .leases import Lease, Leases
@@ -76,8 +77,9 @@ def stopped_error(experiment_id: str, loop: int, stop: dict) -> StoppedError:
 def check_startable(storage: Storage, experiment_id: str, loop: int, queued_ok: bool = False) -> None:
     """``ConflictError`` unless the loop before is done and this one is not
     running, done (or, unless ``queued_ok``, queued); ``StoppedError`` when
-    a stopping criterion fired in the loop before."""
-    storage.get_experiment(check_id(experiment_id))
+    a stopping criterion fired in the loop before; ``LabelsMissing`` when
+    people have yet to label (or skip) some of its selected records."""
+    experiment = storage.get_experiment(check_id(experiment_id))
     if loop > 0:
         try:
             previous = storage.get_loop_state(experiment_id, loop - 1)
@@ -90,10 +92,11 @@ def check_startable(storage: Storage, experiment_id: str, loop: int, queued_ok: 
     try:
         state = storage.get_loop_state(experiment_id, loop)
     except NotFoundError:
-        return
+        state = None
     busy = ("running", "done") if queued_ok else ("running", "queued", "done")
-    if state["status"] in busy:
+    if state is not None and state["status"] in busy:
         raise ConflictError(f"loop {loop} of experiment {experiment_id!r} is already {state['status']}")
+    labels.check_labelled(storage, experiment, loop)
 
 
 def queue_loop(storage: Storage, leases: Leases, experiment_id: str, loop: int) -> dict:

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import plugins, stopping
+from . import labels, plugins, stopping
 from .clock import now
 from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
 from .hook_results import check_test, check_train
 from .leases import Lease, LeaseLost
 from .outputs import OutputWriter, call_infer
-from .selections import check_storage_for, strategy_inputs
+from .selections import check_storage_for, record_selection, strategy_inputs
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -130,8 +130,9 @@ class LoopRun:
         log.info("experiment %s loop %d started (attempt %s)", self.eid, self.loop, self.attempt)
         plugins.notify("loop_started", experiment=self.experiment, loop=self.loop)
         try:
-            labeled = self.engine.labeled(self.eid, self.loop)
-            insights = self._train(labeled)
+            labeled = self.engine.labeled(self.eid, self.loop)  # every record selected so far: none is scored again
+            trained, given = labels.for_training(self.storage, self.experiment, self.loop, labeled)
+            insights = self._train(trained, given)
             predictions, truth = self._test()
             metrics = self._metrics(predictions, truth, insights)
             selecting = select_next and self.engine.wants_selection(self.experiment, self.loop, labeled.size)
@@ -140,12 +141,12 @@ class LoopRun:
             stop = self._check_stop(metrics, labeled)
             picked = self._select(labeled, needs) if selecting and stop is None else None
             self.state.update(
-                status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(labeled.size)
+                status="done", stage=None, progress=None, finished_at=now(), metrics=metrics, labeled=int(trained.size)
             )
             if stop is not None:
                 self.state["stop"] = stop
             if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
-                self.engine.record_selection(self.eid, self.loop + 1, picked)
+                record_selection(self.storage, self.eid, self.loop + 1, *picked)
             self.engine.leases.commit(
                 self.lease, lambda version: self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state, lease_version=version)
             )
@@ -153,6 +154,8 @@ class LoopRun:
             self._fail(exc)
             raise
         log.info("experiment %s loop %d done", self.eid, self.loop)
+        if picked is not None:
+            self.engine.selected(self.experiment, self.loop + 1)
         plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status="done", error=None)
         return self.state
 
@@ -182,17 +185,25 @@ class LoopRun:
         log.info("experiment %s loop %d %s: %s", self.eid, self.loop, self.state["status"], message)
         plugins.notify("loop_finished", experiment=self.experiment, loop=self.loop, status=self.state["status"], error=message)
 
-    def _train(self, labeled: np.ndarray) -> dict:
+    def _train(self, labeled: np.ndarray, given: dict[int, Any] | None) -> dict:
         self._stage("train")
         resume_from = self.storage.fetch_checkpoint(self.eid, self.loop - 1) if self.loop > 0 else None
         ckpt_file = self.storage.checkpoint_path(self.eid, self.loop, self.attempt)
         self.ckpt_file = ckpt_file
         started = time.perf_counter()
         result = self.model.call(
-            "train", labeled=labeled.tolist(), resume_from=resume_from, ckpt_file=ckpt_file, loop=self.loop, config=self.config
+            "train",
+            labeled=labeled.tolist(),
+            labels=given,
+            resume_from=resume_from,
+            ckpt_file=ckpt_file,
+            loop=self.loop,
+            config=self.config,
         )
         insights: dict[str, Any] = {"train_time": round(time.perf_counter() - started, 4), "num_labeled": int(labeled.size)}
         labels = check_train(self.model.name, result)
+        if labels is None and given is not None and self.experiment.get("task", "classification") == "classification":
+            labels = list(given.values())  # people's labels: the per-class counts without the plugin reporting them
         if labels is not None:
             insights["per_class_counts"] = {str(k): v for k, v in sorted(Counter(labels).items(), key=lambda kv: str(kv[0]))}
         checkpoint = self.storage.save_checkpoint(self.eid, self.loop, self.attempt)
@@ -300,7 +311,7 @@ class LoopRun:
             log.info("experiment %s loop %d: stopped by %s: %s", self.eid, self.loop, fired["criterion"], fired["reason"])
         return fired
 
-    def _select(self, labeled: np.ndarray, needs: frozenset[str]) -> np.ndarray:
+    def _select(self, labeled: np.ndarray, needs: frozenset[str]) -> tuple[np.ndarray, np.ndarray | None]:
         self._stage("select")
         if "labeled" in needs and labeled.size:
             self._score("labeled", labeled)  # with this loop's checkpoint (see _infer)

@@ -3,7 +3,10 @@
 Loop k's selection is the records chosen for it: loop 0's are ``initial``
 records picked at random (seeded), a later loop's the strategy's pick from
 the loop before (or a labeller's, or the platform's). The records labeled
-in loop k are the union of the selections of loops 0..k. The
+in loop k are the union of the selections of loops 0..k (in labels mode
+"alectio", minus the records people skipped: see :mod:`.labels`). A
+selection is stored in its order, best first, with the strategy's score of
+each record when it gave them. The
 :class:`~alectio_core.engine.Engine` methods of the same names call these.
 """
 
@@ -46,8 +49,9 @@ def has_selection(storage: Storage, experiment_id: str, loop: int) -> bool:
         return False
 
 
-def record_selection(storage: Storage, experiment_id: str, loop: int, indices: Any) -> np.ndarray:
-    """Validate and store the records chosen for ``loop``.
+def record_selection(storage: Storage, experiment_id: str, loop: int, indices: Any, scores: Any = None) -> np.ndarray:
+    """Validate and store the records chosen for ``loop``, in the order
+    given (best first), with ``scores`` aligned with them when given.
 
     Rejects duplicates, negative or out-of-pool indices and records
     already selected in earlier loops, naming the offending index.
@@ -76,8 +80,15 @@ def record_selection(storage: Storage, experiment_id: str, loop: int, indices: A
         again = np.intersect1d(picked, earlier)
         if again.size:
             raise ValidationError(f"selection for loop {loop}: index {int(again[0])} was already selected in an earlier loop")
-    storage.put_selection(experiment_id, loop, np.sort(picked))
-    return np.sort(picked)
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != picked.shape:
+            raise ValidationError(f"selection for loop {loop}: {scores.size} scores for {picked.size} records")
+        if takes(storage.put_selection, "scores"):
+            storage.put_selection(experiment_id, loop, picked, scores=scores)
+            return picked
+    storage.put_selection(experiment_id, loop, picked)  # a backend written before scores stores none
+    return picked
 
 
 def initial_selection(storage: Storage, experiment_id: str) -> np.ndarray:
@@ -85,7 +96,7 @@ def initial_selection(storage: Storage, experiment_id: str) -> np.ndarray:
     experiment = storage.get_experiment(check_id(experiment_id))
     rng = np.random.default_rng(experiment["seed"])
     picked = rng.choice(experiment["pool_size"], size=experiment["initial"], replace=False)
-    return record_selection(storage, experiment_id, 0, picked)
+    return record_selection(storage, experiment_id, 0, np.sort(picked))  # random: no order to keep
 
 
 def wants_selection(experiment: Mapping[str, Any], loop: int, labeled: int) -> bool:
@@ -177,9 +188,12 @@ def labeled_input(storage: Storage, experiment_id: str, loop: int, attempt: str 
     return Labeled(indices, values, embeddings)
 
 
-def pick_next(storage: Storage, experiment: Mapping[str, Any], loop: int, attempt: str | None = None) -> np.ndarray:
+def pick_next(
+    storage: Storage, experiment: Mapping[str, Any], loop: int, attempt: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The strategy's choice for loop ``loop + 1`` from loop ``loop``'s
-    outputs (the committed ones, or those of a running ``attempt``).
+    outputs (the committed ones, or those of a running ``attempt``), best
+    first, with its scores (None from a strategy that gives none).
     Seeded by the experiment's seed and the loop, so it is repeatable.
     The strategy gets the embeddings and the labeled records' outputs only
     when its ``select`` declares them."""
@@ -201,7 +215,7 @@ def pick_next(storage: Storage, experiment: Mapping[str, Any], loop: int, attemp
         chunks = storage.iter_outputs(eid, loop, attempt=attempt)
     if "labeled" in wants:
         extra["labeled"] = labeled_input(storage, eid, loop, attempt, done)
-    picked = select(
+    picked, scores = select(
         experiment["strategy"],
         chunks,
         min(int(experiment["batch_size"]), remaining),
@@ -209,6 +223,7 @@ def pick_next(storage: Storage, experiment: Mapping[str, Any], loop: int, attemp
         task=experiment.get("task", "classification"),
         num_classes=len(labels) if labels else None,
         mc_samples=experiment.get("mc_samples"),
+        return_scores=True,
         **extra,
     )
-    return np.asarray(picked, dtype=np.int64)
+    return np.asarray(picked, dtype=np.int64), scores

@@ -136,7 +136,7 @@ class Storage(ABC):
 
     def delete_experiment(self, experiment_id: str) -> None:
         """Remove the experiment and everything stored for it: loop states,
-        selections, the index map, results, infer outputs (committed or
+        selections (and their scores), label events, the index map, results, infer outputs (committed or
         staged) and checkpoints, local copies included. The experiment
         disappears first, so no reader sees half of it; its id may then be
         used again from scratch. ``NotFoundError`` for an unknown id.
@@ -164,12 +164,41 @@ class Storage(ABC):
     # -- selections and the index map -----------------------------------
 
     @abstractmethod
-    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
-        """Store the records selected for ``loop`` (already validated)."""
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray, scores: np.ndarray | None = None) -> None:
+        """Store (or replace) the records selected for ``loop`` (already
+        validated) in the order given, best first, with ``scores`` (float,
+        aligned with ``indices``) when the strategy gave them. A backend
+        written before scores existed takes no ``scores``: it is then called
+        without them."""
 
     @abstractmethod
     def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
-        """int64 indices; raises ``NotFoundError`` when there is none."""
+        """int64 indices in the order stored; raises ``NotFoundError`` when there is none."""
+
+    def get_selection_scores(self, experiment_id: str, loop: int) -> np.ndarray | None:
+        """float64 scores aligned with ``get_selection``, or None when the
+        selection was stored without any (``NotFoundError`` when there is
+        no selection). The default, for a backend that stores no scores:
+        None."""
+        self.get_selection(experiment_id, loop)
+        return None
+
+    # -- labels from people (experiments in labels mode "alectio") ------
+
+    def add_labels(self, experiment_id: str, events: list[dict]) -> None:
+        """Append label events (JSON objects: ``index``, ``label``, ``skip``,
+        ``loop``, ``source``, ``by``, ``at``) to the experiment's history,
+        all of them or none: a failure or a killed process in the middle
+        stores nothing. ``NotFoundError`` for an unknown experiment.
+
+        Not abstract, so a backend written before labels keeps working for
+        everything else; without it, storing labels fails saying so."""
+        raise cannot(self, "store labels")
+
+    def list_labels(self, experiment_id: str) -> list[dict]:
+        """Every label event of the experiment, oldest first (events of one
+        ``add_labels`` call in the order given); empty when none."""
+        raise cannot(self, "store labels")
 
     @abstractmethod
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:

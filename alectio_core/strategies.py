@@ -38,6 +38,12 @@ Only parameters named in the signature count (a ``**kwargs`` receives none
 of them: the labeled records cost an extra ``infer`` call, which the
 engine makes only for a strategy that names ``labeled``). The signature is
 read once per strategy object (:func:`declared_inputs`).
+
+Scores. A strategy may also have ``select_with_scores``, with the same
+arguments as its ``select``, returning ``(indices, scores)``: each picked
+record's score (higher = more informative), which people labelling the
+selection can sort by. ``select(..., return_scores=True)`` calls it when
+there is one (:class:`ScoreStrategy` has it), else gives None for scores.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import inspect
 import operator
 import weakref
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Iterable, Iterator, Literal, Optional, Protocol, Union, overload, runtime_checkable
 
 import numpy as np
 
@@ -244,13 +250,20 @@ class ScoreStrategy:
         self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
     ) -> np.ndarray:
         """The k highest-scoring records (ties to the lower index)."""
+        return self.select_with_scores(chunks, k, rng=rng, task=task, num_classes=num_classes)[0]
+
+    def select_with_scores(
+        self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``select``'s records and their scores, best first."""
         best = TopK(k)
         for indices, values in chunks:
             indices = np.asarray(indices, np.int64)
             if len(indices) != len(values):
                 raise ValidationError(f"a chunk has {len(indices)} indices for {len(values)} rows of outputs")
             best.add(self.score_all(values, task=task, num_classes=num_classes), indices)
-        return best.result()
+        picked = best.result()
+        return picked, np.asarray(best.scores, dtype=np.float64)
 
     def __repr__(self) -> str:
         return f"<strategy {self.name}>"
@@ -307,6 +320,40 @@ def _labeled(labeled: Any) -> Labeled:
     return Labeled(np.unique(np.asarray(labeled, dtype=np.int64)))
 
 
+@overload
+def select(
+    strategy: Union[str, Strategy],
+    outputs: Union[np.ndarray, Chunks],
+    k: int,
+    *,
+    indices: Optional[np.ndarray] = ...,
+    seed: Optional[int] = ...,
+    task: str = ...,
+    num_classes: Optional[int] = ...,
+    embeddings: Union[np.ndarray, Chunks, None] = ...,
+    labeled: Union[Labeled, np.ndarray, None] = ...,
+    mc_samples: Optional[int] = ...,
+    return_scores: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def select(
+    strategy: Union[str, Strategy],
+    outputs: Union[np.ndarray, Chunks],
+    k: int,
+    *,
+    indices: Optional[np.ndarray] = ...,
+    seed: Optional[int] = ...,
+    task: str = ...,
+    num_classes: Optional[int] = ...,
+    embeddings: Union[np.ndarray, Chunks, None] = ...,
+    labeled: Union[Labeled, np.ndarray, None] = ...,
+    mc_samples: Optional[int] = ...,
+    return_scores: Literal[True],
+) -> tuple[np.ndarray, Optional[np.ndarray]]: ...
+
+
 def select(
     strategy: Union[str, Strategy],
     outputs: Union[np.ndarray, Chunks],
@@ -319,7 +366,8 @@ def select(
     embeddings: Union[np.ndarray, Chunks, None] = None,
     labeled: Union[Labeled, np.ndarray, None] = None,
     mc_samples: Optional[int] = None,
-) -> np.ndarray:
+    return_scores: bool = False,
+) -> Union[np.ndarray, tuple[np.ndarray, Optional[np.ndarray]]]:
     """Pick the ``k`` most informative records.
 
     :param strategy: a registered strategy name (``"entropy"``) or a strategy
@@ -343,6 +391,9 @@ def select(
         the model's outputs and embeddings for them) or their indices.
     :param mc_samples: ``T`` when each output row is T stochastic passes
         flattened (``model_info``'s ``mc_samples``).
+    :param return_scores: return ``(indices, scores)``: the strategy's
+        score of each picked record (float64, aligned with the indices) from
+        its ``select_with_scores``, or None for a strategy without one.
     :returns: int64 array of k distinct record indices, most informative first.
 
     The strategy receives only the inputs beyond logits its ``select``
@@ -362,7 +413,7 @@ def select(
     if pool is not None:
         check_pool(k, pool)
     if k == 0:
-        return np.empty(0, np.int64)
+        return (np.empty(0, np.int64), None) if return_scores else np.empty(0, np.int64)
     wants = declared_inputs(strat)
     extra: dict[str, Any] = {}
     if "embeddings" in wants:
@@ -378,8 +429,16 @@ def select(
             extra["labeled"] = replace(extra["labeled"], values=reduce_mc(extra["labeled"].values, T, task))
     rng = np.random.default_rng(seed)
     name = getattr(strat, "name", repr(strat))
+    scorer = getattr(strat, "select_with_scores", None) if return_scores else None
+    scores: Any = None
     try:
-        picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes, **extra))
+        if callable(scorer):
+            found = scorer(chunks, k, rng=rng, task=task, num_classes=num_classes, **extra)
+            if not (isinstance(found, tuple) and len(found) == 2):
+                raise ValidationError(f"strategy {name!r}: select_with_scores must return (indices, scores)")
+            picked, scores = np.asarray(found[0]), found[1]
+        else:
+            picked = np.asarray(strat.select(chunks, k, rng=rng, task=task, num_classes=num_classes, **extra))
     except AlectioError:
         raise
     except Exception as exc:
@@ -389,4 +448,14 @@ def select(
         raise ValidationError(f"strategy {name!r} returned {picked.shape} {picked.dtype}, expected {k} integer indices")
     if len(np.unique(picked)) != k:
         raise ValidationError(f"strategy {name!r} returned duplicate record indices")
-    return picked.astype(np.int64, copy=False)
+    picked = picked.astype(np.int64, copy=False)
+    if not return_scores:
+        return picked
+    if scores is not None:
+        try:
+            scores = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValidationError(f"strategy {name!r} returned scores that are not numbers") from None
+        if scores.shape != (k,):
+            raise ValidationError(f"strategy {name!r} returned {scores.shape} scores for {k} records")
+    return picked, scores

@@ -14,6 +14,8 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/index_map.json             the pool, as stored before it had versions
     experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
+    experiments/{id}/loops/{k}/selection-scores.npy   the strategy's scores, aligned (if it gave any)
+    experiments/{id}/labels/{ns:020d}-{u}.json  {"events": [...]}: one add_labels call, in one PUT
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
@@ -25,6 +27,10 @@ Layout under the prefix, all JSON or ``.npy`` (read with
 An experiment is created by writing its pool under a new version, then
 ``experiment.json`` only if absent (``If-None-Match: *``): a refused create
 removes its own pool and leaves the stored one alone.
+
+Label events are only ever added: each ``add_labels`` call is one new
+object, so it is stored whole or not at all; the history is the objects in
+key order (their names start with the time they were written).
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -81,6 +87,8 @@ class S3Storage(Storage):
         cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
         self.cache_dir = contained(Path(cache) / "s3" / bucket, self.prefix or "_", f"S3 prefix {self.prefix!r} as a cache folder")
         self._lock = threading.Lock()  # guards read-modify-write of one process's objects
+        self._last_label_ns = 0
+        self._label_batches: dict[str, list[dict]] = {}  # label objects never change once written: read each once
         try:
             self.client.head_bucket(Bucket=bucket)
         except Exception as exc:
@@ -271,6 +279,9 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(exc, "delete", key) from exc
         self._delete_prefix(self.key("experiments", experiment_id, ""))
+        folder = self._labels_folder(experiment_id)
+        for key in [k for k in self._label_batches if k.startswith(folder)]:
+            self._label_batches.pop(key, None)
         shutil.rmtree(self.cache_dir / experiment_id, ignore_errors=True)
 
     # -- loop state -----------------------------------------------------
@@ -308,7 +319,17 @@ class S3Storage(Storage):
 
     # -- selections and index map ---------------------------------------
 
-    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray, scores: np.ndarray | None = None) -> None:
+        scores_key = self._loop_key(experiment_id, loop, "selection-scores.npy")
+        # The scores first: a selection is never seen with the scores of the one it replaced
+        # (a write that fails between the two leaves scores of another length, read as none).
+        if scores is not None:
+            self._put_array(scores_key, np.asarray(scores, dtype="<f8"))
+        else:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=scores_key)
+            except Exception as exc:
+                raise self._error(exc, "delete", scores_key) from exc
         self._put_array(self._loop_key(experiment_id, loop, "selection.npy"), np.asarray(indices, dtype="<i8"))
 
     def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
@@ -316,6 +337,39 @@ class S3Storage(Storage):
             self._loop_key(experiment_id, loop, "selection.npy"), f"experiment {experiment_id!r} has no selection for loop {loop}"
         )
         return array.astype(np.int64, copy=False)
+
+    def get_selection_scores(self, experiment_id: str, loop: int) -> np.ndarray | None:
+        picked = self.get_selection(experiment_id, loop)
+        try:
+            scores = self._get_array(self._loop_key(experiment_id, loop, "selection-scores.npy"), "")
+        except NotFoundError:
+            return None
+        return scores.astype(np.float64, copy=False) if scores.shape == picked.shape else None
+
+    # -- labels -----------------------------------------------------------
+
+    def _labels_folder(self, experiment_id: str) -> str:
+        return self.key("experiments", check_id(experiment_id), "labels", "")
+
+    def add_labels(self, experiment_id: str, events: list[dict]) -> None:
+        body = _dumps({"events": [dict(e) for e in events]})  # not JSON: refused before anything is written
+        self._get_json(self._experiment_key(experiment_id), f"unknown experiment {experiment_id!r}")
+        with self._lock:  # names in the order this process wrote them, even within one clock tick
+            stamp = self._last_label_ns = max(time.time_ns(), self._last_label_ns + 1)
+        self._put(f"{self._labels_folder(experiment_id)}{stamp:020d}-{uuid.uuid4().hex[:8]}.json", body, ContentType="application/json")
+
+    def list_labels(self, experiment_id: str) -> list[dict]:
+        keys = sorted(o["Key"] for o in self._list(self._labels_folder(experiment_id)) if o["Key"].endswith(".json"))
+        events: list[dict] = []
+        for key in keys:
+            batch = self._label_batches.get(key)
+            if batch is None:
+                try:
+                    batch = self._label_batches[key] = self._get_json(key, key)["events"]
+                except NotFoundError:  # deleted since the listing
+                    continue
+            events.extend(dict(e) for e in batch)  # copies: a caller changing one leaves the cache alone
+        return events
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
         key = self._experiment_key(experiment_id)

@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS loops (
     experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, data TEXT NOT NULL,
     committed_attempt TEXT, PRIMARY KEY (experiment_id, loop));
 CREATE TABLE IF NOT EXISTS selections (
-    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, indices BLOB NOT NULL,
+    experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, indices BLOB NOT NULL, scores BLOB,
     PRIMARY KEY (experiment_id, loop));
+CREATE TABLE IF NOT EXISTS labels (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, experiment_id TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS labels_by_experiment ON labels (experiment_id, seq);
 CREATE TABLE IF NOT EXISTS index_maps (
     experiment_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
@@ -126,21 +129,24 @@ class SQLiteStorage(Storage):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db().executescript(SCHEMA)
-            self._add_embedding_columns()
+            self._add_columns("output_chunks", {"embedding_width": "INTEGER", "embeddings": "BLOB"})
+            self._add_columns("selections", {"scores": "BLOB"})
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
 
-    def _add_embedding_columns(self) -> None:
-        """A database made before embeddings existed gets their columns (in a
-        write transaction, so two processes opening it add them once)."""
-        def missing(db: sqlite3.Connection) -> bool:
-            return "embeddings" not in {row[1] for row in db.execute("PRAGMA table_info(output_chunks)")}
+    def _add_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        """A database made before ``columns`` (name -> type) of ``table``
+        existed gets them (in a write transaction, so two processes opening
+        it add them once): embeddings, selection scores."""
+
+        def missing(db: sqlite3.Connection) -> list[str]:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            return [c for c in columns if c not in have]
 
         if missing(self._db()):
             with self._tx() as db:
-                if missing(db):
-                    db.execute("ALTER TABLE output_chunks ADD COLUMN embedding_width INTEGER")
-                    db.execute("ALTER TABLE output_chunks ADD COLUMN embeddings BLOB")
+                for column in missing(db):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {columns[column]}")
 
     # -- connections ----------------------------------------------------
 
@@ -201,7 +207,7 @@ class SQLiteStorage(Storage):
             db.execute("INSERT INTO experiments VALUES (?, ?, ?)", (eid, seq, data))
             # Rows of an id without an experiment can only be orphans (a write
             # that raced a delete): a new experiment starts from scratch.
-            for table in ("loops", "selections", *ATTEMPT_TABLES, "leases"):
+            for table in ("loops", "selections", "labels", *ATTEMPT_TABLES, "leases"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (eid,))
             if pool is not None:  # REPLACE: a pool left by an older version's failed create
                 db.execute("INSERT OR REPLACE INTO index_maps VALUES (?, ?)", (eid, pool))
@@ -228,7 +234,7 @@ class SQLiteStorage(Storage):
         with self._tx() as db:
             if db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,)).rowcount == 0:
                 raise NotFoundError(f"unknown experiment {experiment_id!r}")
-            for table in ("loops", "selections", "index_maps", *ATTEMPT_TABLES, "leases"):
+            for table in ("loops", "selections", "labels", "index_maps", *ATTEMPT_TABLES, "leases"):
                 db.execute(f"DELETE FROM {table} WHERE experiment_id = ?", (experiment_id,))
         for key in list(self._states):
             if key[0] == experiment_id:
@@ -268,11 +274,13 @@ class SQLiteStorage(Storage):
 
     # -- selections and index map ---------------------------------------
 
-    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray, scores: np.ndarray | None = None) -> None:
         blob = np.ascontiguousarray(indices, dtype="<i8").tobytes()
+        values = None if scores is None else np.ascontiguousarray(scores, dtype="<f8").tobytes()
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO selections VALUES (?, ?, ?)", (check_id(experiment_id), check_loop(loop), blob)
+                "INSERT OR REPLACE INTO selections (experiment_id, loop, indices, scores) VALUES (?, ?, ?, ?)",
+                (check_id(experiment_id), check_loop(loop), blob, values),
             )
 
     def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
@@ -282,6 +290,28 @@ class SQLiteStorage(Storage):
             f"experiment {experiment_id!r} has no selection for loop {loop}",
         )
         return np.frombuffer(row[0], dtype="<i8").astype(np.int64)
+
+    def get_selection_scores(self, experiment_id: str, loop: int) -> np.ndarray | None:
+        row = self._one(
+            "SELECT scores FROM selections WHERE experiment_id = ? AND loop = ?",
+            (experiment_id, check_loop(loop)),
+            f"experiment {experiment_id!r} has no selection for loop {loop}",
+        )
+        return None if row[0] is None else np.frombuffer(row[0], dtype="<f8").astype(np.float64)
+
+    # -- labels -----------------------------------------------------------
+
+    def add_labels(self, experiment_id: str, events: list[dict]) -> None:
+        check_id(experiment_id)
+        rows = [(experiment_id, _dumps(dict(e))) for e in events]  # not JSON: refused before anything is written
+        with self._tx() as db:  # one transaction: every event or none
+            if not db.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone():
+                raise NotFoundError(f"unknown experiment {experiment_id!r}")
+            db.executemany("INSERT INTO labels (experiment_id, data) VALUES (?, ?)", rows)
+
+    def list_labels(self, experiment_id: str) -> list[dict]:
+        rows = self._db().execute("SELECT data FROM labels WHERE experiment_id = ? ORDER BY seq", (check_id(experiment_id),))
+        return [json.loads(r[0]) for r in rows]
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
         with self._tx() as db:

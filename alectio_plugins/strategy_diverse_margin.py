@@ -84,6 +84,12 @@ class DiverseMargin:
     def select(
         self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
     ) -> np.ndarray:
+        return self.select_with_scores(chunks, k, rng=rng, task=task, num_classes=num_classes)[0]
+
+    def select_with_scores(
+        self, chunks: Chunks, k: int, *, rng: np.random.Generator, task: str, num_classes: Optional[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``select``'s records, most uncertain first, with each one's margin uncertainty."""
         m = self.beta * k
         scores = np.empty(0, np.float32)
         idx = np.empty(0, np.int64)
@@ -115,8 +121,9 @@ class DiverseMargin:
         if len(picked) < k:  # ... and, should clusters merge, the next most uncertain
             chosen = set(picked)
             picked += [int(p) for p in best if int(p) not in chosen][: k - len(picked)]
-        picked = picked[:k]
-        return idx[picked][np.lexsort((idx[picked], -scores[picked]))]
+        chosen_rows = np.asarray(picked[:k])
+        chosen_rows = chosen_rows[np.lexsort((idx[chosen_rows], -scores[chosen_rows]))]
+        return idx[chosen_rows], scores[chosen_rows].astype(np.float64)
 
     def __repr__(self) -> str:
         return f"<strategy diverse_margin beta={self.beta}>"

@@ -253,7 +253,7 @@ def test_a_strategy_declaring_every_input_gets_them_from_a_real_loop(any_engine,
     assert isinstance(got, Labeled) and got.indices.tolist() == labeled.tolist()
     np.testing.assert_array_equal(got.values, np.array([raw_row(i) for i in labeled], np.float32))
     np.testing.assert_array_equal(got.embeddings, np.array([embedding(i) for i in labeled], np.float32))
-    assert engine.get_experiment(exp["id"]) and engine.storage.get_selection(exp["id"], 1).tolist() == sorted(unlabeled[-4:].tolist())
+    assert engine.get_experiment(exp["id"]) and engine.storage.get_selection(exp["id"], 1).tolist() == unlabeled[-4:][::-1].tolist()  # in the strategy's order
     # the labeled outputs are committed with the loop
     assert sum(len(c[0]) for c in engine.storage.iter_outputs(exp["id"], 0, part="labeled")) == labeled.size
 

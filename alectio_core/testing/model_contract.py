@@ -172,7 +172,9 @@ class _Run:
     def train(self, loop: int, resume_from: str | None) -> dict:
         ckpt_file = self.ckpt_file(loop)
         labeled = self.records["labeled"][loop]
-        result = self.model.call("train", labeled=labeled, resume_from=resume_from, ckpt_file=ckpt_file, loop=loop, config=self.config)
+        result = self.model.call(
+            "train", labeled=labeled, labels=None, resume_from=resume_from, ckpt_file=ckpt_file, loop=loop, config=self.config
+        )
         check_train(self.model.name, result)
         assert Path(ckpt_file).exists(), (
             f"model {self.model.name!r}, hook 'train' (loop {loop}): wrote nothing at ckpt_file {ckpt_file}; "

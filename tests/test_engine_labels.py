@@ -1,0 +1,261 @@
+"""Labels from people (labels mode "alectio") in the engine, on a real
+SQLite file: loop 0's selection at creation, labels checked per task and
+stored all or nothing, loops refused until their selection is labelled or
+skipped, and ``train`` getting exactly the latest labels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from alectio_core import labels as label_rules
+from alectio_core.engine import Engine
+from alectio_core.errors import ConflictError, LabelsMissing, NotFoundError, ValidationError
+from alectio_core.storage import open_storage
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def three_classes(**hooks):
+    """A 3-class model over 20 records: loop k's outputs rank record i by i's logits."""
+
+    def infer(unlabeled, writer):
+        for i in unlabeled:
+            writer.add(i, [float(i % 3), float(i % 5) / 2, 0.5])
+
+    defaults = dict(model_info=lambda: {"task": "classification", "labels": CLASSES}, infer=infer)
+    return {**defaults, **hooks}
+
+
+def labelled(engine, eid, loop, label=0):
+    """Label every record of loop ``loop``'s selection with ``label``."""
+    picked = engine.storage.get_selection(eid, loop).tolist()
+    return engine.add_labels(eid, {i: label for i in picked}, source="test")
+
+
+def test_loop_0_selection_exists_at_creation_and_the_mode_is_stored(engine, installed_test_model):
+    exp = engine.create_experiment(installed_test_model, initial=10, loops=3, labels="alectio")
+    assert exp["labels_mode"] == "alectio" and engine.get_experiment(exp["id"])["labels_mode"] == "alectio"
+    rows = engine.selection(exp["id"], 0)
+    assert len(rows) == 10 and [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+    first = rows[0]
+    assert first == {
+        "index": first["index"],
+        "reference": f"digit_{first['index']}.png",
+        "score": None,
+        "prediction": None,
+        "label": None,
+        "skipped": False,
+    }
+    assert engine.missing_labels(exp["id"], 0).tolist() == [r["index"] for r in rows]
+
+    plain = engine.create_experiment(installed_test_model, initial=10, loops=3)
+    assert plain["labels_mode"] == "plugin" and not engine.has_selection(plain["id"], 0)
+    assert label_rules.mode({"id": "old"}) == "plugin"  # a record stored before labels modes
+    with pytest.raises(ValidationError, match="labels must be one of 'plugin', 'alectio', got 'people'"):
+        engine.create_experiment(installed_test_model, labels="people")
+
+
+def test_a_loop_waits_for_its_labels(engine, installed_test_model):
+    exp = engine.create_experiment(installed_test_model, initial=10, batch_size=10, loops=3, labels="alectio")
+    eid = exp["id"]
+    with pytest.raises(LabelsMissing) as caught:
+        engine.run_loop(eid, 0)
+    assert caught.value.code == "labels_missing" and caught.value.status == 409 and caught.value.missing == 10
+    assert str(caught.value) == "loop 0 needs 10 more labels (10 selected): label or skip them first"
+    with pytest.raises(LabelsMissing):
+        engine.queue_loop(eid, 0)  # what the server calls before it queues a loop
+    assert engine.loop_states(eid) == []  # nothing ran, nothing was recorded
+
+    picked = engine.storage.get_selection(eid, 0).tolist()
+    summary = engine.add_labels(eid, {i: "3" for i in picked[:7]}, skip=picked[7:8], source="test", by="ann")
+    assert summary == {"stored": 7, "skipped": 1, "loop": 0, "missing": 2}
+    with pytest.raises(LabelsMissing, match="loop 0 needs 2 more labels"):
+        engine.run_loop(eid, 0)
+    assert engine.add_labels(eid, {picked[8]: 1}, skip=[picked[9]], source="test") == {"stored": 1, "skipped": 1, "loop": 0, "missing": 0}
+    state = engine.run_loop(eid, 0)
+    assert state["status"] == "done" and state["labeled"] == 8  # the two skipped records are not trained on
+    after = engine.add_labels(eid, {}, source="test")
+    assert after["loop"] == 1 and after["missing"] == 10 == engine.missing_labels(eid, 1).size
+
+
+def test_hook_train(engine, fake_model):
+    """``train`` gets ``labels``: index -> the latest label of each record it
+    trains on, skipped records left out of both ``labeled`` and ``labels``."""
+    seen = []
+
+    def train(labeled, labels, ckpt_file):
+        seen.append((labeled, labels))
+        open(ckpt_file, "w").close()
+
+    fake_model("people", **three_classes(train=train))
+    exp = engine.create_experiment("people", strategy="entropy", initial=4, batch_size=3, loops=3, labels="alectio")
+    eid = exp["id"]
+    first = engine.storage.get_selection(eid, 0).tolist()
+    engine.add_labels(eid, {first[0]: "dog", first[1]: 2, first[2]: 0}, skip=[first[3]], source="test")
+    engine.run_loop(eid, 0)
+    assert seen[0] == (sorted(first[:3]), {first[0]: 1, first[1]: 2, first[2]: 0})
+
+    rows = engine.selection(eid, 1)
+    scores = [r["score"] for r in rows]
+    assert len(rows) == 3 and all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
+    assert first[3] not in [r["index"] for r in rows]  # a skipped record is never picked again
+    for row in rows:  # loop 0's model's prediction: the class of the largest logit infer gave
+        i = row["index"]
+        assert row["prediction"] == int(np.argmax([i % 3, (i % 5) / 2, 0.5]))
+
+    second = [r["index"] for r in rows]
+    engine.add_labels(eid, {i: "bird" for i in second}, source="test")
+    engine.add_labels(eid, {first[0]: "cat"}, source="review", by="lead")  # a correction: the latest wins
+    engine.run_loop(eid, 1)
+    labeled, labels = seen[1]
+    assert labeled == sorted(first[:3] + second)
+    assert labels == {first[0]: 0, first[1]: 2, first[2]: 0, **{i: 2 for i in second}}
+
+    history = [e for e in engine.label_history(eid) if e["index"] == first[0]]
+    assert [(e["label"], e["source"], e["by"], e["loop"]) for e in history] == [(1, "test", None, 0), (0, "review", "lead", 0)]
+    assert engine.labels(eid)[first[0]]["label"] == 0 and engine.labels(eid)[first[3]]["skip"] is True
+    assert engine.results(eid, 1)["insights"]["per_class_counts"] == {"0": 2, "2": 4}  # from people's labels
+
+
+def test_train_gets_no_labels_when_the_plugin_knows_them(engine, fake_model):
+    seen = []
+    fake_model("plugin", train=lambda labeled, labels: seen.append(labels))
+    exp = engine.create_experiment("plugin", strategy=None, initial=3, loops=1)
+    engine.run_loop(exp["id"], 0)
+    assert seen == [None]
+    with pytest.raises(ConflictError, match="labels mode 'plugin'"):
+        engine.add_labels(exp["id"], {0: 1}, source="test")
+
+
+BAD = [
+    ({"7": 0}, (), "index 7 is in no selection of experiment"),
+    ({99: 0}, (), "index 99 is outside the pool 0..19"),
+    ({"x": 0}, (), "index 'x' is not an integer record index"),
+    ({"@0": "horse"}, (), "index @0: label 'horse' is not a classification label: 'horse' is not one of the experiment's labels ('cat', 'dog', 'bird')"),
+    ({"@0": 3}, (), "index @0: label 3 is not a classification label: class id 3 is out of range (0..2)"),
+    ({"@0": 1.0}, (), "index @0: label 1.0 is not a classification label: a class must be a class id or name, got float"),
+    ({"@0": True}, (), "index @0: label True is not a classification label"),
+    ({"@0": None}, (), "index @0: the label is missing (to leave the record out, skip it)"),
+    ({"@0": 1}, ("@0",), "index @0 is given in both labels and skip"),
+    ({}, ("@1", "@1"), "index @1 is given more than once"),
+]
+
+
+@pytest.mark.parametrize("labels, skip, message", BAD, ids=[m[:40] for _, _, m in BAD])
+def test_a_bad_row_stores_nothing(engine, fake_model, labels, skip, message):
+    fake_model("strict", **three_classes())
+    exp = engine.create_experiment("strict", strategy=None, initial=3, loops=2, labels="alectio")
+    eid = exp["id"]
+    picked = engine.storage.get_selection(eid, 0).tolist()
+    assert 7 not in picked or pytest.skip("record 7 was selected")
+
+    def real(key):
+        return picked[int(key[1:])] if isinstance(key, str) and key.startswith("@") else key
+
+    good = {picked[2]: "cat"}  # a good row before the bad one is not stored either
+    engine.add_labels(eid, {picked[1]: 1}, source="before")
+    before = engine.label_history(eid)
+    rows = {**good, **{real(k): v for k, v in labels.items()}}
+    expected = message
+    for n in range(3):
+        expected = expected.replace(f"@{n}", str(picked[n]))
+    with pytest.raises(ValidationError) as caught:
+        engine.add_labels(eid, rows, skip=[real(k) for k in skip], source="test")
+    assert expected in str(caught.value)
+    assert engine.label_history(eid) == before
+
+
+TASK_LABELS = [
+    ("multilabel", ["dog", 0], [1, 0], [0, "cat"], "a class appears more than once"),
+    ("object_detection", {"boxes": [[1, 2, 3.5, 4]], "objects": ["bird"]}, {"boxes": [[1.0, 2.0, 3.5, 4.0]], "objects": [2]},
+     {"boxes": [[3, 2, 1, 4]], "objects": [0]}, "box 0 has x2 < x1 or y2 < y1"),
+    ("object_detection", {"boxes": [], "objects": []}, {"boxes": [], "objects": []},
+     {"boxes": [[0, 0, 1, 1]], "objects": []}, '"boxes" and "objects" must be lists of the same length'),
+    ("segmentation", [[0, 1], [2, 2]], [[0, 1], [2, 2]], [[0, 1], [2]], "segmentation rows must all have the same, non-zero length"),
+    ("segmentation", [[0]], [[0]], [["cat"]], "a class must be a class id, got str"),
+    ("regression", 2.5, 2.5, float("nan"), "regression labels are finite numbers"),
+]
+
+
+@pytest.mark.parametrize("task, good, stored, bad, why", TASK_LABELS, ids=[f"{t[0]}-{n}" for n, t in enumerate(TASK_LABELS)])
+def test_labels_are_checked_in_the_tasks_format(engine, fake_model, task, good, stored, bad, why):
+    fake_model(f"m-{task}", model_info=lambda: {"task": task, "labels": CLASSES}, test=lambda: {"predictions": [], "labels": []})
+    exp = engine.create_experiment(f"m-{task}", strategy=None, initial=2, loops=1, labels="alectio")
+    first, second = engine.storage.get_selection(exp["id"], 0).tolist()
+    engine.add_labels(exp["id"], {first: good}, source="test")
+    assert engine.labels(exp["id"])[first]["label"] == stored
+    with pytest.raises(ValidationError, match=f"index {second}: label .* is not a {task} label: ") as caught:
+        engine.add_labels(exp["id"], {second: bad}, source="test")
+    assert why in str(caught.value)
+    assert list(engine.labels(exp["id"])) == [first]
+
+
+def test_a_process_killed_while_storing_labels_stores_none(tmp_path, installed_test_model, test_site):
+    """The child stores 200 label events and is killed (SIGKILL) after
+    writing half of them, inside the write: the file holds none."""
+    url = f"sqlite:///{tmp_path}/alectio.db"
+    engine = Engine(open_storage(url))
+    exp = engine.create_experiment(installed_test_model, initial=200, loops=2, labels="alectio")
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        import alectio_plugins.storage_sqlite as backend
+        from alectio_core.engine import Engine
+        from alectio_core.storage import open_storage
+
+        written = 0
+        dumps = backend._dumps
+
+        def dying_dumps(value):
+            global written
+            written += 1
+            if written == 100:  # the 100th event: the transaction is open, half of them are in it
+                os.kill(os.getpid(), signal.SIGKILL)
+            return dumps(value)
+
+        engine = Engine(open_storage({url!r}))
+        picked = engine.storage.get_selection({exp['id']!r}, 0).tolist()
+        backend._dumps = dying_dumps
+        engine.add_labels({exp['id']!r}, {{i: i % 10 for i in picked}}, source="killed")
+        """
+    )
+    env = {"PYTHONPATH": str(test_site)}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env={**__import__("os").environ, **env})
+    assert done.returncode == -9, done.stderr
+    again = Engine(open_storage(url))
+    assert again.label_history(exp["id"]) == [] and again.missing_labels(exp["id"], 0).size == 200
+
+
+def test_selection_listeners(engine, fake_model, caplog):
+    fake_model("listened", **three_classes())
+    heard = []
+
+    def broken(experiment, loop):
+        raise RuntimeError("the labelling tool is down")
+
+    engine.on_selection += [broken, lambda experiment, loop: heard.append((experiment["id"], loop))]
+    exp = engine.create_experiment("listened", strategy="margin", initial=3, batch_size=2, loops=3, labels="alectio")
+    eid = exp["id"]
+    assert heard == [(eid, 0)]
+    labelled(engine, eid, 0)
+    assert engine.run_loop(eid, 0)["status"] == "done"  # a failing listener never fails the loop
+    assert heard == [(eid, 0), (eid, 1)] and "the labelling tool is down" in caplog.text
+
+    other = engine.create_experiment("listened", strategy=None, initial=3, loops=3)
+    assert heard[-1] == (eid, 1)  # labels mode "plugin": no selection at creation
+    engine.record_selection(other["id"], 0, [4, 2, 9])
+    assert heard[-1] == (other["id"], 0)
+    assert engine.storage.get_selection(other["id"], 0).tolist() == [4, 2, 9]  # the order given is kept
+
+
+def test_selection_of_a_loop_that_has_none(engine, installed_test_model):
+    exp = engine.create_experiment(installed_test_model, initial=10, loops=3, labels="alectio")
+    with pytest.raises(NotFoundError, match="no selection for loop 1"):
+        engine.selection(exp["id"], 1)
+    with pytest.raises(NotFoundError):
+        engine.missing_labels(exp["id"], 1)
