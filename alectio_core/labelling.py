@@ -39,9 +39,10 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
+from . import labels as label_rules
 from . import plugins
 from .config import Config, LabellerSettings
-from .errors import AlectioError, ConfigError, ValidationError, did_you_mean
+from .errors import AlectioError, ConfigError, NotFoundError, ValidationError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class LabellingService:
                             self.name, experiment_id, len(annotations))
                 return {"stored": 0, "skipped": 0, "ignored": len(annotations), "refused": []}
             record = self._record(experiment)
-            selected = self._selected(experiment_id)
+            selected = self._selected(experiment)
             latest = self.engine.labels(experiment_id)
             references = self.engine.storage.get_index_map(experiment_id)
             labels: dict[str, dict[int, Any]] = {}  # by who
@@ -195,7 +196,10 @@ class LabellingService:
                 self._save(experiment_id, record)
             summary["refused"] = sorted(refused.values())
             loop = self.engine.next_loop(experiment_id)
-            summary["loop"], summary["missing"] = loop, len(self.engine.missing_labels(experiment_id, loop))
+            try:
+                summary["loop"], summary["missing"] = loop, len(self.engine.missing_labels(experiment_id, loop))
+            except NotFoundError:  # the experiment's last loop is done: nothing more to label
+                summary["loop"], summary["missing"] = loop, 0
         if summary["stored"] or summary["skipped"]:
             log.info("labeller %r: experiment %s: %d label(s) and %d skip(s) stored; loop %d misses %d",
                      self.name, experiment_id, summary["stored"], summary["skipped"], loop, summary["missing"])
@@ -222,11 +226,8 @@ class LabellingService:
                 log.warning("labeller %r: experiment %s: %s; not stored", self.name, experiment_id, message)
         return done
 
-    def _selected(self, experiment_id: str) -> set[int]:
-        loop = self.engine.next_loop(experiment_id)
-        while loop >= 0 and not self.engine.has_selection(experiment_id, loop):
-            loop -= 1
-        return {int(i) for selection in self.engine.selections(experiment_id, loop) for i in selection} if loop >= 0 else set()
+    def _selected(self, experiment: Mapping[str, Any]) -> set[int]:
+        return set(label_rules.selections_by_record(self.engine.storage, experiment))
 
     def _start(self, experiment_id: str, loop: int) -> None:
         if self.start_loop is None:
