@@ -15,12 +15,16 @@ off so its webhooks may call alectio on 127.0.0.1. Stopped by its process id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,8 +58,6 @@ def label_studio_venv() -> Path:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -125,3 +127,54 @@ class LabelStudioServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+class Gate:
+    """A port on 127.0.0.1 that forwards to ``target_port`` while open and
+    refuses connections while closed: Label Studio going down and coming
+    back, without restarting it."""
+
+    def __init__(self, target_port: int):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.target = target_port
+        self._server: socketserver.ThreadingTCPServer | None = None
+        self._sockets: list[socket.socket] = []
+
+    def open(self) -> None:
+        gate = self
+
+        class Forward(socketserver.BaseRequestHandler):
+            def handle(self):
+                upstream = socket.create_connection(("127.0.0.1", gate.target))
+                gate._sockets += [self.request, upstream]
+                back = threading.Thread(target=_pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                _pump(self.request, upstream)
+                back.join()
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Forward)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for s in self._sockets:  # kept-alive connections go down too
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._sockets.clear()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

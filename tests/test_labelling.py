@@ -9,6 +9,7 @@ import re
 import sys
 
 import pytest
+from labelling_support import pets  # noqa: F401 (a fixture)
 from server_support import Api, wait_for
 
 from alectio_core import hookimpl, plugins
@@ -17,9 +18,6 @@ from alectio_core.errors import ConfigError
 from alectio_core.labelling import SKIP
 from alectio_core.server import close_app, create_app
 from alectio_core.tokens import create_token
-
-CLASSES = ["cat", "dog", "bird"]
-
 
 class MemoryLabeller:
     """Keeps what it is sent; annotations are ``{"experiment_id", "index", "label" | "skip"}``."""
@@ -78,23 +76,6 @@ def memory():
 
 
 @pytest.fixture
-def pets(fake_model):
-    """A 3-class model; ``pets.trained`` has the ``labels`` each train got."""
-    trained = []
-
-    def train(labeled, labels, ckpt_file):
-        trained.append(labels)
-        open(ckpt_file, "w").close()
-
-    def infer(unlabeled, writer):
-        for i in unlabeled:
-            writer.add(i, [float(i % 3), float(i % 5) / 2, 0.5])
-
-    fake_model("pets", pool=30, train=train, infer=infer, model_info=lambda: {"task": "classification", "labels": CLASSES})
-    return trained
-
-
-@pytest.fixture
 def served(tmp_path, memory, pets):
     apps = []
 
@@ -121,7 +102,7 @@ def test_hook_register_labellers(served, memory):
     """A third-party labeller named in config.yaml gets its settings, and each
     new selection of a labels-mode experiment is sent to it."""
     api = served(url="http://tool")
-    assert memory.settings == [({"url": "http://tool"}, "test.yaml")]
+    assert isinstance(memory, MemoryPlugin) and memory.settings == [({"url": "http://tool"}, "test.yaml")]
     assert plugins.report() and {r["name"]: r for r in plugins.report()}["memory_labeller"]["kind"] == "labeller"
     eid = create(api)
     rows = memory.labeller.sent[(eid, 0)]
