@@ -91,6 +91,8 @@ class Engine:
         ``labels_mode``.
         """
         labels_mode = label_rules.check_mode(labels)
+        if labels_mode == "alectio":
+            label_rules.check_storage(self.storage)
         found = plugins.get_model(model)
         if strategy is not None:
             plugins.get_strategy(strategy)

@@ -154,3 +154,15 @@ class LabelsMissing(ConflictError):
         super().__init__(f"loop {loop} needs {missing} more labels ({selected} selected): label or skip them first")
         self.loop = loop
         self.missing = missing
+
+
+class InvalidLabels(ValidationError):
+    """Labels (or skips) that cannot be stored; none of them were. The
+    message names the first bad row; ``problems`` holds every one, as
+    ``{"index", "label", "skip", "message"}`` (``index`` as given), so a
+    file's rows can each be reported."""
+
+    def __init__(self, problems: list[dict]):
+        more = f" (and {len(problems) - 1} more bad rows)" if len(problems) > 1 else ""
+        super().__init__(problems[0]["message"] + more)
+        self.problems = problems

@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .clock import now
-from .errors import ConflictError, LabelsMissing, NotFoundError, ValidationError
-from .storage import Storage
+from .errors import ConflictError, InvalidLabels, LabelsMissing, NotFoundError, ValidationError
+from .storage import Storage, cannot
 
 MODES = ("plugin", "alectio")
 
@@ -49,6 +49,13 @@ def mode(experiment: Mapping[str, Any]) -> str:
 
 def from_people(experiment: Mapping[str, Any]) -> bool:
     return mode(experiment) == "alectio"
+
+
+def check_storage(storage: Storage) -> None:
+    """Refuse labels mode "alectio" on a backend written before labels,
+    before anything is stored."""
+    if getattr(type(storage), "add_labels", None) is Storage.add_labels:
+        raise cannot(storage, "store labels, which labels 'alectio' needs")
 
 
 # -- what is stored -----------------------------------------------------------
@@ -202,8 +209,9 @@ def label_events(
     by: str | None = None,
 ) -> list[dict]:
     """The label events for ``labels`` (index -> label) and ``skip``
-    (indices), every row checked first: ``ValidationError`` naming the
-    first bad index (and its label). Nothing is stored here."""
+    (indices), every row checked first: ``InvalidLabels`` (a
+    ``ValidationError``) naming the first bad index and its label, with
+    every bad row in its ``problems``. Nothing is stored here."""
     if not from_people(experiment):
         raise ConflictError(
             f"experiment {experiment['id']!r} takes its labels from the model plugin (labels mode 'plugin'); "
@@ -221,27 +229,36 @@ def label_events(
     where = selections_by_record(storage, experiment)
     task = _Task(experiment)
     at = now()
+    labelled: set[int] = set()
     seen: set[int] = set()
-    out = []
+    out, problems = [], []
     rows = [(key, label, False) for key, label in labels.items()] + [(key, None, True) for key in skip]
     for key, label, skipped in rows:
-        index = _index(key)
-        if index in seen:
-            twice = "in both labels and skip" if skipped and any(_index(k) == index for k in labels) else "more than once"
-            raise ValidationError(f"index {index} is given {twice}")
-        seen.add(index)
-        if not 0 <= index < pool:
-            raise ValidationError(f"index {index} is outside the pool 0..{pool - 1}")
-        if index not in where:
-            raise ValidationError(f"index {index} is in no selection of experiment {experiment['id']!r}; only selected records take labels")
-        if not skipped:
-            if label is None:
-                raise ValidationError(f"index {index}: the label is missing (to leave the record out, skip it)")
-            try:
-                label = task.convert(label)
-            except ValueError as exc:
-                raise ValidationError(f"index {index}: label {label!r} is not a {task.task} label: {exc}") from None
+        try:
+            index = _index(key)
+            if index in seen:
+                twice = "in both labels and skip" if skipped and index in labelled else "more than once"
+                raise ValidationError(f"index {index} is given {twice}")
+            seen.add(index)
+            if not skipped:
+                labelled.add(index)
+            if not 0 <= index < pool:
+                raise ValidationError(f"index {index} is outside the pool 0..{pool - 1}")
+            if index not in where:
+                raise ValidationError(f"index {index} is in no selection of experiment {experiment['id']!r}; only selected records take labels")
+            if not skipped:
+                if label is None:
+                    raise ValidationError(f"index {index}: the label is missing (to leave the record out, skip it)")
+                try:
+                    label = task.convert(label)
+                except ValueError as exc:
+                    raise ValidationError(f"index {index}: label {label!r} is not a {task.task} label: {exc}") from None
+        except ValidationError as exc:
+            problems.append({"index": key, "label": label, "skip": skipped, "message": exc.message})
+            continue
         out.append({"index": index, "label": label, "skip": skipped, "loop": where[index], "source": source, "by": by, "at": at})
+    if problems:
+        raise InvalidLabels(problems)
     return out
 
 
@@ -292,7 +309,7 @@ def selection_rows(storage: Storage, experiment: Mapping[str, Any], loop: int) -
     scores = storage.get_selection_scores(eid, loop)
     references = storage.get_index_map(eid)
     predicted = predictions(storage, experiment, loop - 1, picked)
-    events = latest(storage, eid)
+    events = latest(storage, eid) if from_people(experiment) else {}
     rows = []
     for n, index in enumerate(picked.tolist()):
         score = None if scores is None or not math.isfinite(scores[n]) else float(scores[n])

@@ -45,6 +45,20 @@ def engine(storage):
     return Engine(storage)
 
 
+@pytest.fixture(params=["sqlite", "s3"])
+def any_engine(request, tmp_path, monkeypatch):
+    """An engine on a SQLite file, then on S3 (moto, over HTTP)."""
+    if request.param == "sqlite":
+        store = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    else:
+        server = request.getfixturevalue("moto_s3")
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        store = open_storage(f"s3://{server.create_bucket()}/al", {"cache_dir": str(tmp_path / "cache")})
+    yield Engine(store)
+    store.close()
+
+
 @pytest.fixture
 def fake_model():
     """Register model hooks given as functions under a name, for one test.

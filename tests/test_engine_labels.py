@@ -14,8 +14,9 @@ import pytest
 
 from alectio_core import labels as label_rules
 from alectio_core.engine import Engine
-from alectio_core.errors import ConflictError, LabelsMissing, NotFoundError, ValidationError
-from alectio_core.storage import open_storage
+from alectio_core.errors import ConflictError, InvalidLabels, LabelsMissing, NotFoundError, StorageError, ValidationError
+from alectio_core.storage import Storage, open_storage
+from alectio_plugins.storage_sqlite import SQLiteStorage
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -83,10 +84,11 @@ def test_a_loop_waits_for_its_labels(engine, installed_test_model):
     assert after["loop"] == 1 and after["missing"] == 10 == engine.missing_labels(eid, 1).size
 
 
-def test_hook_train(engine, fake_model):
+def test_hook_train(any_engine, fake_model):
     """``train`` gets ``labels``: index -> the latest label of each record it
-    trains on, skipped records left out of both ``labeled`` and ``labels``."""
-    seen = []
+    trains on, skipped records left out of both ``labeled`` and ``labels``
+    (on SQLite and on S3)."""
+    engine, seen = any_engine, []
 
     def train(labeled, labels, ckpt_file):
         seen.append((labeled, labels))
@@ -168,6 +170,22 @@ def test_a_bad_row_stores_nothing(engine, fake_model, labels, skip, message):
         engine.add_labels(eid, rows, skip=[real(k) for k in skip], source="test")
     assert expected in str(caught.value)
     assert engine.label_history(eid) == before
+
+
+def test_every_bad_row_is_reported(engine, fake_model):
+    """One call names every bad row (a file's import reports each line), and stores none."""
+    fake_model("rows", **three_classes())
+    exp = engine.create_experiment("rows", strategy=None, initial=3, loops=2, labels="alectio")
+    a, b, c = engine.storage.get_selection(exp["id"], 0).tolist()
+    with pytest.raises(InvalidLabels) as caught:
+        engine.add_labels(exp["id"], {a: "cat", b: "horse", "x": 1, c: 1}, skip=[c], source="file")
+    assert [(p["index"], p["message"]) for p in caught.value.problems] == [
+        (b, f"index {b}: label 'horse' is not a classification label: 'horse' is not one of the experiment's labels ('cat', 'dog', 'bird')"),
+        ("x", "index 'x' is not an integer record index"),
+        (c, f"index {c} is given in both labels and skip"),
+    ]
+    assert str(caught.value).endswith("(and 2 more bad rows)") and isinstance(caught.value, ValidationError)
+    assert engine.label_history(exp["id"]) == []
 
 
 TASK_LABELS = [
@@ -259,3 +277,31 @@ def test_selection_of_a_loop_that_has_none(engine, installed_test_model):
         engine.selection(exp["id"], 1)
     with pytest.raises(NotFoundError):
         engine.missing_labels(exp["id"], 1)
+
+
+class PreLabelsStorage(SQLiteStorage):
+    """A backend written before labels and scores: the base class's
+    ``add_labels``, ``list_labels`` and ``get_selection_scores``, and
+    ``put_selection`` without ``scores``."""
+
+    add_labels = Storage.add_labels
+    list_labels = Storage.list_labels
+    get_selection_scores = Storage.get_selection_scores
+
+    def put_selection(self, experiment_id, loop, indices):  # type: ignore[override]
+        super().put_selection(experiment_id, loop, indices)
+
+
+def test_a_backend_written_before_labels(tmp_path, fake_model):
+    engine = Engine(PreLabelsStorage(tmp_path / "old.db"))
+    fake_model("old", **three_classes())
+    exp = engine.create_experiment("old", strategy="entropy", initial=3, batch_size=2, loops=2)
+    engine.run_loop(exp["id"], 0)  # the strategy's scores are dropped, its pick stored
+    assert [r["score"] for r in engine.selection(exp["id"], 1)] == [None, None]
+    with pytest.raises(StorageError) as refused:
+        engine.create_experiment("old", initial=3, loops=2, labels="alectio", experiment_id="people")
+    assert str(refused.value) == (
+        f"the storage backend PreLabelsStorage ({engine.storage.url}) cannot store labels, which labels 'alectio' needs: "
+        "it was written for an older alectio; see docs/storage-plugins.md"
+    )
+    assert [e["id"] for e in engine.storage.list_experiments()] == [exp["id"]]  # nothing stored

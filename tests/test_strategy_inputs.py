@@ -11,7 +11,6 @@ from alectio_core import plugins
 from alectio_core.engine import Engine
 from alectio_core.errors import PluginError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import open_storage
 from alectio_core.strategies import Labeled, declared_inputs, reduce_mc, select
 from alectio_plugins.storage_sqlite import SQLiteStorage
 
@@ -216,19 +215,6 @@ def mc_model(fake_model):
         model_info=lambda: {"task": "classification", "labels": ["a", "b", "c"], "mc_samples": T},
     )
     return calls
-
-
-@pytest.fixture(params=["sqlite", "s3"])
-def any_engine(request, tmp_path, monkeypatch):
-    if request.param == "sqlite":
-        store = open_storage(f"sqlite:///{tmp_path}/alectio.db")
-    else:
-        server = request.getfixturevalue("moto_s3")
-        for key, value in server.env.items():
-            monkeypatch.setenv(key, value)
-        store = open_storage(f"s3://{server.create_bucket()}/al", {"cache_dir": str(tmp_path / "cache")})
-    yield Engine(store)
-    store.close()
 
 
 def test_a_strategy_declaring_every_input_gets_them_from_a_real_loop(any_engine, mc_model, strategy_registry):

@@ -18,7 +18,8 @@ the same data, as another process or machine would open it (for the
 persistence and checkpoint-download tests; they skip without it).
 
 The tests use only the :class:`~alectio_core.storage.Storage` interface and
-check what the core relies on: round-trips of every record kind, infer
+check what the core relies on: round-trips of every record kind (ranked
+selections with their scores, label events appended all or nothing), infer
 outputs (and embeddings, and the labeled part) streamed chunk by chunk, a
 loop's results appearing all at once on commit, concurrent readers, loop leases (compare-and-swap, and the
 policy of :mod:`alectio_core.leases` on top: one holder, takeover after
@@ -94,6 +95,29 @@ def new_id(prefix: str = "exp") -> str:
 
 def attempt_id() -> str:
     return uuid.uuid4().hex
+
+
+def label_event(index: int, label: Any, **more: Any) -> dict:
+    """A label event as the engine stores it."""
+    event = {"index": index, "label": label, "skip": False, "loop": 0, "source": "contract", "by": None, "at": "2026-01-01T00:00:00.000+00:00"}
+    return {**event, **more}
+
+
+#: Labels of every task's format, and a skip, that must survive a round trip exactly.
+LABEL_EVENTS = [
+    label_event(3, 2),
+    label_event(4, [0, 2], by="caf\u00e9 \u2713"),
+    label_event(5, {"boxes": [[0.5, 1.0, 20.25, 31.0]], "objects": [1]}, source="labelstudio"),
+    label_event(6, [[0, 1], [1, 1]]),
+    label_event(7, -1.5e-7, loop=1),
+    label_event(8, None, skip=True),
+]
+
+
+def _scores(storage: Storage, experiment_id: str, loop: int) -> list:
+    found = storage.get_selection_scores(experiment_id, loop)
+    assert found is not None, f"loop {loop}'s selection has no scores"
+    return found.tolist()
 
 
 def _checkpoint(storage: Storage, experiment_id: str, loop: int) -> Path:
@@ -198,7 +222,9 @@ class StorageContract:
         checkpoint, and a staged attempt; returns the checkpoint's path."""
         storage.put_index_map(eid, ["a", "b", "c"])
         storage.put_selection(eid, 0, np.array([0], dtype=np.int64))
-        storage.put_selection(eid, 1, np.array([1], dtype=np.int64))
+        storage.put_selection(eid, 1, np.array([2, 1], dtype=np.int64), scores=np.array([0.75, 0.5]))
+        storage.add_labels(eid, LABEL_EVENTS[:2])
+        storage.add_labels(eid, LABEL_EVENTS[2:])
         attempt = attempt_id()
         ckpt = storage.checkpoint_path(eid, 0, attempt)
         Path(ckpt).write_bytes(b"weights")
@@ -229,9 +255,11 @@ class StorageContract:
             storage.get_experiment(eid)
         assert [e["id"] for e in storage.list_experiments()] == [kept["id"]]
         assert storage.list_loop_states(eid) == []
+        assert storage.list_labels(eid) == []
         for read in (
             lambda: storage.get_loop_state(eid, 0),
             lambda: storage.get_selection(eid, 0),
+            lambda: storage.get_selection_scores(eid, 1),
             lambda: storage.get_index_map(eid),
             lambda: storage.get_result(eid, 0, "metrics"),
             lambda: list(storage.iter_outputs(eid, 0)),
@@ -246,6 +274,8 @@ class StorageContract:
             storage.delete_experiment(eid)
         # the other experiment is untouched
         assert storage.get_index_map(kept["id"]) == ["a", "b", "c"]
+        assert storage.list_labels(kept["id"]) == LABEL_EVENTS
+        assert _scores(storage, kept["id"], 1) == [0.75, 0.5]
         assert storage.get_result(kept["id"], 0, "metrics") == JSON_SAMPLES["metrics"]
         assert_chunks_equal(storage.iter_outputs(kept["id"], 0), make_chunks(3))
         assert_chunks_equal(storage.iter_outputs(kept["id"], 0, part="labeled", embeddings=True), make_embedded_chunks(2))
@@ -257,7 +287,7 @@ class StorageContract:
         storage.delete_experiment(eid)
         storage.create_experiment({"id": eid, "model": "again"})
         assert storage.get_experiment(eid) == {"id": eid, "model": "again"}
-        assert storage.list_loop_states(eid) == []
+        assert storage.list_loop_states(eid) == [] and storage.list_labels(eid) == []
         with pytest.raises(NotFoundError):
             storage.get_selection(eid, 1)
         with pytest.raises(NotFoundError):
@@ -328,6 +358,74 @@ class StorageContract:
         storage.put_selection(experiment["id"], 0, np.array([1], dtype=np.int64))
         with pytest.raises(NotFoundError):
             storage.get_selection(experiment["id"], 1)
+        with pytest.raises(NotFoundError):
+            storage.get_selection_scores(experiment["id"], 1)
+
+    def test_a_ranked_selection_keeps_its_order_and_scores(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        picked = np.array([42, 7, 2**40, 0], dtype=np.int64)
+        scores = np.array([3.25, 1e-300, -0.0, np.nan])  # float64 exactly; NaN (an unscorable record) too
+        storage.put_selection(eid, 1, picked, scores=scores)
+        assert storage.get_selection(eid, 1).tolist() == picked.tolist()  # not sorted: best first
+        got = storage.get_selection_scores(eid, 1)
+        assert got is not None and got.dtype == np.float64
+        np.testing.assert_array_equal(got, scores)
+        # Replaced without scores: the old ones are gone with the old selection.
+        storage.put_selection(eid, 1, np.array([9, 8], dtype=np.int64))
+        assert storage.get_selection(eid, 1).tolist() == [9, 8] and storage.get_selection_scores(eid, 1) is None
+        storage.put_selection(eid, 1, np.array([5, 6], dtype=np.int64), scores=np.array([2.0, 1.0], dtype=np.float32))
+        assert _scores(storage, eid, 1) == [2.0, 1.0]
+        storage.put_selection(eid, 0, np.array([1], dtype=np.int64))
+        assert storage.get_selection_scores(eid, 0) is None  # loops are independent
+
+    # ------------------------------------------------------------------
+    # Label events (labels from people)
+    # ------------------------------------------------------------------
+
+    def test_label_events_round_trip_oldest_first(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        assert storage.list_labels(eid) == []
+        storage.add_labels(eid, LABEL_EVENTS[:4])
+        storage.add_labels(eid, LABEL_EVENTS[4:])
+        storage.add_labels(eid, [label_event(3, 0, source="review")])  # a record labelled again: history kept
+        assert storage.list_labels(eid) == LABEL_EVENTS + [label_event(3, 0, source="review")]
+        storage.add_labels(eid, [])
+        assert len(storage.list_labels(eid)) == len(LABEL_EVENTS) + 1
+
+    def test_label_events_belong_to_their_experiment(self, storage: Storage, experiment: dict):
+        other = {"id": new_id(), "model": "m"}
+        storage.create_experiment(other)
+        storage.add_labels(experiment["id"], LABEL_EVENTS[:1])
+        storage.add_labels(other["id"], LABEL_EVENTS[1:2])
+        assert storage.list_labels(experiment["id"]) == LABEL_EVENTS[:1]
+        assert storage.list_labels(other["id"]) == LABEL_EVENTS[1:2]
+
+    def test_labels_of_an_unknown_experiment_not_found(self, storage: Storage):
+        with pytest.raises(NotFoundError):
+            storage.add_labels(new_id(), LABEL_EVENTS[:1])
+
+    def test_a_batch_of_labels_that_is_not_json_stores_nothing(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+        storage.add_labels(eid, LABEL_EVENTS[:1])
+        for bad in (object(), float("nan"), b"bytes"):
+            with pytest.raises((TypeError, ValueError)):
+                storage.add_labels(eid, [label_event(4, 1), label_event(5, bad), label_event(6, 1)])
+        assert storage.list_labels(eid) == LABEL_EVENTS[:1]
+
+    def test_concurrent_batches_of_labels_are_each_whole(self, storage: Storage, experiment: dict):
+        eid = experiment["id"]
+
+        def send(batch: int) -> None:
+            storage.add_labels(eid, [label_event(batch * 10 + n, n, source=f"batch-{batch}") for n in range(5)])
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, range(8)))
+        events = storage.list_labels(eid)
+        assert len(events) == 40
+        for batch in range(8):  # every batch whole, its events together and in their order
+            at = [n for n, e in enumerate(events) if e["source"] == f"batch-{batch}"]
+            assert at == list(range(at[0], at[0] + 5))
+            assert [events[n]["label"] for n in at] == [0, 1, 2, 3, 4]
 
     def test_index_map_round_trip(self, storage: Storage, experiment: dict):
         refs = [f"img_{i:05d}.png" for i in range(1000)] + ["caf\u00e9/\u00fcber.jpg", "with space", ""]
@@ -710,6 +808,8 @@ class StorageContract:
         eid, attempt = experiment["id"], attempt_id()
         storage.put_index_map(eid, ["a", "b"])
         storage.put_selection(eid, 0, np.array([1], dtype=np.int64))
+        storage.put_selection(eid, 1, np.array([0, 2], dtype=np.int64), scores=np.array([0.5, 0.25]))
+        storage.add_labels(eid, LABEL_EVENTS)
         storage.put_result(eid, 0, attempt, "metrics", {"m": 1})
         write_chunks(storage.open_output_sink(eid, 0, attempt), make_chunks(3))
         storage.commit_loop(eid, 0, attempt, {"loop": 0, "status": "done"})
@@ -719,6 +819,8 @@ class StorageContract:
             assert other.get_experiment(eid) == experiment
             assert other.get_index_map(eid) == ["a", "b"]
             assert other.get_selection(eid, 0).tolist() == [1]
+            assert other.get_selection(eid, 1).tolist() == [0, 2] and _scores(other, eid, 1) == [0.5, 0.25]
+            assert other.list_labels(eid) == LABEL_EVENTS
             assert other.get_loop_state(eid, 0)["status"] == "done"
             assert other.get_result(eid, 0, "metrics") == {"m": 1}
             assert_chunks_equal(other.iter_outputs(eid, 0), make_chunks(3))
@@ -735,7 +837,7 @@ class StorageContract:
             storage.delete_experiment(eid)
             with pytest.raises(NotFoundError):
                 other.get_experiment(eid)
-            assert other.list_experiments() == [] and other.list_loop_states(eid) == []
+            assert other.list_experiments() == [] and other.list_loop_states(eid) == [] and other.list_labels(eid) == []
             assert other.fetch_checkpoint(eid, 0) is None
         finally:
             other.close()

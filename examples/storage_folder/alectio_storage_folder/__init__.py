@@ -11,6 +11,8 @@ Layout::
     experiments/{id}/index_map.json           the pool, as stored before it had versions
     experiments/{id}/loops/{k}/loop.json      {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
+    experiments/{id}/loops/{k}/selection-scores.npy  the strategy's scores, aligned (if it gave any)
+    experiments/{id}/labels/{ns:020d}-{u}.json     {"events": [...]}: one add_labels call, one file
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/labeled/...     the labeled part, laid out as outputs/
@@ -26,6 +28,8 @@ under a new version, then hard-linking ``experiment.json`` into place (a
 link never replaces a file): a refused create removes its own pool and
 leaves the stored one alone. A loop's results become visible when
 ``commit_loop`` renames ``loop.json`` naming the attempt: one atomic step.
+Label events are only ever added, each ``add_labels`` call as one new file
+(whole or absent); the history is the files in name order.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class FolderStorage(Storage):
         self.root = Path(root).expanduser().resolve()
         self.url = f"folder://{self.root}"
         self._lock = threading.Lock()  # read-modify-write of one file
+        self._last_label = 0  # the time in the name of the last label file written
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -199,12 +204,44 @@ class FolderStorage(Storage):
 
     # -- selections and the index map -------------------------------------
 
-    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray) -> None:
-        self._write_array(self._loop(experiment_id, loop) / "selection.npy", np.asarray(indices, dtype=np.int64))
+    def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray, scores: np.ndarray | None = None) -> None:
+        folder = self._loop(experiment_id, loop)
+        # The scores first: a selection is never seen with the scores of the one it replaced.
+        if scores is not None:
+            self._write_array(folder / "selection-scores.npy", np.asarray(scores, dtype=np.float64))
+        else:
+            (folder / "selection-scores.npy").unlink(missing_ok=True)
+        self._write_array(folder / "selection.npy", np.asarray(indices, dtype=np.int64))
 
     def get_selection(self, experiment_id: str, loop: int) -> np.ndarray:
         path = self._loop(experiment_id, loop) / "selection.npy"
         return self._read_array(path, f"experiment {experiment_id!r} has no selection for loop {loop}").astype(np.int64)
+
+    def get_selection_scores(self, experiment_id: str, loop: int) -> np.ndarray | None:
+        picked = self.get_selection(experiment_id, loop)
+        try:
+            scores = self._read_array(self._loop(experiment_id, loop) / "selection-scores.npy", "")
+        except NotFoundError:
+            return None
+        return scores.astype(np.float64) if scores.shape == picked.shape else None  # torn write: none
+
+    # -- labels: one file per add_labels call -------------------------------
+
+    def add_labels(self, experiment_id: str, events: list[dict]) -> None:
+        data = json.dumps({"events": [dict(e) for e in events]}, allow_nan=False).encode()  # not JSON: nothing written
+        self.get_experiment(experiment_id)
+        with self._lock:  # names in the order this process wrote them, even within one clock tick
+            self._last_label = stamp = max(time.time_ns(), self._last_label + 1)
+        self._write(self._exp(experiment_id) / "labels" / f"{stamp:020d}-{uuid.uuid4().hex[:8]}.json", data)
+
+    def list_labels(self, experiment_id: str) -> list[dict]:
+        events: list[dict] = []
+        for path in sorted((self._exp(experiment_id) / "labels").glob("*.json")):
+            try:
+                events.extend(json.loads(path.read_bytes())["events"])
+            except FileNotFoundError:  # the experiment was deleted meanwhile
+                continue
+        return events
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
         path = self._exp(experiment_id) / "experiment.json"
