@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from . import plugins
 from .cli_experiments import experiments
+from .cli_labels import export, labels
 from .cli_options import config_option, domain_errors, one_line, read_config, start_logging, storage_option
 from .cli_tokens import token
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, LOG_LEVELS, ServerSettings
@@ -70,6 +71,8 @@ def list_plugins(show_all):
 
 cli.add_command(token)
 cli.add_command(experiments)
+cli.add_command(export)
+cli.add_command(labels)
 
 
 class StrategyOption(click.Option):
@@ -101,6 +104,12 @@ class StopOption(click.Option):
 @click.option("--initial", type=click.IntRange(min=1), default=DEFAULT_INITIAL, show_default=True, help="Seeded-random records labeled for loop 0.")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Seed for the initial records and the strategy.")
 @click.option("--stop", "stop", cls=StopOption, metavar="NAME", multiple=True)
+@click.option(
+    "--labels", type=click.Choice(["plugin", "alectio"]), default="plugin", show_default=True,  # labels.MODES (numpy-free here)
+    help="Who labels the selected records: plugin (the model knows every label) or alectio (people do: the run stops "
+    "at each loop whose records are not all labelled or skipped; 'alectio export', label them, 'alectio labels import', "
+    "then --resume).",
+)
 @storage_option
 @config_option
 @click.option("--resume", "resume_id", metavar="ID", help="Continue experiment ID from its last finished loop; options given must match it, --loops may extend it.")
@@ -110,7 +119,7 @@ class StopOption(click.Option):
               "metric: accuracy, or mAP_50 for object detection).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="warning", show_default=True)
 @domain_errors
-def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path, resume_id, as_json, plot, metric, log_level):
+def run(model, strategy, loops, batch, initial, seed, stop, labels, storage, config_path, resume_id, as_json, plot, metric, log_level):
     """Run a self-driven experiment on MODEL: label INITIAL random records,
     then after each loop let STRATEGY pick BATCH more. With --stop NAME,
     end early once that stopping criterion fires, and say why.
@@ -120,12 +129,17 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
     created with, and --loops N runs it up to N loops (extending a finished
     one).
 
+    With --labels alectio, people label each loop's records: the run stops
+    when a loop's are not all labelled or skipped, says how to export them
+    and import the labels, and --resume goes on from there.
+
     \b
     Example:
       alectio run digits_cnn --loops 5 --batch 50 --initial 100
     """
     from .driver import check_metric, check_plot_path, drive, headline, plot_curve, resume
     from .engine import Engine
+    from .errors import LabelsMissing
     from .interrupts import ctrl_c
     from .leases import LoopBusy
     from .progress import Progress
@@ -138,22 +152,25 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
     engine = Engine(open_storage(config.storage, config.storage_options), config)
     if resume_id:
         ctx = click.get_current_context()
-        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed, "stop": list(dict.fromkeys(stop))}  # stored without repeats
+        options = {"strategy": strategy, "batch": batch, "initial": initial, "seed": seed, "stop": list(dict.fromkeys(stop)),  # stored without repeats
+                   "labels": labels}
+        stored_as = {"batch": "batch_size", "labels": "labels_mode"}
         given = {"model": ("model", model)}
-        given.update({f"--{name}": ("batch_size" if name == "batch" else name, value) for name, value in options.items()
+        given.update({f"--{name}": (stored_as.get(name, name), value) for name, value in options.items()
                       if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT})
         given_loops = None if ctx.get_parameter_source("loops") is ParameterSource.DEFAULT else loops
         experiment = resume(engine, resume_id, given, given_loops)
         engine.recover_interrupted(resume_id)
     else:
         experiment = engine.create_experiment(
-            model, strategy=strategy, batch_size=batch, initial=initial, loops=loops, seed=seed, stop=list(stop)
+            model, strategy=strategy, batch_size=batch, initial=initial, loops=loops, seed=seed, stop=list(stop), labels=labels
         )
     click.echo(f"experiment {experiment['id']}: model {experiment['model']}, strategy {experiment['strategy']}, "
                f"pool {experiment['pool_size']}, storage {config.storage}", err=True)
     again = f"continue with: alectio run {experiment['model']} --resume {experiment['id']}"
     exhausted: list = []  # (loop, labeled, pool) once the pool runs out
     interrupted = False
+    waiting: LabelsMissing | None = None  # labels mode "alectio": a loop's records need people's labels first
     with Progress(experiment, enabled=sys.stderr.isatty() and not as_json) as progress:
 
         def on_loop(loop: int) -> None:
@@ -172,6 +189,8 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
                 check_metric(curve, metric)
         except LoopBusy:
             raise  # another server runs it: nothing to resume here
+        except LabelsMissing as exc:
+            waiting, curve = exc, engine.learning_curve(experiment["id"])
         except AlectioError as exc:
             raise click.ClickException(one_line(f"{exc.message} ({again})"))
         except KeyboardInterrupt:  # Ctrl-C: the engine recorded the loop as cancelled
@@ -182,6 +201,12 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
     if exhausted:
         loop, labeled, pool = exhausted
         click.echo(f"pool exhausted after loop {loop}: {labeled:,} of {pool:,} records labelled", err=True)
+    if waiting:
+        eid, k, where = experiment["id"], waiting.loop, f" --storage {storage}" if storage else ""
+        click.echo(f"loop {k} waits for people's labels: {waiting.missing} of its records have none yet; label or skip them, then go on:\n"
+                   f"  alectio export {eid}{where} -o loop{k}.csv     # its records, to label in any tool\n"
+                   f"  alectio labels import {eid} loop{k}.csv{where}\n"
+                   f"  {again}{where}", err=True)
     stopped = engine.stopped(experiment["id"])
     if stopped:
         click.echo(f"stopped after loop {stopped['loop']} by {stopped['criterion']}: {stopped['reason']}", err=True)
@@ -189,6 +214,8 @@ def run(model, strategy, loops, batch, initial, seed, stop, storage, config_path
         plot_curve(experiment, curve, plot, metric)
     if as_json:
         click.echo(json.dumps(curve))
+        return
+    if waiting and not curve:
         return
     name = headline(experiment, None, metric)[0]
     click.echo(f"\nlearning curve ({experiment['strategy']}, experiment {experiment['id']})")

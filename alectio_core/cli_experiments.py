@@ -7,15 +7,7 @@ import json
 
 import click
 
-from .cli_options import config_option, domain_errors, read_config, storage_option
-
-
-def _engine(config_path, storage):
-    from .engine import Engine
-    from .storage import open_storage
-
-    config = read_config(config_path, storage)
-    return Engine(open_storage(config.storage, config.storage_options), config)
+from .cli_options import config_option, domain_errors, open_engine, storage_option
 
 
 @click.group()
@@ -32,7 +24,7 @@ def list_(as_json, config_path, storage):
     """Every experiment, oldest first: loops done and the latest headline metric."""
     from .driver import headline
 
-    engine = _engine(config_path, storage)
+    engine = open_engine(config_path, storage)
     rows = [engine.summary(e) for e in engine.storage.list_experiments()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -57,7 +49,7 @@ def list_(as_json, config_path, storage):
 @domain_errors
 def show(experiment_id, config_path, storage):
     """One experiment as JSON, with loops_done and latest_metrics."""
-    engine = _engine(config_path, storage)
+    engine = open_engine(config_path, storage)
     click.echo(json.dumps(engine.summary(engine.get_experiment(experiment_id)), indent=2))
 
 
@@ -71,7 +63,7 @@ def delete(experiment_id, yes, config_path, storage):
     """Delete experiment ID and everything stored for it: loops, selections,
     the pool, results, infer outputs and checkpoints. Refused while one of
     its loops is queued or running."""
-    engine = _engine(config_path, storage)
+    engine = open_engine(config_path, storage)
     experiment = engine.summary(engine.get_experiment(experiment_id))
     if not yes:
         click.confirm(

@@ -44,6 +44,15 @@ def read_config(path: str | None, storage: str | None) -> Config:
     return config
 
 
+def open_engine(config_path: str | None, storage: str | None):
+    """An engine on the storage that ``--config`` and ``--storage`` name."""
+    from .engine import Engine
+    from .storage import open_storage
+
+    config = read_config(config_path, storage)
+    return Engine(open_storage(config.storage, config.storage_options), config)
+
+
 def start_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from .engine import Engine
 from .errors import ConflictError, ValidationError
+from .labels import check_labelled
 
 #: The one number per task a learning curve shows unless asked for another
 #: (for detection, mAP at IoU 0.5: what the detection literature and the
@@ -38,7 +39,9 @@ def drive(
     When every record is labelled before the last loop, the experiment ends
     there: ``on_exhausted(loop, labeled, pool_size)`` is told which loop
     was the last. When a stopping criterion fires, it ends too: the last
-    point of the curve carries its ``stop``.
+    point of the curve carries its ``stop``. In labels mode "alectio" it
+    raises ``LabelsMissing`` at the first loop whose records people have
+    yet to label.
     """
     experiment = engine.get_experiment(experiment_id)
     for loop in range(engine.next_loop(experiment_id), int(experiment["loops"])):
@@ -55,6 +58,7 @@ def drive(
                     on_exhausted(loop - 1, int(labeled), pool)
                 break
             engine.record_selection(experiment_id, loop, *engine.pick_next(experiment, loop - 1))
+        check_labelled(engine.storage, experiment, loop)  # labels mode "alectio": LabelsMissing before the loop shows
         if on_loop:
             on_loop(loop)
         engine.run_loop(experiment_id, loop, on_stage=on_stage)

@@ -21,6 +21,7 @@ from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_
 from .engine import STAGES, STATUSES
 from .errors import ValidationError
 from .ids import ID_PATTERN
+from .labels import MODES as LABELS_MODES
 from .s3 import BUCKET_PATTERN
 
 MAX_INT = 2**31 - 1
@@ -43,8 +44,26 @@ SCHEMAS: dict[str, dict] = {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "missing": {"type": "integer", "description": "labels_missing: records of the loop's selection neither labelled nor skipped"},
+                    "problems": {
+                        "type": "array",
+                        "description": "invalid_labels: every bad row, none of which was stored",
+                        "items": {"$ref": "#/components/schemas/LabelProblem"},
+                    },
+                },
             }
+        },
+    },
+    "LabelProblem": {
+        "type": "object",
+        "required": ["where", "index", "message"],
+        "properties": {
+            "where": {"type": "string", "description": 'the row: labels["12"], skip[3], line 7'},
+            "index": {"type": ["integer", "null"], "description": "its record index, when it has a valid one"},
+            "message": {"type": "string"},
         },
     },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},
@@ -105,6 +124,13 @@ SCHEMAS: dict[str, dict] = {
                 "description": "settings per criterion in stop, over config.yaml's stopping: section, "
                 'e.g. {"plateau": {"patience": 5}}',
             },
+            "labels": {
+                "type": "string",
+                "enum": list(LABELS_MODES),
+                "default": "plugin",
+                "description": "who labels the records: plugin (the model knows every label) or alectio (people label each "
+                "loop's selection; train gets their labels); stored and returned as labels_mode",
+            },
         },
     },
     "Experiment": {
@@ -120,7 +146,12 @@ SCHEMAS: dict[str, dict] = {
             "seed": {"type": "integer"},
             "config": {"type": "object"},
             "task": {"type": "string"},
-            "labels": {"type": ["array", "null"]},
+            "labels": {"type": ["array", "null"], "description": "the model's class names (model_info)"},
+            "labels_mode": {
+                "type": "string",
+                "enum": list(LABELS_MODES),
+                "description": "plugin: the model knows every label; alectio: people label each selection",
+            },
             "mc_samples": {"type": ["integer", "null"], "description": "stochastic passes in each infer row (model_info)"},
             "pool_size": {"type": "integer"},
             "created": {"type": "string"},
@@ -200,6 +231,82 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "required": ["loops"],
         "properties": {"loops": {"type": "array", "items": {"$ref": "#/components/schemas/LoopState"}}},
+    },
+    "Selection": {
+        "type": "object",
+        "required": ["experiment_id", "loop", "rows"],
+        "properties": {
+            "experiment_id": _id,
+            "loop": {"type": "integer", "minimum": 0},
+            "rows": {
+                "type": "array",
+                "description": "the records selected for the loop, best first",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "reference", "score", "prediction", "label", "skipped"],
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 0},
+                        "reference": {"description": "the record's reference (assign_index's)"},
+                        "score": {"type": ["number", "null"], "description": "the strategy's score; null for loop 0 and outside selections"},
+                        "prediction": {"description": "the previous loop's prediction, in the task's label format; null when none"},
+                        "label": {"description": "its latest label, null when none"},
+                        "skipped": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    },
+    "LabelsAdd": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "labels": {
+                "type": "object",
+                "description": 'record index (as a string) -> label in the task\'s format: a class id or name, a list of them '
+                '(multilabel), {"boxes": [[x1, y1, x2, y2], ...], "objects": [class ids]}, a 2-D list of class ids '
+                "(segmentation), a number (regression)",
+            },
+            "skip": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
+                "description": "record indices skipped: never trained on, never selected again",
+            },
+        },
+    },
+    "LabelsAdded": {
+        "type": "object",
+        "required": ["experiment_id", "stored", "skipped", "loop", "missing"],
+        "properties": {
+            "experiment_id": _id,
+            "stored": {"type": "integer", "minimum": 0, "description": "labels stored"},
+            "skipped": {"type": "integer", "minimum": 0, "description": "skips stored"},
+            "loop": {"type": "integer", "minimum": 0, "description": "the next loop to run"},
+            "missing": {"type": "integer", "minimum": 0, "description": "records of its selection still neither labelled nor skipped"},
+        },
+    },
+    "LabelList": {
+        "type": "object",
+        "required": ["experiment_id", "history", "labels"],
+        "properties": {
+            "experiment_id": _id,
+            "history": {"type": "boolean", "description": "true: every label event, oldest first; false: the latest per record, by index"},
+            "labels": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "label", "skip"],
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 0},
+                        "label": {"description": "null for a skip"},
+                        "skip": {"type": "boolean"},
+                        "loop": {"type": "integer", "description": "the loop whose selection holds the record"},
+                        "source": {"type": "string", "description": "what sent it: api, cli, a labeller's name"},
+                        "by": {"type": ["string", "null"], "description": "who: the API token's name, the user"},
+                        "at": {"type": "string", "description": "ISO 8601, UTC"},
+                    },
+                },
+            },
+        },
     },
     "LearningCurve": {
         "type": "object",

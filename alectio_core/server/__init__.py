@@ -30,8 +30,12 @@ access_log = logging.getLogger("alectio_core.server.access")
 _SECRET = re.compile(r"\.[A-Za-z0-9_-]{40,}")  # the secret half of a token (name.secret)
 
 
-def error_response(code: str, message: str, status: int):
-    response = jsonify({"error": {"code": code, "message": message}})
+#: What some errors carry besides their message (see the Error schema).
+ERROR_FIELDS = ("missing", "problems")
+
+
+def error_response(code: str, message: str, status: int, **fields):
+    response = jsonify({"error": {"code": code, "message": message, **fields}})
     response.status_code = status
     return response
 
@@ -76,7 +80,8 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
 
     @app.errorhandler(AlectioError)
     def domain_error(exc: AlectioError):
-        return error_response(exc.code, exc.message, exc.status)
+        fields = {name: getattr(exc, name) for name in ERROR_FIELDS if hasattr(exc, name)}
+        return error_response(exc.code, exc.message, exc.status, **fields)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import UnsupportedMediaType
 
-from .. import lifecycle, plugins
+from .. import labels_io, lifecycle, plugins
 from ..errors import ConflictError, NotFoundError, UnknownModelError, UnknownStoppingError, UnknownStrategyError, ValidationError
 from ..ids import is_id
 from ..schemas import MAX_INT, validate
@@ -124,7 +124,7 @@ def list_models():
 @api.post("/api/v1/experiments")
 def create_experiment():
     body = json_body("ExperimentCreate")
-    options = {k: body[k] for k in ("strategy", "batch_size", "initial", "loops", "seed", "config", "stop", "stopping") if k in body}
+    options = {k: body[k] for k in ("strategy", "batch_size", "initial", "loops", "seed", "config", "stop", "stopping", "labels") if k in body}
     try:
         experiment = _ctx()["engine"].create_experiment(body["model"], experiment_id=body.get("id"), **options)
     except (UnknownModelError, UnknownStrategyError, UnknownStoppingError) as exc:
@@ -232,3 +232,39 @@ def cancel_loop(experiment_id: str, loop: int):
         state = _loop_state(experiment_id, loop)
         raise ConflictError(f"loop {loop} is already {state['status']}; nothing to cancel")
     return jsonify(_loop_view(_loop_state(experiment_id, loop))), 202
+
+
+@api.get("/api/v1/experiments/<experiment_id>/loops/<int:loop>/selection")
+def get_selection(experiment_id: str, loop: int):
+    """The records selected for the loop, best first, with what a person
+    labelling them wants to see."""
+    _experiment(experiment_id)
+    rows = _ctx()["engine"].selection(experiment_id, loop)
+    return jsonify({"experiment_id": experiment_id, "loop": loop, "rows": [labels_io.plain(r) for r in rows]})
+
+
+# -- labels from people ---------------------------------------------------------
+
+
+@api.post("/api/v1/experiments/<experiment_id>/labels")
+def add_labels(experiment_id: str):
+    """Store labels and skips for selected records, all or none."""
+    _experiment(experiment_id)
+    rows = labels_io.rows_from_body(json_body("LabelsAdd"))
+    summary = labels_io.store_labels(_ctx()["engine"], experiment_id, rows, source="api", by=g.get("token_name"))
+    return jsonify(dict(summary, experiment_id=experiment_id))
+
+
+@api.get("/api/v1/experiments/<experiment_id>/labels")
+def list_labels(experiment_id: str):
+    """The latest label or skip of each labelled record (``?history=1``:
+    every label event, oldest first)."""
+    _experiment(experiment_id)
+    engine = _ctx()["engine"]
+    history = request.args.get("history", "0").lower() in ("1", "true", "yes")
+    if history:
+        events = engine.label_history(experiment_id)
+    else:
+        latest = engine.labels(experiment_id)
+        events = [latest[i] for i in sorted(latest)]
+    return jsonify({"experiment_id": experiment_id, "history": history, "labels": [labels_io.plain(e) for e in events]})

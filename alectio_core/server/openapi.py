@@ -28,7 +28,8 @@ def _errors(*statuses: int) -> dict:
         400: "invalid request: malformed JSON, wrong types, missing or unknown fields, bad indices",
         401: "missing or invalid API token",
         404: "unknown experiment or loop",
-        409: "conflict with the current state (a loop is running, already done, no selection, ...)",
+        409: "conflict with the current state (a loop is running, already done, no selection, labels missing "
+        "(code labels_missing, with `missing`), ...)",
         413: "body over server.max_body_bytes (/one_loop: a selection file over platform.max_selection_bytes)",
         415: "body not sent as application/json",
     }
@@ -116,7 +117,8 @@ PATHS = {
             "summary": "Start the next loop in the background",
             "description": (
                 "Answers 202 at once. Without `selected`, loop 0 takes `initial` seeded-random records and "
-                "later loops what the strategy picked after the previous loop."
+                "later loops what the strategy picked after the previous loop. An experiment created with labels "
+                "alectio starts a loop only once its selection is labelled or skipped (409 labels_missing otherwise)."
             ),
             "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("LoopStart")}}},
             "responses": {
@@ -139,6 +141,41 @@ PATHS = {
             "operationId": "getLoop",
             "summary": "A loop's status, stage, progress, timestamps, metrics and error",
             "responses": {"200": _json("LoopState", "the loop"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/loops/{loop}/selection": {
+        "parameters": [_EXPERIMENT_ID, _LOOP],
+        "get": {
+            "operationId": "getSelection",
+            "summary": "The records selected for a loop, best first, to label",
+            "description": (
+                "Each row: `index`, `reference` (assign_index's), `score` (the strategy's; null for loop 0, an outside "
+                "selection, or a strategy without scores), `prediction` (the previous loop's model, in the task's label "
+                "format; null when there is none), and the record's latest `label` and `skipped`."
+            ),
+            "responses": {"200": _json("Selection", "the selection"), **_errors(404)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/labels": {
+        "parameters": [_EXPERIMENT_ID],
+        "post": {
+            "operationId": "addLabels",
+            "summary": "Store labels made by people (experiments created with labels alectio)",
+            "description": (
+                "Labels or skips for records of the experiment's selections, all or none: every bad row is listed in "
+                "the error's `problems` and nothing is stored. Labelling a record again keeps its history; the latest "
+                "counts. A skipped record is never trained on and never selected again."
+            ),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LabelsAdd")}}},
+            "responses": {"200": _json("LabelsAdded", "stored"), **_errors(400, 404, 409, 413, 415)},
+        },
+        "get": {
+            "operationId": "listLabels",
+            "summary": "The latest label of each record (history=1: every label event)",
+            "parameters": [
+                {"name": "history", "in": "query", "required": False, "schema": {"type": "string", "enum": ["0", "1"]}},
+            ],
+            "responses": {"200": _json("LabelList", "labels"), **_errors(404)},
         },
     },
     "/api/v1/experiments/{experiment_id}/loops/{loop}/cancel": {

@@ -60,7 +60,18 @@ def _build(cfg: Mapping[str, Any], weights: Optional[str], device: torch.device)
 
 
 @hookimpl
-def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, loop: int, config):
+def train(
+    labeled: Sequence[int],
+    resume_from: Optional[str],
+    ckpt_file: str,
+    loop: int,
+    config,
+    labels: Optional[Mapping[int, int]],
+):
+    """``labels``: in an experiment whose labels come from people (labels
+    "alectio"), their class id for each labeled record; the model trains on
+    those, not on the dataset's own. None otherwise. (No default value:
+    pluggy passes only the arguments a hook declares without one.)"""
     import torch
 
     from .model import fit, pick_device
@@ -68,6 +79,7 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
     cfg = settings(config)
     pool, _ = load_splits()
     idx = np.asarray(labeled, dtype=np.int64)
+    targets = pool.labels[idx] if labels is None else np.asarray([labels[i] for i in idx.tolist()], dtype=np.int64)
     device = pick_device(cfg["device"])
     seed = int(cfg["seed"]) + 1000 * int(loop)
     torch.manual_seed(seed)  # weight initialisation and dropout
@@ -75,7 +87,7 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
     fit(
         model,
         pool.images[idx],
-        pool.labels[idx],
+        targets,
         epochs=int(cfg["epochs"]),
         batch_size=int(cfg["batch_size"]),
         lr=float(cfg["lr"]),
@@ -84,7 +96,7 @@ def train(labeled: Sequence[int], resume_from: Optional[str], ckpt_file: str, lo
         device=device,
     )
     torch.save(model.cpu().state_dict(), ckpt_file)
-    return {"labels": pool.labels[idx].tolist()}
+    return {"labels": targets.tolist()}
 
 
 @hookimpl

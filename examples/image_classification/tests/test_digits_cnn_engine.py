@@ -77,6 +77,26 @@ def test_two_loops_through_the_engine_resume_from_the_first_checkpoint(engine, m
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_labels_mode_trains_on_the_labels_people_send(engine):
+    """An experiment whose labels come from people: loop 0 waits for them,
+    then the CNN learns what they said (here, every digit called "3")."""
+    from alectio_core.errors import LabelsMissing
+
+    plugins.reset_plugins()
+    eid = engine.create_experiment(MODEL, labels="alectio", strategy="margin", initial=100, batch_size=50, loops=2,
+                                   config={"epochs": 10})["id"]
+    with pytest.raises(LabelsMissing):
+        engine.run_loop(eid, 0)
+    rows = engine.selection(eid, 0)
+    summary = engine.add_labels(eid, {r["index"]: "3" for r in rows}, source="test")
+    assert summary == {"stored": 100, "skipped": 0, "loop": 0, "missing": 0}
+    state = engine.run_loop(eid, 0)
+    assert state["status"] == "done"
+    predictions = np.asarray(engine.results(eid, 0)["predictions"])
+    assert np.mean(predictions == 3) > 0.9  # it calls (nearly) every test image a 3
+    assert state["metrics"]["accuracy"] < 0.2, state["metrics"]
+
+
 def alectio(*args, cwd):
     import subprocess
     import sys

@@ -23,7 +23,7 @@ def loop0(tmp_path_factory):
     """One trained checkpoint (default settings) shared by the read-only tests."""
     labeled, unlabeled = split()
     ckpt = str(tmp_path_factory.mktemp("digits") / "loop0.pt")
-    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={})
+    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={}, labels=None)
     return {"labeled": labeled, "unlabeled": unlabeled, "ckpt": ckpt, "result": result}
 
 
@@ -54,7 +54,7 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     ckpt = str(tmp_path / "loop1.pt")
     hooks.train(
         labeled=loop0["labeled"], resume_from=loop0["ckpt"], ckpt_file=ckpt, loop=1,
-        config={"epochs": 0},
+        config={"epochs": 0}, labels=None,
     )
     before = torch.load(loop0["ckpt"], weights_only=True)
     after = torch.load(ckpt, weights_only=True)
@@ -66,10 +66,27 @@ def test_resume_loads_previous_checkpoint(loop0, tmp_path):
     accuracy = {}
     for name, resume in (("scratch", None), ("resumed", loop0["ckpt"])):
         path = str(tmp_path / f"{name}.pt")
-        hooks.train(labeled=labeled, resume_from=resume, ckpt_file=path, loop=1, config={"epochs": 1})
+        hooks.train(labeled=labeled, resume_from=resume, ckpt_file=path, loop=1, config={"epochs": 1}, labels=None)
         result = hooks.test(ckpt_file=path, config={})
         accuracy[name] = np.mean(np.array(result["predictions"]) == np.array(result["labels"]))
     assert accuracy["resumed"] > accuracy["scratch"] + 0.3, accuracy
+
+
+def test_train_learns_the_labels_people_gave_not_the_datasets(tmp_path):
+    """Labels mode: ``labels`` (index -> class id) replaces the dataset's
+    labels. Given every digit as the next one, it learns that."""
+    from alectio_digits_cnn.data import load_splits
+
+    labeled, _ = split()
+    pool, _ = load_splits()
+    shifted = {i: int(pool.labels[i] + 1) % 10 for i in labeled}
+    ckpt = str(tmp_path / "people.pt")
+    result = hooks.train(labeled=labeled, resume_from=None, ckpt_file=ckpt, loop=0, config={}, labels=shifted)
+    assert result["labels"] == [shifted[i] for i in labeled]
+    tested = hooks.test(ckpt_file=ckpt, config={})
+    predictions, truth = np.array(tested["predictions"]), np.array(tested["labels"])
+    assert np.mean(predictions == (truth + 1) % 10) > 0.85  # what people said
+    assert np.mean(predictions == truth) < 0.05  # not the dataset's labels
 
 
 def test_assign_index_names_every_pool_record_once():

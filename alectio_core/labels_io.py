@@ -1,0 +1,441 @@
+"""Labels in, selections out: the formats people label with.
+
+In: a label file (csv with a header naming ``index`` and ``label``, an
+optional ``skip`` column; or JSON Lines of ``{"index", "label"}`` /
+``{"index", "skip": true}``), or the body of ``POST .../labels``
+(``{"labels": {"INDEX": label}, "skip": [INDEX]}``), read into
+:class:`LabelRow` s. Every bad row is found before anything is stored:
+:class:`BadLabels` lists them all (where, index, why), and
+:func:`store_labels` stores all the rows in one step or none.
+
+Out: a loop's selection (the rows of ``Engine.selection``) as csv, JSON
+Lines or Label Studio tasks (its import format). The csv and JSON Lines
+files go back in as they are once their ``label`` column is filled in;
+a row left blank is simply not labelled yet.
+
+The CLI, the HTTP API and the labellers all read and write through here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import ValidationError
+
+FORMATS = ("csv", "jsonl", "labelstudio")
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "labelstudio"}
+CSV_COLUMNS = ("index", "reference", "score", "prediction", "label", "skip")
+_EXPORTED = {"reference", "score", "prediction"}  # written by export, ignored when read back
+_TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n", ""}
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+MESSAGE_PROBLEMS = 20  # problems spelled out in the one-line message; `problems` has them all
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One record's label (or skip), and where it came from (``line 3``, ``labels["12"]``)."""
+
+    where: str
+    index: int
+    label: Any = None
+    skip: bool = False
+
+
+class BadLabels(ValidationError):
+    """Rows that cannot be stored; none of the input was."""
+
+    code = "invalid_labels"
+
+    def __init__(self, source: str, problems: Sequence[dict]):
+        self.source = source
+        self.problems = list(problems)  # {"where", "index", "message"}
+        shown = "; ".join(describe(p) for p in self.problems[:MESSAGE_PROBLEMS])
+        more = len(self.problems) - MESSAGE_PROBLEMS
+        rows = f"{len(self.problems)} bad row{'' if len(self.problems) == 1 else 's'}"
+        super().__init__(f"{source}: {rows}, nothing stored: {shown}" + (f"; and {more} more" if more > 0 else ""))
+
+
+def describe(problem: Mapping[str, Any]) -> str:
+    """``line 3 (index 12): why``."""
+    index = problem.get("index")
+    return f"{problem['where']}{'' if index is None else f' (index {index})'}: {problem['message']}"
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.found: list[dict] = []
+
+    def add(self, where: str, index: Any, message: str) -> None:
+        self.found.append({"where": where, "index": index, "message": message})
+
+    def raise_any(self, source: str) -> None:
+        if self.found:
+            raise BadLabels(source, self.found)
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def format_of(name: str, text: str = "") -> str:
+    """The format a file name's extension says, else what the text looks like."""
+    for ext, fmt in EXTENSIONS.items():
+        if name.lower().endswith(ext):
+            return fmt
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def read_labels(data: bytes | str, name: str = "labels", fmt: str | None = None) -> list[LabelRow]:
+    """The labelled and skipped rows of a csv or JSON Lines file (blank
+    rows left out); ``BadLabels`` listing every bad row otherwise."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no part of the header
+        except UnicodeDecodeError as exc:
+            raise BadLabels(name, [{"where": f"byte {exc.start}", "index": None, "message": "not UTF-8 text"}]) from None
+    fmt = fmt or format_of(name, data)
+    if fmt == "csv":
+        rows = _read_csv(data, name)
+    elif fmt == "jsonl":
+        rows = _read_jsonl(data, name)
+    else:
+        raise ValidationError(f"{name}: labels are read from csv or jsonl files, not {fmt}")
+    return rows
+
+
+def _read_csv(text: str, name: str) -> list[LabelRow]:
+    problems = _Problems()
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise BadLabels(name, [{"where": "line 1", "index": None, "message": f"not csv: {exc}"}]) from None
+    columns = [c.strip().lower() for c in header or []]
+    if "index" not in columns or "label" not in columns:
+        got = ",".join(header or []) or "nothing"
+        raise BadLabels(name, [{"where": "line 1", "index": None, "message": f"the header must name the columns index and label (and optionally skip), got {got!r}"}])
+    at = {c: columns.index(c) for c in ("index", "label", "skip") if c in columns}
+    rows: list[LabelRow] = []
+    seen: dict[int, str] = {}
+    line = 1
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.add(f"line {start}", None, f"not csv: {exc}")
+            break
+        line = start
+        where = f"line {line}"
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) > len(columns):
+            problems.add(where, None, f"{len(cells)} cells, the header has {len(columns)} (quote a label holding commas)")
+            continue
+        cell = lambda column: cells[at[column]].strip() if column in at and at[column] < len(cells) else ""  # noqa: E731
+        index = _csv_index(cell("index"), where, problems)
+        label = _csv_label(cell("label"), where, index, problems)
+        skip = _csv_flag(cell("skip"), where, index, problems)
+        if index is None or label is _BAD or skip is None:
+            continue
+        row = _row(where, index, label, skip, seen, problems)
+        if row is not None:
+            rows.append(row)
+    problems.raise_any(name)
+    return rows
+
+
+_BAD = object()
+
+
+def _csv_index(cell: str, where: str, problems: _Problems) -> int | None:
+    if not cell:
+        problems.add(where, None, "no index")
+        return None
+    if not cell.isdigit() or not cell.isascii():
+        why = "below 0" if cell.startswith("-") and cell[1:].isdigit() else "not an integer"
+        problems.add(where, None, f"index {cell!r} is {why}")
+        return None
+    return int(cell)
+
+
+def _csv_label(cell: str, where: str, index: int | None, problems: _Problems) -> Any:
+    """A JSON value (number, list, object, quoted string) or, as written, a class name."""
+    if not cell:
+        return None
+    if cell[0] in "[{\"" or _NUMBER.fullmatch(cell):
+        try:
+            return json.loads(cell, parse_constant=_not_json)
+        except ValueError as exc:
+            problems.add(where, index, f"label {cell!r} is not valid JSON: {exc}")
+            return _BAD
+    return cell
+
+
+def _csv_flag(cell: str, where: str, index: Any, problems: _Problems) -> bool | None:
+    if cell.lower() in _TRUE | _FALSE:
+        return cell.lower() in _TRUE
+    problems.add(where, index, f"skip must be true or false, got {cell!r}")
+    return None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _read_jsonl(text: str, name: str) -> list[LabelRow]:
+    problems = _Problems()
+    rows: list[LabelRow] = []
+    seen: dict[int, str] = {}
+    known = ("index", "label", "skip")
+    for line, raw in enumerate(text.splitlines(), start=1):
+        where = f"line {line}"
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw, parse_constant=_not_json)
+        except (ValueError, RecursionError) as exc:
+            problems.add(where, None, f"not valid JSON: {exc}")
+            continue
+        if not isinstance(item, dict):
+            problems.add(where, None, 'each line must be an object {"index": ..., "label": ...} or {"index": ..., "skip": true}')
+            continue
+        index = _json_index(item.get("index"), "index" in item, where, problems)
+        unknown = sorted(set(item) - set(known) - _EXPORTED)
+        if unknown:
+            problems.add(where, index, f"unknown field {unknown[0]!r}; known fields: {', '.join(known)}")
+            continue
+        skip = item.get("skip", False)
+        if not isinstance(skip, bool):
+            problems.add(where, index, f"skip must be true or false, got {skip!r}")
+            continue
+        if index is None:
+            continue
+        row = _row(where, index, item.get("label"), skip, seen, problems)
+        if row is not None:
+            rows.append(row)
+    problems.raise_any(name)
+    return rows
+
+
+def _json_index(value: Any, present: bool, where: str, problems: _Problems) -> int | None:
+    if not present:
+        problems.add(where, None, "no index")
+    elif isinstance(value, bool) or not isinstance(value, int):
+        problems.add(where, None, f"index {json.dumps(value)} is not an integer")
+    elif value < 0:
+        problems.add(where, None, f"index {value} is below 0")
+    else:
+        return value
+    return None
+
+
+def _row(where: str, index: int, label: Any, skip: bool, seen: dict[int, str], problems: _Problems) -> LabelRow | None:
+    """The row, unless it is blank (neither label nor skip) or wrong as a whole."""
+    if label is not None and skip:
+        problems.add(where, index, "has both a label and skip; give one")
+        return None
+    if index in seen:
+        problems.add(where, index, f"duplicate row: index {index} is on {seen[index]} too")
+        return None
+    seen[index] = where
+    if label is None and not skip:
+        return None
+    return LabelRow(where, index, None if skip else label, skip)
+
+
+def rows_from_body(body: Mapping[str, Any]) -> list[LabelRow]:
+    """The rows of ``{"labels": {"INDEX": label}, "skip": [INDEX]}`` (its
+    JSON types already checked against the ``LabelsAdd`` schema)."""
+    problems = _Problems()
+    rows: list[LabelRow] = []
+    seen: dict[int, str] = {}
+    for key, label in body.get("labels", {}).items():
+        where = f"labels[{json.dumps(key)}]"
+        if not key.isdigit() or not key.isascii():
+            problems.add(where, None, f"index {key!r} is not an integer")
+        elif label is None:
+            problems.add(where, int(key), "label is null; send a label, or the index in skip")
+        elif int(key) in seen:
+            problems.add(where, int(key), f"duplicate: index {int(key)} is {seen[int(key)]} too")
+        else:
+            rows.append(LabelRow(where, int(key), label))
+            seen[int(key)] = where
+    for i, index in enumerate(body.get("skip", [])):
+        where = f"skip[{i}]"
+        if index in seen:
+            problems.add(where, index, f"index {index} is in {seen[index]} too; label it or skip it")
+            continue
+        rows.append(LabelRow(where, index, skip=True))
+        seen[index] = where
+    problems.raise_any("labels")
+    return rows
+
+
+def split_rows(rows: Iterable[LabelRow]) -> tuple[dict[int, Any], list[int]]:
+    """``(labels, skip)`` as ``Engine.add_labels`` takes them."""
+    labels: dict[int, Any] = {}
+    skip: list[int] = []
+    for row in rows:
+        if row.skip:
+            skip.append(row.index)
+        else:
+            labels[row.index] = row.label
+    return labels, skip
+
+
+def store_labels(
+    engine: Any, experiment_id: str, rows: Sequence[LabelRow], *, source: str, by: str | None = None, name: str = "labels"
+) -> dict:
+    """Store the rows' labels and skips in one step (``Engine.add_labels``)
+    and return its summary; or ``BadLabels`` naming every row the engine
+    refuses (unknown or unselected index, a label of the wrong kind), and
+    nothing stored. ``name``: the input's, for the message (a file name)."""
+    if not rows:
+        raise ValidationError(f"{name}: no labels or skips to store")
+    labels, skip = split_rows(rows)
+    try:
+        return engine.add_labels(experiment_id, labels, skip, source=source, by=by)
+    except ValidationError:
+        problems = _refused(engine.storage, engine.get_experiment(experiment_id), list(rows), source, by)
+        if not problems:  # not about one row after all
+            raise
+        raise BadLabels(name, problems) from None
+
+
+def _refused(storage: Any, experiment: Mapping[str, Any], rows: list[LabelRow], source: str, by: str | None) -> list[dict]:
+    """Every row the engine's checks refuse, with its reason. The engine
+    names the first bad row only, so the rows are checked again in halves
+    until each bad one stands alone (a few checks per bad row, not one per row)."""
+    from .labels import label_events
+
+    try:
+        labels, skip = split_rows(rows)
+        label_events(storage, experiment, labels, skip, source=source, by=by)
+        return []
+    except ValidationError as exc:
+        if len(rows) == 1:
+            row = rows[0]
+            return [{"where": row.where, "index": row.index, "message": re.sub(rf"^index {row.index}: ", "", exc.message)}]
+    half = len(rows) // 2
+    return _refused(storage, experiment, rows[:half], source, by) + _refused(storage, experiment, rows[half:], source, by)
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: numpy scalars and arrays as Python, non-finite floats as None."""
+    if hasattr(value, "tolist"):  # numpy, not imported here: the CLI's help stays quick
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def plain(row: Mapping[str, Any]) -> dict:
+    """A selection row or a label event, JSON-ready."""
+    return {key: _plain(value) for key, value in row.items()}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_plain, allow_nan=False)
+
+
+def _cell(value: Any) -> str:
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return _json(value)
+    return str(value)
+
+
+def _export_row(row: Mapping[str, Any]) -> dict:
+    return {
+        "index": int(row["index"]),
+        "reference": _plain(row.get("reference")),
+        "score": _plain(row.get("score")),
+        "prediction": _plain(row.get("prediction")),
+        "label": _plain(row.get("label")),
+        "skip": bool(row.get("skipped")),
+    }
+
+
+def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        item = _export_row(row)
+        writer.writerow([_cell(item[c]) if c != "skip" else ("true" if item["skip"] else "") for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def to_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(_json(_export_row(row)) + "\n" for row in rows)
+
+
+def labelstudio_tasks(
+    experiment: Mapping[str, Any], loop: int, rows: Iterable[Mapping[str, Any]], *, from_name: str = "label", to_name: str = "item"
+) -> list[dict]:
+    """Label Studio tasks (its import format): ``data`` holds the record's
+    ``reference`` and ``alectio_index``; ``predictions`` the model's
+    prediction as a pre-annotation (``from_name``/``to_name`` name the
+    control and object tags of the project's label config), scored with the
+    strategy's score so annotators can sort by it."""
+    tasks = []
+    version = f"{experiment['id']}/{loop}"
+    for row in rows:
+        task: dict[str, Any] = {"data": {"reference": _plain(row.get("reference")), "alectio_index": int(row["index"])}}
+        result = _labelstudio_result(experiment, row.get("prediction"), from_name, to_name)
+        score = _plain(row.get("score"))
+        if result or score is not None:
+            prediction: dict[str, Any] = {"model_version": version, "result": result}
+            if score is not None:
+                prediction["score"] = float(score)
+            task["predictions"] = [prediction]
+        tasks.append(task)
+    return tasks
+
+
+def _labelstudio_result(experiment: Mapping[str, Any], prediction: Any, from_name: str, to_name: str) -> list[dict]:
+    """The prediction as Label Studio regions: choices for class ids, a
+    number for regression; none for detection and segmentation, whose
+    predictions alectio does not make."""
+    prediction = _plain(prediction)
+    if prediction is None:
+        return []
+    task = experiment.get("task", "classification")
+    names = experiment.get("labels") or []
+
+    def name(class_id: Any) -> str:
+        return str(names[class_id]) if isinstance(class_id, int) and 0 <= class_id < len(names) else str(class_id)
+
+    if task == "classification":
+        value, kind = {"choices": [name(prediction)]}, "choices"
+    elif task == "multilabel":
+        value, kind = {"choices": [name(c) for c in prediction]}, "choices"
+    elif task == "regression":
+        value, kind = {"number": prediction}, "number"
+    else:
+        return []
+    return [{"from_name": from_name, "to_name": to_name, "type": kind, "value": value}]
+
+
+def dump(experiment: Mapping[str, Any], loop: int, rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    """A selection's rows as the text of a ``fmt`` file."""
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "jsonl":
+        return to_jsonl(rows)
+    if fmt == "labelstudio":
+        return json.dumps(labelstudio_tasks(experiment, loop, rows), indent=2, default=_plain) + "\n"
+    raise ValidationError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")

@@ -1,0 +1,155 @@
+"""``alectio export`` and ``alectio labels import`` as a user meets them,
+on sqlite and on S3 (moto over HTTP): a selection out, labelled in a file,
+back in; a bad file refused whole with every bad row named, nothing stored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+from labels_support import CLASSES, POOL, people_model, storage_url  # noqa: F401 (fixture)
+
+from alectio_core.cli import cli
+from alectio_core.engine import Engine
+from alectio_core.storage import open_storage
+
+
+@pytest.fixture
+def setup(storage_url, fake_model):
+    """A labels-mode experiment on ``storage_url``, and the model's train calls."""
+    seen = people_model(fake_model)
+    storage = open_storage(storage_url)
+    engine = Engine(storage)
+    experiment = engine.create_experiment("people_lab", labels="alectio", initial=6, batch_size=4, loops=3, strategy="margin")
+    yield engine, experiment["id"], seen
+    storage.close()
+
+
+def alectio(*args, storage_url):
+    result = CliRunner().invoke(cli, [*args, "--storage", storage_url])
+    return result
+
+
+def test_export_label_import_and_the_next_loop_trains_on_the_file(setup, storage_url, tmp_path):
+    engine, eid, seen = setup
+    out = tmp_path / "batch.csv"
+    result = alectio("export", eid, "-o", str(out), storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"loop 0 of experiment {eid}: 6 records (0 labelled, 0 skipped) written to {out} as csv\n"
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["index", "reference", "score", "prediction", "label", "skip"]
+    assert [r["reference"] for r in rows] == [f"r{r['index']}" for r in rows]
+    picked = [int(r["index"]) for r in rows]
+
+    # A person fills in the label column: names or ids; skips the last record.
+    for r, label in zip(rows, ["dog", "2", "cat", "0", "bird", ""]):
+        r["label"] = label
+    rows[-1]["skip"] = "true"
+    filled = io.StringIO()
+    writer = csv.DictWriter(filled, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    out.write_text(filled.getvalue())
+
+    result = alectio("labels", "import", eid, str(out), storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    assert result.output == "stored 5 labels and 1 skip\nloop 0 has every label it needs\n"
+    expected = dict(zip(picked[:5], [1, 2, 0, 0, 2]))
+    assert {e["index"]: e["label"] for e in engine.label_history(eid) if not e["skip"]} == expected
+    assert {(e["source"], e["loop"]) for e in engine.label_history(eid)} == {("cli", 0)}
+
+    engine.run_loop(eid, 0)
+    assert seen[-1] == {"labeled": sorted(expected), "labels": expected}
+
+    tasks_file = tmp_path / "tasks.json"
+    result = alectio("export", eid, "-o", str(tasks_file), storage_url=storage_url)  # the next loop, from the extension: labelstudio
+    assert result.exit_code == 0, result.output
+    tasks = json.loads(tasks_file.read_text())
+    assert len(tasks) == 4
+    first = tasks[0]
+    assert first["data"] == {"reference": f"r{first['data']['alectio_index']}", "alectio_index": first["data"]["alectio_index"]}
+    prediction = first["predictions"][0]
+    assert prediction["model_version"] == f"{eid}/1" and isinstance(prediction["score"], float)
+    assert prediction["result"][0]["value"] == {"choices": [CLASSES[first["data"]["alectio_index"] % 3]]}
+
+    result = alectio("export", eid, "--loop", "0", "--format", "jsonl", storage_url=storage_url)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["index"], r["label"], r["skip"]) for r in lines] == [(i, expected.get(i), i == picked[5]) for i in picked]
+
+
+def test_a_bad_file_is_refused_whole_every_row_named_and_nothing_stored(setup, storage_url, tmp_path):
+    engine, eid, _ = setup
+    picked = engine.selection(eid, 0)
+    first, second, third = (r["index"] for r in picked[:3])
+    unselected = next(i for i in range(POOL) if i not in {r["index"] for r in picked})
+    bad = tmp_path / "labels.csv"
+    bad.write_text(f"index,label\n{first},dog\n{second},fish\n{first},cat\n{unselected},1\n999,0\n{third},\"[1]\"\n")
+    result = alectio("labels", "import", eid, str(bad), storage_url=storage_url)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"Error: {bad}: 1 bad row, nothing stored:", f"  line 4 (index {first}): duplicate row: index {first} is on line 2 too"]
+
+    bad.write_text(f"index,label\n{first},dog\n{second},fish\n{unselected},1\n999,0\n{third},\"[1]\"\n")
+    result = alectio("labels", "import", eid, str(bad), storage_url=storage_url)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {bad}: 4 bad rows, nothing stored:",
+        f"  line 3 (index {second}): label 'fish' is not a classification label: 'fish' is not one of the experiment's labels ('cat', 'dog', 'bird')",
+        f"  line 4 (index {unselected}): index {unselected} is in no selection of experiment {eid!r}; only selected records take labels",
+        f"  line 5 (index 999): index 999 is outside the pool 0..{POOL - 1}",
+        f"  line 6 (index {third}): label [1] is not a classification label: a class must be a class id or name, got list",
+    ]
+    assert engine.label_history(eid) == []
+
+
+def test_import_of_an_unknown_experiment_or_a_missing_file_is_one_line(setup, storage_url, tmp_path):
+    good = tmp_path / "ok.jsonl"
+    good.write_text('{"index": 1, "label": 0}\n')
+    result = alectio("labels", "import", "nope", str(good), storage_url=storage_url)
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "nope" in result.output
+    result = alectio("labels", "import", setup[1], str(tmp_path / "missing.csv"), storage_url=storage_url)
+    assert result.exit_code == 2 and "No such file or directory" in result.output
+
+
+def test_help_shows_the_formats_and_the_workflow():
+    for command in (["export", "--help"], ["labels", "import", "--help"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0
+        assert "alectio labels import ID batch.csv" in result.output
+    assert '{"index": 8, "skip": true}' in CliRunner().invoke(cli, ["labels", "import", "--help"]).output
+    assert "csv|jsonl|labelstudio" in CliRunner().invoke(cli, ["export", "--help"]).output
+    listed = CliRunner().invoke(cli, ["--help"]).output.split("Commands:", 1)[1].split()
+    assert "export" in listed and "labels" in listed
+
+
+def test_run_with_labels_from_people_stops_for_labels_and_resumes(storage_url, fake_model, tmp_path):
+    seen = people_model(fake_model)
+    args = ["run", "people_lab", "--labels", "alectio", "--initial", "6", "--batch", "4", "--loops", "2", "--strategy", "margin"]
+    result = alectio(*args, storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    eid = result.stderr.split()[1].rstrip(":")
+    assert result.stderr.splitlines()[1:] == [
+        "loop 0 waits for people's labels: 6 of its records have none yet; label or skip them, then go on:",
+        f"  alectio export {eid} --storage {storage_url} -o loop0.csv     # its records, to label in any tool",
+        f"  alectio labels import {eid} loop0.csv --storage {storage_url}",
+        f"  continue with: alectio run people_lab --resume {eid} --storage {storage_url}",
+    ]
+    assert result.stdout == "" and seen == []
+
+    batch = tmp_path / "loop0.jsonl"
+    assert alectio("export", eid, "-o", str(batch), storage_url=storage_url).exit_code == 0
+    rows = [json.loads(line) for line in batch.read_text().splitlines()]
+    batch.write_text("".join(json.dumps({"index": r["index"], "label": CLASSES[r["index"] % 3]}) + "\n" for r in rows))
+    assert alectio("labels", "import", eid, str(batch), storage_url=storage_url).exit_code == 0
+
+    conflict = alectio("run", "people_lab", "--resume", eid, "--labels", "plugin", storage_url=storage_url)
+    assert conflict.exit_code == 1
+    assert conflict.output == f"Error: --labels plugin conflicts with experiment {eid!r}: it was created with --labels alectio\n"
+
+    result = alectio("run", "people_lab", "--resume", eid, storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    assert seen == [{"labeled": sorted(r["index"] for r in rows), "labels": {r["index"]: r["index"] % 3 for r in rows}}]
+    assert "loop 1 waits for people's labels: 4 of its records have none yet" in result.stderr
+    assert result.stdout.splitlines()[-1].split()[:2] == ["0", "6"]  # the curve: loop 0, 6 labeled
