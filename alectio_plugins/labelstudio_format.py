@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from xml.sax.saxutils import quoteattr
 
 from alectio_core.labelling import SKIP
+from alectio_core.labels_io import labelstudio_tasks
 
 #: The control tag each task is labelled with, and the result ``type`` it gives.
 CONTROLS = {
@@ -128,45 +129,21 @@ def read_label_config(label_config: str, task: str, class_names: Any) -> Interfa
 # ----------------------------------------------------------------------
 
 
-def _pre_annotation(task: str, interface: Interface, class_names: Any, prediction: Any) -> list[dict]:
-    """The prediction as a result the annotator starts from ([] when there is none to show)."""
-    if prediction is None:
-        return []
-    _, kind = CONTROLS[task]
-    if task == "classification":
-        value: dict = {"choices": [str(class_names[int(prediction)])]}
-    elif task == "multilabel":
-        value = {"choices": [str(class_names[int(i)]) for i in prediction]}
-    elif task == "regression":
-        value = {"number": float(prediction)}
-    else:  # detection: alectio's stored outputs are not boxes
-        return []
-    return [{"from_name": interface.control, "to_name": interface.to_name, "type": kind, "value": value}]
-
-
 def make_task(experiment: Mapping[str, Any], loop: int, row: Mapping[str, Any], interface: Interface, data: str) -> dict:
-    """One selected record as a Label Studio task: ``data`` (a template of
-    ``{reference}`` and ``{index}``) is what the interface shows; the
-    ``alectio_*`` fields bring the annotation back to the record. The
-    previous loop's prediction is a pre-annotation whose ``model_version``
-    names the model that made it and whose ``score`` is the strategy's
-    (sortable in the Data Manager)."""
-    reference = str(row["reference"])
-    task: dict[str, Any] = {
-        "data": {
-            interface.data_key: data.format(reference=reference, index=row["index"]),
-            "reference": reference,
+    """One selected record as a Label Studio task: the task ``alectio
+    export --format labelstudio`` writes (the previous loop's prediction as
+    a pre-annotation, scored with the strategy's score, sortable in the
+    Data Manager), plus what the interface shows (``data``: a template of
+    ``{reference}`` and ``{index}``) and the ``alectio_*`` fields that
+    bring an annotation back to its record."""
+    (task,) = labelstudio_tasks(experiment, loop, [row], from_name=interface.control, to_name=interface.to_name)
+    task["data"].update(
+        {
+            interface.data_key: data.format(reference=task["data"]["reference"], index=row["index"]),
             "alectio_experiment": experiment["id"],
             "alectio_loop": loop,
-            "alectio_index": int(row["index"]),
         }
-    }
-    result = _pre_annotation(experiment["task"], interface, experiment.get("labels"), row.get("prediction"))
-    if result or row.get("score") is not None:
-        prediction: dict[str, Any] = {"model_version": f"{experiment['id']}/loop {loop - 1}", "result": result}
-        if row.get("score") is not None:
-            prediction["score"] = float(row["score"])
-        task["predictions"] = [prediction]
+    )
     return task
 
 

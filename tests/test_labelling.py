@@ -90,8 +90,8 @@ def served(tmp_path, memory, pets):
         close_app(app)
 
 
-def create(api: Api, **options) -> str:
-    return api.engine.create_experiment("pets", labels="alectio", initial=4, batch_size=3, loops=3, **options)["id"]
+def create(api: Api) -> str:
+    return api.create("pets", labels="alectio", initial=4, batch_size=3, loops=3)["id"]
 
 
 def webhook(api, *annotations, name="memory"):
@@ -114,7 +114,7 @@ def test_hook_register_labellers(served, memory):
 
 def test_plugin_mode_experiments_are_not_sent(served, memory):
     api = served()
-    api.engine.create_experiment("pets", initial=4, loops=2)
+    api.create("pets", initial=4, loops=2)
     assert memory.labeller.sent == {}
 
 

@@ -91,10 +91,8 @@ def by_index(found: list[dict]) -> dict[int, dict]:
     return {t["data"]["alectio_index"]: t for t in found}
 
 
-def create(api: Api, experiment_id: str | None = None) -> str:
-    return api.engine.create_experiment(
-        "pets", labels="alectio", strategy="entropy", initial=4, batch_size=3, loops=3, experiment_id=experiment_id
-    )["id"]
+def create(api: Api, **fields) -> str:
+    return api.create("pets", labels="alectio", strategy="entropy", initial=4, batch_size=3, loops=3, **fields)["id"]
 
 
 # -- the tests --------------------------------------------------------------------
@@ -142,7 +140,7 @@ def test_selection_out_webhook_in_next_loop_trains_on_exactly_those_labels(alect
     assert sorted(second) == sorted(rows)
     for index, task in second.items():
         (prediction,) = task["predictions"]
-        assert prediction["model_version"] == f"{eid}/loop 0"
+        assert prediction["model_version"] == f"{eid}/1"  # the selection of experiment eid's loop 1 (made by loop 0's model)
         assert prediction["score"] == pytest.approx(rows[index]["score"])
         assert prediction["result"][0]["value"]["choices"] == [CLASSES[rows[index]["prediction"]]]
 
@@ -210,7 +208,7 @@ def test_a_project_whose_labels_are_not_the_models_classes_is_refused_naming_the
     assert response.status_code == 201, response.text
     api = alectio()
     with caplog.at_level(logging.ERROR):
-        create(api, "mismatched")
+        create(api, id="mismatched")
     message = "experiment mismatched: the Label Studio project offers the label 'horse', which is not one of the model's classes: cat, dog, bird"
     assert message in caplog.text
     assert message in api.engine.get_experiment("mismatched")["labeller"]["unsent"]["0"]

@@ -68,7 +68,7 @@ def test_a_task_carries_the_record_and_the_prediction_as_pre_annotation():
         "alectio_index": 17,
     }
     assert task["predictions"] == [
-        {"model_version": "e1/loop 1", "score": 0.25, "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}]}
+        {"model_version": "e1/2", "score": 0.25, "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}]}
     ]
 
 
