@@ -23,6 +23,8 @@ project id and the task ids of each loop sent.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -82,6 +84,8 @@ class LabelStudio:
                 )
             self.webhook_token = _variable(settings.webhook_token_env, "webhook_token_env", source, "an alectio API token")
         self.client = Client(base_url=settings.url.rstrip("/"), api_key=api_key, timeout=settings.timeout)
+        # The client's httpx logs a line per request at INFO: one per poll would drown the server's log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def __repr__(self) -> str:  # never the tokens
         return f"<labeller labelstudio {self.settings.url}>"
@@ -153,8 +157,12 @@ class LabelStudio:
         if "project" not in state:
             return []
         wanted = set((state.get("tasks") or {}).get(str(loop), {}).values())
+        if not wanted:
+            return []
+        # Only this loop's tasks, not the whole project's, on every poll.
+        only = json.dumps({"selectedItems": {"all": False, "included": sorted(wanted)}})
         found = []
-        for task in self._tasks(state["project"], fields="all"):
+        for task in self.client.tasks.list(project=state["project"], fields="all", query=only, page_size=1000):
             if task.id in wanted and task.annotations:
                 latest = max(task.annotations, key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0))
                 found.append(self._annotation(task.data, latest))
