@@ -57,7 +57,7 @@ def drive(
                 if on_exhausted and labeled >= pool:
                     on_exhausted(loop - 1, int(labeled), pool)
                 break
-            engine.record_selection(experiment_id, loop, *engine.pick_next(experiment, loop - 1))
+            engine.record_selection(experiment_id, loop, *engine.pick_next(experiment, loop - 1), ranked=True)
         check_labelled(engine.storage, experiment, loop)  # labels mode "alectio": LabelsMissing before the loop shows
         if on_loop:
             on_loop(loop)

@@ -136,13 +136,21 @@ class Engine:
         return experiment
 
     def get_experiment(self, experiment_id: str) -> dict:
-        return self.storage.get_experiment(check_id(experiment_id))
+        """The stored experiment; one stored before labels modes is ``labels_mode: "plugin"``."""
+        experiment = self.storage.get_experiment(check_id(experiment_id))
+        experiment.setdefault("labels_mode", label_rules.mode(experiment))
+        return experiment
 
     def summary(self, experiment: Mapping[str, Any]) -> dict:
         """The experiment with ``loops_done`` (loops finished) and
         ``latest_metrics`` (those of the last finished loop, or None)."""
         done = [s for s in self.storage.list_loop_states(experiment["id"]) if s["status"] == "done"]
-        return dict(experiment, loops_done=len(done), latest_metrics=done[-1].get("metrics") if done else None)
+        return dict(
+            experiment,
+            labels_mode=label_rules.mode(experiment),
+            loops_done=len(done),
+            latest_metrics=done[-1].get("metrics") if done else None,
+        )
 
     def delete_experiment(self, experiment_id: str) -> int:
         """Delete the experiment and everything stored for it; return how
@@ -177,10 +185,12 @@ class Engine:
         """Sorted union of the selections of loops 0..loop."""
         return chosen.labeled(self.storage, experiment_id, loop)
 
-    def record_selection(self, experiment_id: str, loop: int, indices: Any, scores: Any = None) -> np.ndarray:
-        """Validate and store the records chosen for ``loop``, best first
-        (see :func:`.selections.record_selection`), and tell ``on_selection``."""
-        picked = chosen.record_selection(self.storage, experiment_id, loop, indices, scores)
+    def record_selection(
+        self, experiment_id: str, loop: int, indices: Any, scores: Any = None, *, ranked: bool = False
+    ) -> np.ndarray:
+        """Validate and store the records chosen for ``loop`` (see
+        :func:`.selections.record_selection`), and tell ``on_selection``."""
+        picked = chosen.record_selection(self.storage, experiment_id, loop, indices, scores, ranked=ranked)
         self.selected(self.get_experiment(experiment_id), loop)
         return picked
 

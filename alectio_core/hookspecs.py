@@ -36,12 +36,12 @@ class ModelSpecs:
     def train(
         self,
         labeled: Sequence[int],
+        labels: Optional[Mapping[int, Any]],
         resume_from: Optional[str],
         ckpt_file: str,
         loop: int,
         config: Mapping[str, Any],
         payload: Mapping[str, Any],
-        labels: Optional[Mapping[int, Any]],
     ) -> Optional[Mapping[str, Any]]:
         """Train the model on the labeled records of this loop.
 

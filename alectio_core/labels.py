@@ -78,26 +78,31 @@ def selections_by_record(storage: Storage, experiment: Mapping[str, Any]) -> dic
     return where
 
 
-def missing(storage: Storage, experiment_id: str, loop: int, events: Mapping[int, dict] | None = None) -> np.ndarray:
+def missing(storage: Storage, experiment_id: str, loop: int) -> np.ndarray:
     """Records selected for ``loop`` with no label and no skip, in the
     selection's order (``NotFoundError`` when it has no selection)."""
     picked = storage.get_selection(experiment_id, loop)
-    events = latest(storage, experiment_id) if events is None else events
+    events = latest(storage, experiment_id)
     return np.asarray([i for i in picked.tolist() if i not in events], dtype=np.int64)
 
 
 def check_labelled(storage: Storage, experiment: Mapping[str, Any], loop: int) -> None:
-    """``LabelsMissing`` when loop ``loop`` of an experiment in labels mode
-    "alectio" has selected records neither labelled nor skipped."""
+    """For an experiment in labels mode "alectio": ``LabelsMissing`` when
+    loop ``loop`` has selected records neither labelled nor skipped;
+    ``ConflictError`` when every record selected so far was skipped (there
+    is nothing to train on)."""
     if not from_people(experiment):
         return
     try:
-        selected = storage.get_selection(experiment["id"], loop)
+        picked = storage.get_selection(experiment["id"], loop)
     except NotFoundError:
         return  # nothing selected yet: the loop's own checks say so
-    left = missing(storage, experiment["id"], loop)
-    if left.size:
-        raise LabelsMissing(loop, int(left.size), int(selected.size))
+    events = latest(storage, experiment["id"])
+    left = [i for i in picked.tolist() if i not in events]
+    if left:
+        raise LabelsMissing(loop, len(left), int(picked.size))
+    if not any(not e.get("skip") and int(e["loop"]) <= loop for e in events.values()):
+        raise ConflictError(f"loop {loop} has nothing to train on: every record selected so far was skipped; label some of them first")
 
 
 def for_training(
@@ -163,16 +168,31 @@ class _Task:
         if task == "object_detection":
             return self.boxes(label)
         if task == "segmentation":
-            if not isinstance(label, (list, tuple)) or not label or not all(isinstance(r, (list, tuple)) for r in label):
-                raise ValueError("segmentation labels are a 2-D list of class ids (one row of pixels per list)")
-            if len({len(r) for r in label}) != 1 or not label[0]:
-                raise ValueError("segmentation rows must all have the same, non-zero length")
-            return [[self.class_id(v, names=False) for v in row] for row in label]
+            return self.mask(label)
         if task == "regression":
             if not _is_number(label):
                 raise ValueError("regression labels are finite numbers")
             return float(label) if isinstance(label, (float, np.floating)) else int(label)
         raise ValueError(f"task {task!r} takes no labels")  # pragma: no cover - tasks are checked at creation
+
+    def mask(self, label: Any) -> list:
+        """A 2-D list of class ids (the range checked as one array: a mask has many pixels)."""
+        if not isinstance(label, (list, tuple)) or not label or not all(isinstance(r, (list, tuple)) for r in label):
+            raise ValueError("segmentation labels are a 2-D list of class ids (one row of pixels per list)")
+        if len({len(r) for r in label}) != 1 or not label[0]:
+            raise ValueError("segmentation rows must all have the same, non-zero length")
+        bad = next((v for row in label for v in row if not _is_int(v)), None)
+        if bad is not None:
+            raise ValueError(f"a class must be a class id, got {type(bad).__name__}")
+        try:
+            pixels = np.asarray(label, dtype=np.int64)
+        except OverflowError:
+            raise ValueError("a class id is too large") from None
+        if pixels.min() < 0 or (self.names and pixels.max() >= len(self.names)):
+            bad = int(pixels.min()) if pixels.min() < 0 else int(pixels.max())
+            upper = f"0..{len(self.names) - 1}" if self.names else ">= 0"
+            raise ValueError(f"class id {bad} is out of range ({upper})")
+        return pixels.tolist()
 
     def boxes(self, label: Any) -> dict:
         if not isinstance(label, Mapping) or set(label) != {"boxes", "objects"}:

@@ -146,7 +146,7 @@ class LoopRun:
             if stop is not None:
                 self.state["stop"] = stop
             if picked is not None:  # before the commit: a reader who sees "done" finds the next selection
-                record_selection(self.storage, self.eid, self.loop + 1, *picked)
+                record_selection(self.storage, self.eid, self.loop + 1, *picked, ranked=True)
             self.engine.leases.commit(
                 self.lease, lambda version: self.storage.commit_loop(self.eid, self.loop, self.attempt, self.state, lease_version=version)
             )

@@ -5,9 +5,9 @@ records picked at random (seeded), a later loop's the strategy's pick from
 the loop before (or a labeller's, or the platform's). The records labeled
 in loop k are the union of the selections of loops 0..k (in labels mode
 "alectio", minus the records people skipped: see :mod:`.labels`). A
-selection is stored in its order, best first, with the strategy's score of
-each record when it gave them. The
-:class:`~alectio_core.engine.Engine` methods of the same names call these.
+strategy's pick is stored in its order, best first, with its score of each
+record when it gives them; a labeller's choice and loop 0's draw, sorted.
+The :class:`~alectio_core.engine.Engine` methods of the same names call these.
 """
 
 from __future__ import annotations
@@ -49,9 +49,13 @@ def has_selection(storage: Storage, experiment_id: str, loop: int) -> bool:
         return False
 
 
-def record_selection(storage: Storage, experiment_id: str, loop: int, indices: Any, scores: Any = None) -> np.ndarray:
-    """Validate and store the records chosen for ``loop``, in the order
-    given (best first), with ``scores`` aligned with them when given.
+def record_selection(
+    storage: Storage, experiment_id: str, loop: int, indices: Any, scores: Any = None, *, ranked: bool = False
+) -> np.ndarray:
+    """Validate and store the records chosen for ``loop``: ``ranked`` (a
+    strategy's pick) or with ``scores`` aligned with them, in the order
+    given, best first; else (a labeller's choice, loop 0's random draw)
+    sorted.
 
     Rejects duplicates, negative or out-of-pool indices and records
     already selected in earlier loops, naming the offending index.
@@ -80,6 +84,8 @@ def record_selection(storage: Storage, experiment_id: str, loop: int, indices: A
         again = np.intersect1d(picked, earlier)
         if again.size:
             raise ValidationError(f"selection for loop {loop}: index {int(again[0])} was already selected in an earlier loop")
+    if scores is None and not ranked:
+        picked = np.sort(picked)
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != picked.shape:
@@ -96,7 +102,7 @@ def initial_selection(storage: Storage, experiment_id: str) -> np.ndarray:
     experiment = storage.get_experiment(check_id(experiment_id))
     rng = np.random.default_rng(experiment["seed"])
     picked = rng.choice(experiment["pool_size"], size=experiment["initial"], replace=False)
-    return record_selection(storage, experiment_id, 0, np.sort(picked))  # random: no order to keep
+    return record_selection(storage, experiment_id, 0, picked)
 
 
 def wants_selection(experiment: Mapping[str, Any], loop: int, labeled: int) -> bool:

@@ -47,6 +47,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 _BUCKET = re.compile(s3.BUCKET_PATTERN)
 _OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
+#: Label objects read at once (the client keeps 16 connections).
+LABEL_READERS = 16
 #: The folder of an attempt holding each part of its infer outputs.
 _PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
 
@@ -360,15 +363,23 @@ class S3Storage(Storage):
 
     def list_labels(self, experiment_id: str) -> list[dict]:
         keys = sorted(o["Key"] for o in self._list(self._labels_folder(experiment_id)) if o["Key"].endswith(".json"))
+
+        def read(key: str) -> None:
+            try:
+                self._label_batches[key] = self._get_json(key, key)["events"]
+            except NotFoundError:  # deleted since the listing
+                pass
+
+        new = [key for key in keys if key not in self._label_batches]
+        if len(new) > 1:  # a tool sending one label per call leaves many small objects: read them side by side
+            with ThreadPoolExecutor(LABEL_READERS) as pool:
+                list(pool.map(read, new))
+        elif new:
+            read(new[0])
         events: list[dict] = []
         for key in keys:
-            batch = self._label_batches.get(key)
-            if batch is None:
-                try:
-                    batch = self._label_batches[key] = self._get_json(key, key)["events"]
-                except NotFoundError:  # deleted since the listing
-                    continue
-            events.extend(dict(e) for e in batch)  # copies: a caller changing one leaves the cache alone
+            # copies: a caller changing one leaves the cache alone
+            events.extend(dict(e) for e in self._label_batches.get(key, ()))
         return events
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:

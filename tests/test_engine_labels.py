@@ -12,7 +12,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from alectio_core import labels as label_rules
 from alectio_core.engine import Engine
 from alectio_core.errors import ConflictError, InvalidLabels, LabelsMissing, NotFoundError, StorageError, ValidationError
 from alectio_core.storage import Storage, open_storage
@@ -56,7 +55,9 @@ def test_loop_0_selection_exists_at_creation_and_the_mode_is_stored(engine, inst
 
     plain = engine.create_experiment(installed_test_model, initial=10, loops=3)
     assert plain["labels_mode"] == "plugin" and not engine.has_selection(plain["id"], 0)
-    assert label_rules.mode({"id": "old"}) == "plugin"  # a record stored before labels modes
+    older = {k: v for k, v in plain.items() if k != "labels_mode"}
+    engine.storage.create_experiment(dict(older, id="older"), ["r0"])  # as a store written before labels modes holds it
+    assert engine.get_experiment("older")["labels_mode"] == "plugin" == engine.summary(older)["labels_mode"]
     with pytest.raises(ValidationError, match="labels must be one of 'plugin', 'alectio', got 'people'"):
         engine.create_experiment(installed_test_model, labels="people")
 
@@ -82,6 +83,17 @@ def test_a_loop_waits_for_its_labels(engine, installed_test_model):
     assert state["status"] == "done" and state["labeled"] == 8  # the two skipped records are not trained on
     after = engine.add_labels(eid, {}, source="test")
     assert after["loop"] == 1 and after["missing"] == 10 == engine.missing_labels(eid, 1).size
+
+
+def test_a_loop_with_every_record_skipped_has_nothing_to_train_on(engine, fake_model):
+    fake_model("skipped", **three_classes())
+    exp = engine.create_experiment("skipped", strategy=None, initial=3, loops=2, labels="alectio")
+    picked = engine.storage.get_selection(exp["id"], 0).tolist()
+    engine.add_labels(exp["id"], {}, skip=picked, source="test")
+    with pytest.raises(ConflictError, match="^loop 0 has nothing to train on: every record selected so far was skipped"):
+        engine.run_loop(exp["id"], 0)
+    engine.add_labels(exp["id"], {picked[1]: "bird"}, source="test")  # a skipped record labelled after all
+    assert engine.run_loop(exp["id"], 0)["labeled"] == 1
 
 
 def test_hook_train(any_engine, fake_model):
@@ -122,6 +134,60 @@ def test_hook_train(any_engine, fake_model):
     assert [(e["label"], e["source"], e["by"], e["loop"]) for e in history] == [(1, "test", None, 0), (0, "review", "lead", 0)]
     assert engine.labels(eid)[first[0]]["label"] == 0 and engine.labels(eid)[first[3]]["skip"] is True
     assert engine.results(eid, 1)["insights"]["per_class_counts"] == {"0": 2, "2": 4}  # from people's labels
+
+
+ROWS = {  # record i's infer row
+    "classification": lambda i: [float(i % 3), 1.0, 0.0],
+    "multilabel": lambda i: [1.0 if i % 2 else -1.0, -2.0, 0.5],
+    "regression": lambda i: [i / 4],
+    "object_detection": lambda i: [0.1] * 6,
+}
+
+
+TESTED = {  # what test returns, in each task's format
+    "classification": {"predictions": [0, 1], "labels": [0, 0]},
+    "multilabel": {"predictions": [[0], [1, 2]], "labels": [[0], [2]]},
+    "regression": {"predictions": [1.0, 2.0], "labels": [1.5, 2.0]},
+    "object_detection": {
+        "predictions": [{"boxes": [[0, 0, 4, 4]], "objects": [1], "scores": [0.75]}],
+        "labels": [{"boxes": [[0, 0, 4, 5]], "objects": [1]}],
+    },
+}
+
+
+@pytest.mark.parametrize("task", ROWS)
+def test_a_selection_shows_the_loop_befores_prediction_in_the_tasks_format(engine, fake_model, task):
+    row = ROWS[task]
+
+    def infer(unlabeled, writer):
+        for i in unlabeled:
+            writer.add(i, row(i))
+
+    fake_model(f"p-{task}", model_info=lambda: {"task": task, "labels": CLASSES}, infer=infer, test=lambda: TESTED[task])
+    exp = engine.create_experiment(f"p-{task}", strategy="random", initial=3, batch_size=4, loops=2, labels="alectio")
+    labelled(engine, exp["id"], 0, label={"classification": 0, "multilabel": [0], "regression": 1.5, "object_detection": {"boxes": [], "objects": []}}[task])
+    engine.run_loop(exp["id"], 0)
+    rows = engine.selection(exp["id"], 1)
+    expected = {
+        "classification": lambda i: int(np.argmax(row(i))),
+        "multilabel": lambda i: [c for c, v in enumerate(row(i)) if v > 0],
+        "regression": lambda i: i / 4,
+        "object_detection": lambda i: None,
+    }[task]
+    assert len(rows) == 4 and [r["prediction"] for r in rows] == [expected(r["index"]) for r in rows]
+    assert all(r["score"] is None for r in rows)  # random gives no scores
+
+
+def test_mc_rows_are_reduced_to_one_pass_before_the_prediction(engine, fake_model):
+    def infer(unlabeled, writer):  # two passes: the first says class 0, the second class 1 more strongly
+        for i in unlabeled:
+            writer.add(i, [2.0, 0.0, 0.0, 0.0, 9.0, 0.0])
+
+    fake_model("mc", model_info=lambda: {"task": "classification", "labels": CLASSES, "mc_samples": 2}, infer=infer)
+    exp = engine.create_experiment("mc", strategy="entropy", initial=3, batch_size=2, loops=2, labels="alectio")
+    labelled(engine, exp["id"], 0)
+    engine.run_loop(exp["id"], 0)
+    assert [r["prediction"] for r in engine.selection(exp["id"], 1)] == [1, 1]
 
 
 def test_train_gets_no_labels_when_the_plugin_knows_them(engine, fake_model):
@@ -196,6 +262,7 @@ TASK_LABELS = [
      {"boxes": [[0, 0, 1, 1]], "objects": []}, '"boxes" and "objects" must be lists of the same length'),
     ("segmentation", [[0, 1], [2, 2]], [[0, 1], [2, 2]], [[0, 1], [2]], "segmentation rows must all have the same, non-zero length"),
     ("segmentation", [[0]], [[0]], [["cat"]], "a class must be a class id, got str"),
+    ("segmentation", [[2, 1, 0]], [[2, 1, 0]], [[0, 1], [3, 0]], "class id 3 is out of range (0..2)"),
     ("regression", 2.5, 2.5, float("nan"), "regression labels are finite numbers"),
 ]
 
@@ -268,7 +335,7 @@ def test_selection_listeners(engine, fake_model, caplog):
     assert heard[-1] == (eid, 1)  # labels mode "plugin": no selection at creation
     engine.record_selection(other["id"], 0, [4, 2, 9])
     assert heard[-1] == (other["id"], 0)
-    assert engine.storage.get_selection(other["id"], 0).tolist() == [4, 2, 9]  # the order given is kept
+    assert engine.storage.get_selection(other["id"], 0).tolist() == [2, 4, 9]  # no ranking: sorted
 
 
 def test_selection_of_a_loop_that_has_none(engine, installed_test_model):

@@ -140,7 +140,7 @@ def test_a_misspelled_argument_is_named_with_the_closest_one():
     assert not plugins.register_model(registry, "typo_model", lambda: module)
     assert registry.errors.pop()["error"] == (
         "hook 'train' of model 'typo_model' asks for argument 'labelled' (did you mean 'labeled'?), which alectio "
-        "does not pass; train takes: labeled, resume_from, ckpt_file, loop, config, payload"
+        "does not pass; train takes: labeled, labels, resume_from, ckpt_file, loop, config, payload"
     )
 
 
@@ -214,7 +214,7 @@ def test_bad_registration_names_plugin_and_says_how_to_fix(registered):
 def test_model_call_wraps_plugin_exceptions(fake_model):
     model = fake_model("m", train=lambda labeled: 1 / 0)
     with pytest.raises(PluginError, match="model 'm', hook 'train': raised ZeroDivisionError"):
-        model.call("train", labeled=[1], resume_from=None, ckpt_file="x", loop=0, config={})
+        model.call("train", labeled=[1], labels=None, resume_from=None, ckpt_file="x", loop=0, config={})
 
 
 class TeamStorage:
