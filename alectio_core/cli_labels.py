@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_options import config_option, domain_errors, open_engine, storage_option
+from .errors import ConflictError
 from .labels_io import EXTENSIONS, FORMATS
 
 WORKFLOW = """\b
@@ -48,6 +49,11 @@ def export(experiment_id, loop, fmt, output, config_path, storage):
     experiment = engine.get_experiment(experiment_id)
     if loop is None:
         loop = engine.next_loop(experiment_id)
+        if loop >= int(experiment["loops"]):
+            raise ConflictError(
+                f"experiment {experiment_id!r} has run all of its {experiment['loops']} loops: no selection waits for labels "
+                "(--loop K exports loop K's)"
+            )
     fmt = fmt or (EXTENSIONS.get(Path(output).suffix.lower(), "csv") if output else "csv")
     rows = engine.selection(experiment_id, loop)
     text = labels_io.dump(experiment, loop, rows, fmt)
@@ -97,7 +103,7 @@ def import_(experiment_id, file, fmt, config_path, storage):
     name = file.name if file.name != "<stdin>" else "-"
     data = file.read()
     engine = open_engine(config_path, storage)
-    engine.get_experiment(experiment_id)
+    experiment = engine.get_experiment(experiment_id)
     try:
         rows = labels_io.read_labels(data, name, fmt)
         summary = labels_io.store_labels(engine, experiment_id, rows, source="cli", by=_user(), name=name)
@@ -107,11 +113,13 @@ def import_(experiment_id, file, fmt, config_path, storage):
             click.echo(f"  {labels_io.describe(problem)}", err=True)
         raise SystemExit(1) from None
     click.echo(f"stored {summary['stored']} label{'' if summary['stored'] == 1 else 's'} and {summary['skipped']} skip{'' if summary['skipped'] == 1 else 's'}")
-    missing = summary["missing"]
-    if missing:
-        click.echo(f"loop {summary['loop']} still needs {missing} label{'' if missing == 1 else 's'} (label or skip them)")
+    missing, loop = summary["missing"], summary["loop"]
+    if loop >= int(experiment["loops"]):
+        click.echo(f"experiment {experiment_id} has run all of its {experiment['loops']} loops")
+    elif missing:
+        click.echo(f"loop {loop} still needs {missing} label{'' if missing == 1 else 's'} (label or skip them)")
     else:
-        click.echo(f"loop {summary['loop']} has every label it needs")
+        click.echo(f"loop {loop} has every label it needs")
 
 
 def _user() -> str | None:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ValidationError
+from .errors import InvalidLabels, ValidationError
 
 FORMATS = ("csv", "jsonl", "labelstudio")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "labelstudio"}
@@ -303,29 +303,13 @@ def store_labels(
     labels, skip = split_rows(rows)
     try:
         return engine.add_labels(experiment_id, labels, skip, source=source, by=by)
-    except ValidationError:
-        problems = _refused(engine.storage, engine.get_experiment(experiment_id), list(rows), source, by)
-        if not problems:  # not about one row after all
-            raise
+    except InvalidLabels as exc:
+        where = {row.index: row.where for row in rows}  # one row per index: duplicates were refused on reading
+        problems = [
+            {"where": where[p["index"]], "index": p["index"], "message": re.sub(rf"^index {p['index']}: ", "", p["message"])}
+            for p in exc.problems
+        ]
         raise BadLabels(name, problems) from None
-
-
-def _refused(storage: Any, experiment: Mapping[str, Any], rows: list[LabelRow], source: str, by: str | None) -> list[dict]:
-    """Every row the engine's checks refuse, with its reason. The engine
-    names the first bad row only, so the rows are checked again in halves
-    until each bad one stands alone (a few checks per bad row, not one per row)."""
-    from .labels import label_events
-
-    try:
-        labels, skip = split_rows(rows)
-        label_events(storage, experiment, labels, skip, source=source, by=by)
-        return []
-    except ValidationError as exc:
-        if len(rows) == 1:
-            row = rows[0]
-            return [{"where": row.where, "index": row.index, "message": re.sub(rf"^index {row.index}: ", "", exc.message)}]
-    half = len(rows) // 2
-    return _refused(storage, experiment, rows[:half], source, by) + _refused(storage, experiment, rows[half:], source, by)
 
 
 # -- writing ---------------------------------------------------------------------

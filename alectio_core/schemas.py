@@ -59,11 +59,11 @@ SCHEMAS: dict[str, dict] = {
     },
     "LabelProblem": {
         "type": "object",
-        "required": ["where", "index", "message"],
+        "required": ["index", "message"],
         "properties": {
             "where": {"type": "string", "description": 'the row: labels["12"], skip[3], line 7'},
-            "index": {"type": ["integer", "null"], "description": "its record index, when it has a valid one"},
-            "message": {"type": "string"},
+            "index": {"type": ["integer", "string", "null"], "description": "its record index (as given; null when it has none)"},
+            "message": {"type": "string", "description": "why it cannot be stored"},
         },
     },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},

@@ -153,3 +153,21 @@ def test_run_with_labels_from_people_stops_for_labels_and_resumes(storage_url, f
     assert seen == [{"labeled": sorted(r["index"] for r in rows), "labels": {r["index"]: r["index"] % 3 for r in rows}}]
     assert "loop 1 waits for people's labels: 4 of its records have none yet" in result.stderr
     assert result.stdout.splitlines()[-1].split()[:2] == ["0", "6"]  # the curve: loop 0, 6 labeled
+
+
+def test_after_the_last_loop_export_and_import_say_so(storage_url, fake_model, tmp_path):
+    people_model(fake_model)
+    storage = open_storage(storage_url)
+    engine = Engine(storage)
+    eid = engine.create_experiment("people_lab", labels="alectio", initial=3, loops=1, strategy="margin")["id"]
+    picked = [r["index"] for r in engine.selection(eid, 0)]
+    batch = tmp_path / "loop0.jsonl"
+    batch.write_text("".join(json.dumps({"index": i, "label": 0}) + "\n" for i in picked))
+    assert alectio("labels", "import", eid, str(batch), storage_url=storage_url).output.endswith("loop 0 has every label it needs\n")
+    engine.run_loop(eid, 0)
+    storage.close()
+    result = alectio("export", eid, storage_url=storage_url)
+    assert result.exit_code == 1
+    assert result.output == f"Error: experiment {eid!r} has run all of its 1 loops: no selection waits for labels (--loop K exports loop K's)\n"
+    again = alectio("labels", "import", eid, str(batch), storage_url=storage_url)  # a correction, after the fact
+    assert again.output == f"stored 3 labels and 0 skips\nexperiment {eid} has run all of its 1 loops\n"
