@@ -83,7 +83,8 @@ class LabelStudio:
                     "token Label Studio sends with its webhook (create one with 'alectio token create --name labelstudio')"
                 )
             self.webhook_token = _variable(settings.webhook_token_env, "webhook_token_env", source, "an alectio API token")
-        self.client = Client(base_url=settings.url.rstrip("/"), api_key=api_key, timeout=settings.timeout)
+        # Any: the SDK's generated types change from release to release (2.x); what is used here does not.
+        self.client: Any = Client(base_url=settings.url.rstrip("/"), api_key=api_key, timeout=settings.timeout)
         # The client's httpx logs a line per request at INFO: one per poll would drown the server's log.
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -149,7 +150,7 @@ class LabelStudio:
         new = [make_task(experiment, loop, row, interface, self.settings.data) for row in rows if int(row["index"]) not in there]
         if new:
             response = self.client.projects.import_tasks(project, request=new, return_task_ids=True)
-            there.update(zip((t["data"]["alectio_index"] for t in new), response.task_ids or []))
+            there.update(zip((t["data"]["alectio_index"] for t in new), getattr(response, "task_ids", None) or []))
         state.setdefault("tasks", {})[str(loop)] = {str(i): task for i, task in sorted(there.items())}
         return state
 

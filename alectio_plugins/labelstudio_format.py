@@ -104,7 +104,7 @@ def read_label_config(label_config: str, task: str, class_names: Any) -> Interfa
         found = sorted({node.tag for node in root.iter() if node.get("toName")}) or ["none"]
         raise FormatError(f"the label config needs exactly one <{tag}> for task {task!r}; it has {', '.join(found)}")
     (node,) = controls
-    name, to_name = node.get("name"), node.get("toName")
+    name, to_name = node.get("name") or "", node.get("toName") or ""
     objects = {o.get("name"): o for o in root.iter() if o.tag in OBJECTS}
     if not name or to_name not in objects:
         raise FormatError(f"the label config's <{tag}> needs a name and a toName naming an {'/'.join(OBJECTS)} tag")
@@ -203,7 +203,7 @@ def _box(result: Mapping[str, Any]) -> list[float]:
     if value.get("rotation"):
         raise FormatError(f"a rectangle is rotated by {value['rotation']} degrees; alectio's boxes are upright")
     width, height = result.get("original_width"), result.get("original_height")
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (width, height)):
+    if not (isinstance(width, (int, float)) and width > 0 and isinstance(height, (int, float)) and height > 0):
         raise FormatError("a rectangle comes without the image's original_width and original_height")
     try:
         x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
