@@ -247,3 +247,14 @@ def test_alectio_does_not_import_the_label_studio_client_unless_configured():
     code = "import sys; from alectio_core.plugins.contributions import collect_all; collect_all(); print('label_studio_sdk' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_the_server_polls_in_the_background_until_it_is_closed(tmp_path, memory, pets):
+    config = parse_config({"labeller": {"name": "memory", "poll_seconds": 0.05}}, "test.yaml")
+    app = create_app(config, storage=f"sqlite:///{tmp_path}/alectio.db")
+    service = app.extensions["alectio"]["labelling"]
+    assert service.selection_made in service.engine.on_selection
+    thread = service._thread
+    assert thread.is_alive() and thread.daemon
+    close_app(app)
+    assert not thread.is_alive()

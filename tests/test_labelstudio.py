@@ -13,9 +13,10 @@ import threading
 import time
 
 import pytest
+import requests
 from labelling_support import CLASSES, pets  # noqa: F401 (a fixture)
 from labelstudio_server import Gate, LabelStudioServer, free_port
-from server_support import Api, wait_for
+from server_support import Api, slow_model, wait_for  # noqa: F401 (slow_model: a fixture)
 from werkzeug.serving import make_server
 
 from alectio_core.config import parse_config
@@ -213,3 +214,34 @@ def test_a_project_whose_labels_are_not_the_models_classes_is_refused_naming_the
     assert message in caplog.text
     assert message in api.engine.get_experiment("mismatched")["labeller"]["unsent"]["0"]
     assert tasks(label_studio, response.json()["id"]) == []
+
+
+def test_alectio_serve_with_the_labeller_configured(tmp_path, label_studio, slow_model):
+    """The real process: ``alectio serve`` reads ``labeller:``, sends, polls,
+    and stops its poller with the server on SIGTERM."""
+    from server_support import Server
+
+    config = {"labeller": {"name": "labelstudio", "url": label_studio.url, "poll_seconds": 0.2}}
+    server = Server(tmp_path, f"sqlite:///{tmp_path}/alectio.db", "serve", config=config, env={"LABEL_STUDIO_API_KEY": label_studio.token})
+    try:
+        headers = {"Authorization": f"Bearer {(tmp_path / 'home' / 'first-token').read_text().strip()}"}
+        body = {"model": slow_model, "labels": "alectio", "initial": 3, "loops": 2, "config": {"pool_size": 20}}
+        response = requests.post(f"{server.url}/api/v1/experiments", json=body, headers=headers, timeout=60)
+        assert response.status_code == 201, response.text
+        eid = response.json()["id"]
+        sent = by_index(tasks(label_studio, project(label_studio, eid)["id"]))
+        assert len(sent) == 3
+        for task in sent.values():
+            result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["odd"]}}]
+            label_studio.api("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": result})
+
+        def labels():
+            got = requests.get(f"{server.url}/api/v1/experiments/{eid}/labels", headers=headers, timeout=30).json()
+            return got if len(got["labels"]) == 3 else None
+
+        got = wait_for(labels, what="the polled labels over HTTP")
+        assert sorted(row["index"] for row in got["labels"]) == sorted(sent)
+        assert {row["label"] for row in got["labels"]} == {1}
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.log()
