@@ -196,8 +196,21 @@ class LabelStudio:
         return {"experiment_id": data["alectio_experiment"], "index": data["alectio_index"], "by": by, "annotation": dict(annotation)}
 
 
+def _template(template: str, key: str, source: str, **fields: Any) -> None:
+    """A template naming a field it is not given fails at start-up, not at the first send."""
+    try:
+        template.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{source}: key 'labeller.{key}': {template!r} is not a template of {', '.join('{%s}' % f for f in fields)} ({exc!r})"
+        ) from None
+
+
 def factory(settings: Mapping[str, Any], source: str) -> LabelStudio:
-    return LabelStudio(parse_section(LabelStudioSettings, dict(settings), "labeller.", source), source)
+    checked = parse_section(LabelStudioSettings, dict(settings), "labeller.", source)
+    _template(checked.project, "project", source, experiment="e", model="m")
+    _template(checked.data, "data", source, reference="r", index=0)
+    return LabelStudio(checked, source)
 
 
 @hookimpl(trylast=True)  # a plugin registering "labelstudio" itself is called first, and wins

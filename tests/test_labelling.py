@@ -232,6 +232,8 @@ def test_labelstudio_without_its_client_says_what_to_install(tmp_path, monkeypat
         ({"object": "video"}, "key 'labeller.object' must be one of image, text"),
         ({"api_key_env": "NO_SUCH_VARIABLE_HERE"}, "key 'labeller.api_key_env': the variable NO_SUCH_VARIABLE_HERE is not set"),
         ({"webhook_url": "http://127.0.0.1:5000"}, "key 'labeller.webhook_token_env' is missing"),
+        ({"data": "/img/{ref}.png"}, "key 'labeller.data': '/img/{ref}.png' is not a template of {reference}, {index}"),
+        ({"project": "alectio {id}"}, "key 'labeller.project': 'alectio {id}' is not a template of {experiment}, {model}"),
     ],
 )
 def test_bad_labelstudio_settings_name_the_key(tmp_path, monkeypatch, settings, message):
