@@ -55,6 +55,10 @@ class _Skip:
 SKIP = _Skip()  # what ``convert`` returns for a skipped or cancelled task
 
 
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
+
+
 def open_labeller(config: Config) -> Any:
     """The labeller ``config.labeller`` names, made from its settings."""
     section, source = config.labeller, config.source or "config"
@@ -82,6 +86,7 @@ class LabellingService:
         self._lock = threading.RLock()  # one send or store at a time: the loop threads, the poller and webhooks share the record
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: dict[str, str] = {}  # experiment id -> why its last poll failed
 
     # -- the experiment record's "labeller" part ----------------------------
 
@@ -116,9 +121,11 @@ class LabellingService:
                 rows = self.engine.selection(experiment_id, loop)
                 state = self.labeller.send(experiment, loop, rows, dict(record["state"]))
             except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AlectioError) else exc.message
-                log.error(
-                    "labeller %r: could not send loop %d's selection of experiment %s (%s); trying again every %gs",
+                message = _describe(exc)
+                # Once per failure, not once per retry while the tool stays down.
+                level = logging.ERROR if record["unsent"].get(str(loop)) != message else logging.DEBUG
+                log.log(
+                    level, "labeller %r: could not send loop %d's selection of experiment %s (%s); trying again every %gs",
                     self.name, loop, experiment_id, message, self.settings.poll_seconds,
                 )
                 record["unsent"] = {**record["unsent"], str(loop): message}
@@ -258,8 +265,14 @@ class LabellingService:
                 annotations = self.labeller.collect(experiment, loop, dict(self._record(experiment)["state"]))
                 if annotations:
                     self.store(eid, annotations)
-            except Exception:  # one experiment (or the tool being down) does not stop the others
-                log.exception("labeller %r: polling experiment %s failed", self.name, eid)
+            except Exception as exc:  # one experiment (or the tool being down) does not stop the others
+                message = _describe(exc)
+                if self._failing.get(eid) != message:  # once, not at every poll
+                    log.warning("labeller %r: polling experiment %s failed (%s); trying again every %gs",
+                                self.name, eid, message, self.settings.poll_seconds)
+                self._failing[eid] = message
+            else:
+                self._failing.pop(eid, None)
 
     def start(self) -> None:
         """Poll every ``poll_seconds`` in a background thread until :meth:`stop`."""

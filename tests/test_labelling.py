@@ -260,3 +260,14 @@ def test_the_server_polls_in_the_background_until_it_is_closed(tmp_path, memory,
     assert thread.is_alive() and thread.daemon
     close_app(app)
     assert not thread.is_alive()
+
+
+def test_a_tool_that_stays_down_is_logged_once_not_at_every_retry(served, memory, caplog):
+    api = served(poll_seconds=0.02)
+    memory.labeller.down = True
+    with caplog.at_level(logging.ERROR):
+        eid = create(api)
+        service = api.app.extensions["alectio"]["labelling"]
+        for _ in range(3):
+            service.poll()
+    assert caplog.text.count(f"could not send loop 0's selection of experiment {eid}") == 1
