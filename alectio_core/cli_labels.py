@@ -58,7 +58,10 @@ def export(experiment_id, loop, fmt, output, config_path, storage):
     rows = engine.selection(experiment_id, loop)
     text = labels_io.dump(experiment, loop, rows, fmt)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
     else:
         click.echo(text, nl=False)
     labelled = sum(1 for r in rows if r.get("label") is not None)

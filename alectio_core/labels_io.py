@@ -35,6 +35,7 @@ _EXPORTED = {"reference", "score", "prediction"}  # written by export, ignored w
 _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n", ""}
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 MESSAGE_PROBLEMS = 20  # problems spelled out in the one-line message; `problems` has them all
+_BAD = object()  # a label cell that is not what it claims to be (reported)
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,10 @@ def read_labels(data: bytes | str, name: str = "labels", fmt: str | None = None)
             raise BadLabels(name, [{"where": f"byte {exc.start}", "index": None, "message": "not UTF-8 text"}]) from None
     fmt = fmt or format_of(name, data)
     if fmt == "csv":
-        rows = _read_csv(data, name)
-    elif fmt == "jsonl":
-        rows = _read_jsonl(data, name)
-    else:
-        raise ValidationError(f"{name}: labels are read from csv or jsonl files, not {fmt}")
-    return rows
+        return _read_csv(data, name)
+    if fmt == "jsonl":
+        return _read_jsonl(data, name)
+    raise ValidationError(f"{name}: labels are read from csv or jsonl files, not {fmt}")
 
 
 def _read_csv(text: str, name: str) -> list[LabelRow]:
@@ -122,27 +121,24 @@ def _read_csv(text: str, name: str) -> list[LabelRow]:
     at = {c: columns.index(c) for c in ("index", "label", "skip") if c in columns}
     rows: list[LabelRow] = []
     seen: dict[int, str] = {}
-    line = 1
     while True:
-        start = reader.line_num + 1
+        where = f"line {reader.line_num + 1}"  # where the row starts (a quoted cell may span lines)
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.add(f"line {start}", None, f"not csv: {exc}")
+            problems.add(where, None, f"not csv: {exc}")
             break
-        line = start
-        where = f"line {line}"
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(columns):
             problems.add(where, None, f"{len(cells)} cells, the header has {len(columns)} (quote a label holding commas)")
             continue
-        cell = lambda column: cells[at[column]].strip() if column in at and at[column] < len(cells) else ""  # noqa: E731
-        index = _csv_index(cell("index"), where, problems)
-        label = _csv_label(cell("label"), where, index, problems)
-        skip = _csv_flag(cell("skip"), where, index, problems)
+        given = {column: cells[i].strip() if i < len(cells) else "" for column, i in at.items()}
+        index = _csv_index(given["index"], where, problems)
+        label = _csv_label(given["label"], where, index, problems)
+        skip = _csv_flag(given.get("skip", ""), where, index, problems)
         if index is None or label is _BAD or skip is None:
             continue
         row = _row(where, index, label, skip, seen, problems)
@@ -150,9 +146,6 @@ def _read_csv(text: str, name: str) -> list[LabelRow]:
             rows.append(row)
     problems.raise_any(name)
     return rows
-
-
-_BAD = object()
 
 
 def _csv_index(cell: str, where: str, problems: _Problems) -> int | None:
@@ -271,7 +264,8 @@ def rows_from_body(body: Mapping[str, Any]) -> list[LabelRow]:
     for i, index in enumerate(body.get("skip", [])):
         where = f"skip[{i}]"
         if index in seen:
-            problems.add(where, index, f"index {index} is in {seen[index]} too; label it or skip it")
+            also = "label it or skip it" if seen[index].startswith("labels") else "a duplicate"
+            problems.add(where, index, f"index {index} is in {seen[index]} too; {also}")
             continue
         rows.append(LabelRow(where, index, skip=True))
         seen[index] = where

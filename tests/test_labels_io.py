@@ -92,6 +92,7 @@ def test_a_request_body_names_each_bad_entry():
         ('labels["x"]', None), ('labels["01"]', 1), ('labels["2"]', 2), ("skip[0]", 1), ("skip[2]", 5)
     ]
     assert caught.value.problems[3]["message"] == 'index 1 is in labels["1"] too; label it or skip it'
+    assert caught.value.problems[4]["message"] == "index 5 is in skip[1] too; a duplicate"
     assert rows_from_body({"labels": {"7": "cat"}, "skip": [3]}) == [LabelRow('labels["7"]', 7, "cat"), LabelRow("skip[0]", 3, skip=True)]
 
 

@@ -7,9 +7,14 @@ import io
 import subprocess
 import sys
 
-from sklearn.datasets import load_digits
+import pytest
 
-from alectio_digits_cnn.label import draw, label_file
+# The labeller needs no torch, but the package does (and scikit-learn probes it), so it skips with the rest.
+pytest.importorskip("torch", reason="this example needs torch: pip install torch==2.13.0 (a CPU build) first")
+
+from sklearn.datasets import load_digits  # noqa: E402
+
+from alectio_digits_cnn.label import draw, label_file  # noqa: E402
 
 EXPORTED = "index,reference,score,prediction,label,skip\n5,10,0.9,3,,\n6,11,0.8,1,,\n7,12,,,4,\n8,13,,,,\n"
 
