@@ -214,7 +214,8 @@ class PluginSpecs:
         selection out to be labelled; ``rows`` as
         ``Engine.selection``; ``state`` what it returned last for this
         experiment; returns its new state, JSON), ``collect(experiment,
-        state)`` (the finished work, for polling), ``receive(body)`` (a
+        loop, state)`` (the finished work on loop ``loop``'s records, for
+        polling), ``receive(body)`` (a
         webhook's body) and ``convert(experiment, annotation)`` (one
         annotation as a label); see :mod:`alectio_core.labelling`.
         """

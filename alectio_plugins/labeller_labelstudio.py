@@ -108,7 +108,9 @@ class LabelStudio:
         found = [p for p in self.client.projects.list(title=title) if p.title == title]
         if found:
             project = self.client.projects.get(found[0].id)
-            return project.id, self._interface(experiment, project.label_config)
+            interface = self._interface(experiment, project.label_config)
+            self._webhook(project.id)
+            return project.id, interface
         label_config = self.settings.label_config
         if label_config is None:
             try:
@@ -121,16 +123,26 @@ class LabelStudio:
             label_config=label_config,
             description=f"alectio experiment {experiment['id']} (model {experiment['model']}): label the records it selects",
         )
-        if self.settings.webhook_url:
-            self.client.webhooks.create(
-                url=f"{self.settings.webhook_url.rstrip('/')}/api/v1/labellers/labelstudio/webhook",
-                project=project.id,
-                send_payload=True,
-                send_for_all_actions=False,
-                actions=list(ANNOTATION_ACTIONS),
-                headers={"Authorization": f"Bearer {self.webhook_token}"},
-            )
+        self._webhook(project.id)
         return project.id, interface
+
+    def _webhook(self, project: int) -> None:
+        """Label Studio calls alectio when an annotation is made or changed
+        (a project made by hand, or whose webhook a failed send did not get
+        to, gets it here too)."""
+        if not self.settings.webhook_url:
+            return
+        url = f"{self.settings.webhook_url.rstrip('/')}/api/v1/labellers/labelstudio/webhook"
+        if any(hook.url == url for hook in self.client.webhooks.list(project=str(project))):
+            return
+        self.client.webhooks.create(
+            url=url,
+            project=project,
+            send_payload=True,
+            send_for_all_actions=False,
+            actions=list(ANNOTATION_ACTIONS),
+            headers={"Authorization": f"Bearer {self.webhook_token}"},
+        )
 
     def _tasks(self, project: int, fields: str = "task_only") -> list[Any]:
         return list(self.client.tasks.list(project=project, fields=fields, page_size=1000))

@@ -216,6 +216,22 @@ def test_a_project_whose_labels_are_not_the_models_classes_is_refused_naming_the
     assert tasks(label_studio, response.json()["id"]) == []
 
 
+def test_a_project_made_by_hand_with_the_models_classes_is_reused_and_gets_the_webhook(alectio, label_studio):
+    config = '<View><Image name="picture" value="$img"/><Choices name="pet" toName="picture"><Choice value="bird"/><Choice value="cat"/><Choice value="dog"/></Choices></View>'
+    made = label_studio.api("POST", "/api/projects/", json={"title": "alectio byhand", "label_config": config}).json()
+    api = alectio(webhook=True)
+    create(api, id="byhand")
+    sent = by_index(tasks(label_studio, made["id"]))  # the project's own field names are used
+    assert sorted(sent) == sorted(api.storage.get_selection("byhand", 0).tolist())
+    assert {t["data"]["img"] for t in sent.values()} == {f"r{i}" for i in sent}
+    hooks = label_studio.api("GET", "/api/webhooks/", params={"project": made["id"]}).json()
+    assert [h["url"].rsplit("/api/", 1)[1] for h in hooks] == ["v1/labellers/labelstudio/webhook"]
+    annotate_as = {"from_name": "pet", "to_name": "picture", "type": "choices", "value": {"choices": ["dog"]}}
+    index, task = next(iter(sent.items()))
+    label_studio.api("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": [annotate_as]})
+    assert wait_for(lambda: api.engine.labels("byhand").get(index), what="the label")["label"] == 1
+
+
 def test_alectio_serve_with_the_labeller_configured(tmp_path, label_studio, slow_model):
     """The real process: ``alectio serve`` reads ``labeller:``, sends, polls,
     and stops its poller with the server on SIGTERM."""
