@@ -142,8 +142,8 @@ class Engine:
         return experiment
 
     def summary(self, experiment: Mapping[str, Any]) -> dict:
-        """The experiment with ``loops_done`` (loops finished) and
-        ``latest_metrics`` (those of the last finished loop, or None)."""
+        """The experiment with its ``labels_mode``, ``loops_done`` (loops
+        finished) and ``latest_metrics`` (those of the last finished loop, or None)."""
         done = [s for s in self.storage.list_loop_states(experiment["id"]) if s["status"] == "done"]
         return dict(
             experiment,
