@@ -84,6 +84,33 @@ class PlatformSettings:
 
 
 @dataclass
+class LabellerSettings:
+    """``labeller:``: the labelling tool selections go to (see
+    :mod:`alectio_core.labelling`). Keys other than these three are the
+    labeller's own ``settings``, checked by the labeller when the server
+    starts."""
+
+    name: str
+    auto_next: bool = False  # start the next loop as soon as a selection is labelled or skipped
+    poll_seconds: float = field(default=10.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
+    settings: dict[str, Any] = field(default_factory=dict, metadata={"not_a_key": True})
+
+
+def _labeller_section(value: Any, key: str, source: str) -> LabellerSettings | None:
+    """``labeller:``: the three keys of :class:`LabellerSettings`, the rest the labeller's own."""
+    if value is None:  # `labeller:` with everything commented out
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+    if "name" not in value:
+        raise ConfigError(f"{source}: key '{key}.name' is missing: name the labeller to use (e.g. labelstudio)")
+    known = {f.name for f in fields(LabellerSettings) if not f.metadata.get("not_a_key")}
+    section = _convert(LabellerSettings, {k: v for k, v in value.items() if k in known}, key + ".", source)
+    section.settings = {str(k): v for k, v in value.items() if k not in known}
+    return section
+
+
+@dataclass
 class Config:
     """The whole file, checked (see :func:`parse_config`)."""
 
@@ -95,6 +122,7 @@ class Config:
     # checked when an experiment names the criterion in ``stop``.
     stopping: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
+    labeller: LabellerSettings | None = field(default=None, metadata={"parse": _labeller_section})
     source: str | None = field(default=None, metadata={"not_a_key": True})  # the file it came from, for messages
 
     def check_models(self, installed: set[str]) -> None:
@@ -160,6 +188,9 @@ def _convert(cls: type, data: Any, prefix: str, source: str) -> Any:
         if name not in data:
             continue
         key, kind = prefix + name, hints[name]
+        if "parse" in spec.metadata:  # a section with a reader of its own
+            values[name] = spec.metadata["parse"](data[name], key, source)
+            continue
         if isinstance(kind, type) and is_dataclass(kind):
             values[name] = _convert(kind, data[name], key + ".", source)
             continue
@@ -168,6 +199,12 @@ def _convert(cls: type, data: Any, prefix: str, source: str) -> Any:
         if test is not None and not test(value):
             raise ConfigError(f"{source}: key {key!r} {message}")
     return cls(**values)
+
+
+def parse_section(cls: type, data: Any, prefix: str, source: str) -> Any:
+    """A plugin's own section (a dataclass like the ones above), checked the
+    same way: unknown keys, types and rules are errors naming ``prefix + key``."""
+    return _convert(cls, data, prefix, source)
 
 
 def parse_config(data: Any, source: str = "config") -> Config:

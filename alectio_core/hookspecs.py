@@ -200,6 +200,26 @@ class PluginSpecs:
         :mod:`alectio_core.stopping`).
         """
 
+    @hookspec
+    def register_labellers(self, register: Callable[..., None]) -> None:
+        """Contribute labellers: tools that people label selections in.
+
+        Call ``register(name, factory)``; ``factory(settings, source)``
+        returns the labeller for the ``labeller:`` section of
+        ``config.yaml`` naming it. ``settings`` are the section's keys
+        other than ``name``, ``auto_next`` and ``poll_seconds``; ``source``
+        is the file, for messages (raise
+        :class:`alectio_core.errors.ConfigError` naming the key). The
+        labeller has ``send(experiment, loop, rows, state)`` (put a
+        selection out to be labelled; ``rows`` as
+        ``Engine.selection``; ``state`` what it returned last for this
+        experiment; returns its new state, JSON), ``collect(experiment,
+        loop, state)`` (the finished work on loop ``loop``'s records, for
+        polling), ``receive(body)`` (a
+        webhook's body) and ``convert(experiment, annotation)`` (one
+        annotation as a label); see :mod:`alectio_core.labelling`.
+        """
+
     # ------------------------------------------------------------------
     # Lifecycle listeners: told what happened, their return value ignored.
     # ------------------------------------------------------------------

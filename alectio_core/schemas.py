@@ -157,6 +157,12 @@ SCHEMAS: dict[str, dict] = {
             "created": {"type": "string"},
             "stop": {"type": "array", "items": {"type": "string"}, "description": "the stopping criteria it applies"},
             "stopping": {"type": "object", "description": "their settings, as resolved when it was created"},
+            "labeller": {
+                "type": "object",
+                "description": "the configured labeller's record (labels mode alectio): its `name`, `state` (its own "
+                "bookkeeping, e.g. the Label Studio project and tasks), the loops `sent`, those `unsent` with the error, "
+                "and annotations `refused` by record",
+            },
             "url": {"type": "string"},
             "loops_done": {"type": "integer", "minimum": 0, "description": "loops finished (not in the list view)"},
             "latest_metrics": {

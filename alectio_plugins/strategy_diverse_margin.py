@@ -91,8 +91,8 @@ class DiverseMargin:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``select``'s records, most uncertain first, with each one's margin uncertainty."""
         m = self.beta * k
-        scores = np.empty(0, np.float32)
-        idx = np.empty(0, np.int64)
+        scores: np.ndarray = np.empty(0, np.float32)  # annotated: numpy 2.2's stubs type it 1-D, concatenate's result not
+        idx: np.ndarray = np.empty(0, np.int64)
         vals: Optional[np.ndarray] = None
         seen = 0
         for chunk_idx, chunk_vals in chunks:

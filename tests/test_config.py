@@ -168,7 +168,7 @@ def test_a_top_level_typo_suggests_the_key(tmp_path):
     path, result = run_with(tmp_path, "storge: x.db\n")
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        f"Error: {path}: unknown key 'storge' (did you mean 'storage'?); known keys: models, platform, server, stopping, storage, storage_options"
+        f"Error: {path}: unknown key 'storge' (did you mean 'storage'?); known keys: labeller, models, platform, server, stopping, storage, storage_options"
     ]
 
 
@@ -223,3 +223,38 @@ def test_an_experiments_own_config_is_checked_too(engine, declaring_model):
 
     with pytest.raises(ConfigError, match=r"^experiment config: unknown key 'epoch' \(did you mean 'epochs'\?\); model 'declared'"):
         engine.create_experiment("declared", config={"epoch": 1})
+
+
+# -- labeller: ------------------------------------------------------------------
+
+
+def test_labeller_section_keeps_its_own_keys_for_the_labeller(tmp_path):
+    path = write(
+        tmp_path,
+        "labeller:\n  name: labelstudio\n  url: http://127.0.0.1:8080\n  auto_next: true\n  poll_seconds: 2\n",
+    )
+    labeller = load_config(path).labeller
+    assert (labeller.name, labeller.auto_next, labeller.poll_seconds) == ("labelstudio", True, 2.0)
+    assert labeller.settings == {"url": "http://127.0.0.1:8080"}
+
+
+def test_no_labeller_by_default(tmp_path):
+    assert load_config(write(tmp_path, "storage: sqlite:///x.db\n")).labeller is None
+    assert load_config(write(tmp_path, "labeller:\n")).labeller is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("labeller: labelstudio\n", "key 'labeller' must be a mapping, got str"),
+        ("labeller:\n  url: http://x\n", "key 'labeller.name' is missing: name the labeller to use"),
+        ("labeller:\n  name: 3\n", "key 'labeller.name' must be str, got int 3"),
+        ("labeller:\n  name: x\n  auto_next: yes please\n", "key 'labeller.auto_next' must be bool, got str"),
+        ("labeller:\n  name: x\n  poll_seconds: 0\n", "key 'labeller.poll_seconds' must be > 0"),
+    ],
+)
+def test_bad_labeller_section_names_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in info.value.message

@@ -27,6 +27,7 @@ by name; listeners),
 from __future__ import annotations
 
 from .contributions import (
+    get_labellers,
     get_metrics,
     get_metrics_function,
     get_stopping_criteria,
@@ -52,6 +53,7 @@ __all__ = [
     "Model",
     "ModelPluginManager",
     "Registry",
+    "get_labellers",
     "get_metrics",
     "get_metrics_function",
     "get_model",

@@ -1,5 +1,5 @@
 """What plugins contribute (storage backends, query strategies, metrics,
-stopping criteria),
+stopping criteria, labellers),
 looked up by name; lifecycle listeners told what happened; and the plugin
 behind a contribution named when it fails."""
 
@@ -97,12 +97,18 @@ def get_stopping_criterion(name: str) -> Any:
     return _pick(get_stopping_criteria(), name, UnknownStoppingError, "unknown stopping criterion")
 
 
+def get_labellers() -> dict[str, Callable]:
+    """Labeller factories by name (see :mod:`alectio_core.labelling`)."""
+    return load_plugins().contributions("register_labellers", _validate_named("labeller factory"))
+
+
 def collect_all() -> None:
     """Call every contribution hook, so their failures are in ``errors``."""
     get_storage_factories()
     get_strategies()
     get_metrics()
     get_stopping_criteria()
+    get_labellers()
 
 
 def _origin(*parts: str | None) -> str:

@@ -27,6 +27,7 @@ KIND_BY_HOOK = {
     "register_strategies": "strategy",
     "register_metrics": "metrics",
     "register_stopping": "stopping",
+    "register_labellers": "labeller",
     "loop_started": "listener",
     "stage_started": "listener",
     "loop_finished": "listener",

@@ -44,8 +44,9 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     """Build the app. ``storage`` (a Storage or URL) overrides ``config.storage``.
 
     ``app.extensions["alectio"]`` holds the config, storage, engine, the
-    loop ``runner`` (:class:`~alectio_core.jobs.JobRunner`) and the token
-    verifier.
+    loop ``runner`` (:class:`~alectio_core.jobs.JobRunner`), the token
+    verifier and the ``labelling`` service (None without ``labeller:``);
+    :func:`close_app` stops them.
     """
     config = config or Config()
     if storage is None or isinstance(storage, str):
@@ -61,6 +62,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         "engine": engine,
         "runner": JobRunner(engine, workers=config.server.workers),
         "tokens": TokenVerifier(storage),
+        "labelling": _labelling(app, engine, config),
     }
 
     _request_log(app)
@@ -69,9 +71,11 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     init_auth(app, app.extensions["alectio"]["tokens"])
 
     from .api import api
+    from .labellers import labellers
     from .one_loop import platform
 
     app.register_blueprint(api)
+    app.register_blueprint(labellers)
     app.register_blueprint(platform)
 
     @app.errorhandler(AlectioError)
@@ -94,6 +98,32 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         return error_response("internal_error", "internal server error; see the server log", 500)
 
     return app
+
+
+def _labelling(app: Flask, engine: Engine, config: Config):
+    """The labelling service when ``labeller:`` is configured: told of every
+    new selection, polling in the background (``close_app`` stops it)."""
+    if config.labeller is None:
+        return None
+    from ..labelling import LabellingService, open_labeller
+    from .api import queue_next_loop
+
+    def start_loop(experiment_id: str) -> int:
+        with app.app_context():  # the path POST .../loops takes
+            return queue_next_loop(engine.get_experiment(experiment_id))
+
+    service = LabellingService(engine, config.labeller, open_labeller(config), start_loop=start_loop)
+    engine.on_selection.append(service.selection_made)
+    service.start()
+    return service
+
+
+def close_app(app: Flask) -> None:
+    """Stop what the app runs in the background: the labeller's poller, the loops."""
+    labelling = app.extensions["alectio"].get("labelling")
+    if labelling is not None:
+        labelling.stop()
+    app.extensions["alectio"]["runner"].shutdown()
 
 
 def _request_log(app: Flask) -> None:

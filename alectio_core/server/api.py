@@ -172,6 +172,15 @@ def start_loop(experiment_id: str):
     """Start the experiment's next loop in the background: 202 at once."""
     experiment = _experiment(experiment_id)
     body = json_body("LoopStart", required=False)
+    loop = queue_next_loop(experiment, body.get("selected"))
+    url = url_for("api.get_loop", experiment_id=experiment_id, loop=loop)
+    return jsonify({"experiment_id": experiment_id, "loop": loop, "status": "queued", "url": url}), 202, {"Location": url}
+
+
+def queue_next_loop(experiment: dict, selected: Any = None) -> int:
+    """Queue the experiment's next loop and return its number; a labeller
+    with ``auto_next`` starts loops through here too."""
+    experiment_id = experiment["id"]
     engine, runner, storage = _ctx()["engine"], _ctx()["runner"], _ctx()["storage"]
     loop = engine.next_loop(experiment_id)
     stopped = engine.stopped(experiment_id) if loop > 0 else None
@@ -179,7 +188,6 @@ def start_loop(experiment_id: str):
         raise lifecycle.stopped_error(experiment_id, stopped["loop"], stopped)
     if loop >= int(experiment["loops"]):
         raise ConflictError(f"experiment {experiment_id!r} has run all of its {experiment['loops']} loops")
-    selected = body.get("selected")
 
     def prepare() -> None:
         """Store the loop's selection before it is queued (a queued loop's is fixed)."""
@@ -196,8 +204,7 @@ def start_loop(experiment_id: str):
             raise ConflictError(f"loop {loop} has no selection ({how}); send the records to label as 'selected'") from None
 
     runner.submit(experiment_id, loop, lambda cancel: engine.run_loop(experiment_id, loop, cancel=cancel), prepare=prepare)
-    url = url_for("api.get_loop", experiment_id=experiment_id, loop=loop)
-    return jsonify({"experiment_id": experiment_id, "loop": loop, "status": "queued", "url": url}), 202, {"Location": url}
+    return loop
 
 
 @api.get("/api/v1/experiments/<experiment_id>/loops")

@@ -178,6 +178,34 @@ PATHS = {
             "responses": {"200": _json("LabelList", "labels"), **_errors(404)},
         },
     },
+    "/api/v1/labellers/{name}/webhook": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "operationId": "labellerWebhook",
+            "summary": "A labelling tool's webhook: annotations in, stored as labels",
+            "description": (
+                "For the labeller configured in config.yaml (`labeller:`; 404 for any other name), e.g. Label Studio's "
+                "annotation events. Answers per experiment what was stored, skipped, ignored (records never selected) "
+                "and refused (naming the record), and the next loop's records still `missing`."
+            ),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {
+                    "description": "stored",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["labeller", "experiments"],
+                                "properties": {"labeller": {"type": "string"}, "experiments": {"type": "object"}},
+                            }
+                        }
+                    },
+                },
+                **_errors(400, 404, 413, 415),
+            },
+        },
+    },
     "/api/v1/experiments/{experiment_id}/loops/{loop}/cancel": {
         "parameters": [_EXPERIMENT_ID, _LOOP],
         "post": {

@@ -23,7 +23,7 @@ import click
 
 from ..config import Config, environment
 from ..errors import ConfigError
-from . import create_app
+from . import close_app, create_app
 from .logs import log_in_background, quiet_waitress_queue
 
 
@@ -73,7 +73,7 @@ def serve(config: Config, host: str, port: int) -> None:
         waitress.serve(app, host=host, port=port, threads=config.server.threads, ident="alectio")
     finally:
         if app is not None:
-            app.extensions["alectio"]["runner"].shutdown()
+            close_app(app)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         gc.unfreeze()
