@@ -204,6 +204,8 @@ BAD = [
     ({"7": 0}, (), "index 7 is in no selection of experiment"),
     ({99: 0}, (), "index 99 is outside the pool 0..19"),
     ({"x": 0}, (), "index 'x' is not an integer record index"),
+    ({"--5": 0}, (), "index '--5' is not an integer record index"),
+    ({"\u00b2": 0}, (), "index '\u00b2' is not an integer record index"),  # a digit to str.isdigit, not to int()
     ({"@0": "horse"}, (), "index @0: label 'horse' is not a classification label: 'horse' is not one of the experiment's labels ('cat', 'dog', 'bird')"),
     ({"@0": 3}, (), "index @0: label 3 is not a classification label: class id 3 is out of range (0..2)"),
     ({"@0": 1.0}, (), "index @0: label 1.0 is not a classification label: a class must be a class id or name, got float"),
