@@ -109,6 +109,9 @@ def read_labels(data: bytes | str, name: str = "labels", fmt: str | None = None)
 
 def _read_csv(text: str, name: str) -> list[LabelRow]:
     problems = _Problems()
+    # A segmentation mask exported as JSON is one cell, often over the csv module's
+    # 128 kB default; the file is in memory already, so a cell limit guards nothing.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
