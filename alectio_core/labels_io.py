@@ -322,10 +322,10 @@ def store_labels(
     try:
         if not problems:
             return engine.add_labels(experiment_id, labels, skip, source=source, by=by)
-        if rows:  # checked only: with bad rows besides, nothing is stored
-            from .labels import label_events
+        from .labels import label_events  # numpy: not at import, the CLI's help stays quick
 
-            label_events(engine.storage, engine.get_experiment(experiment_id), labels, skip, source=source, by=by)
+        # Checked only (the labels mode too, so a wrong mode is said first): with bad rows besides, nothing is stored.
+        label_events(engine.storage, engine.get_experiment(experiment_id), labels, skip, source=source, by=by)
     except InvalidLabels as exc:
         where = {row.index: row.where for row in rows}  # one row per index: duplicates were refused on reading
         refused = [

@@ -147,6 +147,8 @@ def test_labels_for_an_experiment_the_model_labels_are_a_conflict(client, storag
     response = client.post(f"{BASE}/{eid}/labels", json={"labels": {"0": 1}})
     assert response.status_code == 409
     assert "labels mode 'plugin'" in response.json["error"]["message"]
+    wrong = client.post(f"{BASE}/{eid}/labels", json={"labels": {"abc": 1}})  # no row to store either way: still the mode
+    assert wrong.status_code == 409 and "labels mode 'plugin'" in wrong.json["error"]["message"]
     assert stored_labels(storage_url, eid) == []
 
 
