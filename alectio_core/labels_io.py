@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -346,11 +345,9 @@ def _line(problem: Mapping[str, Any]) -> int:
 
 def _plain(value: Any) -> Any:
     """A JSON-ready value: numpy scalars and arrays as Python, non-finite floats as None."""
-    if hasattr(value, "tolist"):  # numpy, not imported here: the CLI's help stays quick
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    from .metrics import jsonable  # numpy: not at import, the CLI's help stays quick
+
+    return jsonable(value)
 
 
 def plain(row: Mapping[str, Any]) -> dict:
