@@ -108,8 +108,8 @@ def import_(experiment_id, file, fmt, config_path, storage):
     engine = open_engine(config_path, storage)
     experiment = engine.get_experiment(experiment_id)
     try:
-        rows = labels_io.read_labels(data, name, fmt)
-        summary = labels_io.store_labels(engine, experiment_id, rows, source="cli", by=_user(), name=name)
+        rows, problems = labels_io.parse_file(data, name, fmt)
+        summary = labels_io.store_labels(engine, experiment_id, rows, source="cli", by=_user(), name=name, problems=problems)
     except labels_io.BadLabels as exc:
         click.echo(f"Error: {exc.source}: {len(exc.problems)} bad row{'' if len(exc.problems) == 1 else 's'}, nothing stored:", err=True)
         for problem in exc.problems:

@@ -94,6 +94,11 @@ class Engine:
         if labels_mode == "alectio":
             label_rules.check_storage(self.storage)
         found = plugins.get_model(model)
+        if labels_mode == "alectio" and not found.takes("train", "labels"):
+            raise ValidationError(
+                f"model {model!r} cannot learn labels from people: its train hook takes no 'labels' argument; "
+                "add one (train(labeled, labels, ...)) or create the experiment with labels 'plugin'"
+            )
         if strategy is not None:
             plugins.get_strategy(strategy)
         for name, value, low in (("batch_size", batch_size, 0), ("initial", initial, 1), ("loops", loops, 1), ("seed", seed, 0)):

@@ -214,8 +214,11 @@ def _index(key: Any) -> int:
     """A record index as given: an int, or (JSON object keys) its decimal string."""
     if _is_int(key):
         return int(key)
-    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
-        return int(key)
+    if isinstance(key, str):
+        text = key.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdigit():  # str.isdigit alone takes '²', which int() refuses
+            return int(text)
     raise ValidationError(f"index {key!r} is not an integer record index")
 
 

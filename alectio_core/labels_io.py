@@ -5,7 +5,8 @@ optional ``skip`` column; or JSON Lines of ``{"index", "label"}`` /
 ``{"index", "skip": true}``), or the body of ``POST .../labels``
 (``{"labels": {"INDEX": label}, "skip": [INDEX]}``), read into
 :class:`LabelRow` s. Every bad row is found before anything is stored:
-:class:`BadLabels` lists them all (where, index, why), and
+:class:`BadLabels` lists them all (where, index, why: the rows wrong on
+their own and those the experiment refuses, in one report), and
 :func:`store_labels` stores all the rows in one step or none.
 
 Out: a loop's selection (the rows of ``Engine.selection``) as csv, JSON
@@ -21,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -75,10 +75,6 @@ class _Problems:
     def add(self, where: str, index: Any, message: str) -> None:
         self.found.append({"where": where, "index": index, "message": message})
 
-    def raise_any(self, source: str) -> None:
-        if self.found:
-            raise BadLabels(source, self.found)
-
 
 # -- reading ---------------------------------------------------------------------
 
@@ -94,21 +90,34 @@ def format_of(name: str, text: str = "") -> str:
 def read_labels(data: bytes | str, name: str = "labels", fmt: str | None = None) -> list[LabelRow]:
     """The labelled and skipped rows of a csv or JSON Lines file (blank
     rows left out); ``BadLabels`` listing every bad row otherwise."""
+    rows, problems = parse_file(data, name, fmt)
+    if problems:
+        raise BadLabels(name, problems)
+    return rows
+
+
+def parse_file(data: bytes | str, name: str = "labels", fmt: str | None = None) -> tuple[list[LabelRow], list[dict]]:
+    """The good rows of a csv or JSON Lines file and the bad rows' problems
+    (``BadLabels`` at once for a file that is not one at all), so that
+    :func:`store_labels` can check the good rows too and report all."""
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no part of the header
         except UnicodeDecodeError as exc:
             raise BadLabels(name, [{"where": f"byte {exc.start}", "index": None, "message": "not UTF-8 text"}]) from None
     fmt = fmt or format_of(name, data)
+    problems = _Problems()
     if fmt == "csv":
-        return _read_csv(data, name)
+        return _read_csv(data, name, problems), problems.found
     if fmt == "jsonl":
-        return _read_jsonl(data, name)
+        return _read_jsonl(data, problems), problems.found
     raise ValidationError(f"{name}: labels are read from csv or jsonl files, not {fmt}")
 
 
-def _read_csv(text: str, name: str) -> list[LabelRow]:
-    problems = _Problems()
+def _read_csv(text: str, name: str, problems: _Problems) -> list[LabelRow]:
+    # A segmentation mask exported as JSON is one cell, often over the csv module's
+    # 128 kB default; the file is in memory already, so a cell limit guards nothing.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -144,7 +153,6 @@ def _read_csv(text: str, name: str) -> list[LabelRow]:
         row = _row(where, index, label, skip, seen, problems)
         if row is not None:
             rows.append(row)
-    problems.raise_any(name)
     return rows
 
 
@@ -183,8 +191,7 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _read_jsonl(text: str, name: str) -> list[LabelRow]:
-    problems = _Problems()
+def _read_jsonl(text: str, problems: _Problems) -> list[LabelRow]:
     rows: list[LabelRow] = []
     seen: dict[int, str] = {}
     known = ("index", "label", "skip")
@@ -214,7 +221,6 @@ def _read_jsonl(text: str, name: str) -> list[LabelRow]:
         row = _row(where, index, item.get("label"), skip, seen, problems)
         if row is not None:
             rows.append(row)
-    problems.raise_any(name)
     return rows
 
 
@@ -247,6 +253,14 @@ def _row(where: str, index: int, label: Any, skip: bool, seen: dict[int, str], p
 def rows_from_body(body: Mapping[str, Any]) -> list[LabelRow]:
     """The rows of ``{"labels": {"INDEX": label}, "skip": [INDEX]}`` (its
     JSON types already checked against the ``LabelsAdd`` schema)."""
+    rows, problems = parse_body(body)
+    if problems:
+        raise BadLabels("labels", problems)
+    return rows
+
+
+def parse_body(body: Mapping[str, Any]) -> tuple[list[LabelRow], list[dict]]:
+    """:func:`rows_from_body`'s good rows and the bad entries' problems."""
     problems = _Problems()
     rows: list[LabelRow] = []
     seen: dict[int, str] = {}
@@ -269,8 +283,7 @@ def rows_from_body(body: Mapping[str, Any]) -> list[LabelRow]:
             continue
         rows.append(LabelRow(where, index, skip=True))
         seen[index] = where
-    problems.raise_any("labels")
-    return rows
+    return rows, problems.found
 
 
 def split_rows(rows: Iterable[LabelRow]) -> tuple[dict[int, Any], list[int]]:
@@ -286,24 +299,45 @@ def split_rows(rows: Iterable[LabelRow]) -> tuple[dict[int, Any], list[int]]:
 
 
 def store_labels(
-    engine: Any, experiment_id: str, rows: Sequence[LabelRow], *, source: str, by: str | None = None, name: str = "labels"
+    engine: Any,
+    experiment_id: str,
+    rows: Sequence[LabelRow],
+    *,
+    source: str,
+    by: str | None = None,
+    name: str = "labels",
+    problems: Sequence[dict] = (),
 ) -> dict:
     """Store the rows' labels and skips in one step (``Engine.add_labels``)
     and return its summary; or ``BadLabels`` naming every row the engine
-    refuses (unknown or unselected index, a label of the wrong kind), and
-    nothing stored. ``name``: the input's, for the message (a file name)."""
-    if not rows:
+    refuses (unknown or unselected index, a label of the wrong kind) along
+    with ``problems`` (those :func:`parse_file` or :func:`parse_body` found
+    in the other rows), in the input's order, and nothing stored.
+    ``name``: the input's, for the message (a file name)."""
+    if not rows and not problems:
         raise ValidationError(f"{name}: no labels or skips to store")
     labels, skip = split_rows(rows)
+    refused: list[dict] = []
     try:
-        return engine.add_labels(experiment_id, labels, skip, source=source, by=by)
+        if not problems:
+            return engine.add_labels(experiment_id, labels, skip, source=source, by=by)
+        from .labels import label_events  # numpy: not at import, the CLI's help stays quick
+
+        # Checked only (the labels mode too, so a wrong mode is said first): with bad rows besides, nothing is stored.
+        label_events(engine.storage, engine.get_experiment(experiment_id), labels, skip, source=source, by=by)
     except InvalidLabels as exc:
         where = {row.index: row.where for row in rows}  # one row per index: duplicates were refused on reading
-        problems = [
+        refused = [
             {"where": where[p["index"]], "index": p["index"], "message": re.sub(rf"^index {p['index']}: ", "", p["message"])}
             for p in exc.problems
         ]
-        raise BadLabels(name, problems) from None
+    raise BadLabels(name, sorted([*problems, *refused], key=_line))
+
+
+def _line(problem: Mapping[str, Any]) -> int:
+    """A problem's line in a file (0 for a request body's entries: their order is kept)."""
+    found = re.fullmatch(r"line (\d+)", problem["where"])
+    return int(found.group(1)) if found else 0
 
 
 # -- writing ---------------------------------------------------------------------
@@ -311,11 +345,9 @@ def store_labels(
 
 def _plain(value: Any) -> Any:
     """A JSON-ready value: numpy scalars and arrays as Python, non-finite floats as None."""
-    if hasattr(value, "tolist"):  # numpy, not imported here: the CLI's help stays quick
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    from .metrics import jsonable  # numpy: not at import, the CLI's help stays quick
+
+    return jsonable(value)
 
 
 def plain(row: Mapping[str, Any]) -> dict:

@@ -72,7 +72,7 @@ def fake_model():
     def make(name: str, pool: int = 20, **hooks):
         module = types.ModuleType(name)
         module.assign_index = lambda: [f"r{i}" for i in range(pool)]
-        module.train = lambda labeled: {"labels": [i % 2 for i in labeled]}
+        module.train = lambda labeled, labels: {"labels": [i % 2 for i in labeled]}  # labels: from people, or None
         module.test = lambda: {"predictions": [0, 1, 1, 0], "labels": [0, 1, 0, 0]}
 
         def infer(unlabeled, writer):

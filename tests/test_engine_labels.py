@@ -204,6 +204,8 @@ BAD = [
     ({"7": 0}, (), "index 7 is in no selection of experiment"),
     ({99: 0}, (), "index 99 is outside the pool 0..19"),
     ({"x": 0}, (), "index 'x' is not an integer record index"),
+    ({"--5": 0}, (), "index '--5' is not an integer record index"),
+    ({"\u00b2": 0}, (), "index '\u00b2' is not an integer record index"),  # a digit to str.isdigit, not to int()
     ({"@0": "horse"}, (), "index @0: label 'horse' is not a classification label: 'horse' is not one of the experiment's labels ('cat', 'dog', 'bird')"),
     ({"@0": 3}, (), "index @0: label 3 is not a classification label: class id 3 is out of range (0..2)"),
     ({"@0": 1.0}, (), "index @0: label 1.0 is not a classification label: a class must be a class id or name, got float"),
@@ -372,3 +374,19 @@ def test_a_backend_written_before_labels(tmp_path, fake_model):
         "it was written for an older alectio; see docs/storage-plugins.md"
     )
     assert [e["id"] for e in engine.storage.list_experiments()] == [exp["id"]]  # nothing stored
+
+
+def test_a_model_whose_train_takes_no_labels_is_refused_labels_from_people(engine, fake_model):
+    """Its train would never see what people sent (it would learn its own
+    labels, or none): refused at creation, nothing stored."""
+    fake_model("deaf", **three_classes(train=lambda labeled: None))
+    with pytest.raises(ValidationError) as refused:
+        engine.create_experiment("deaf", initial=3, loops=2, labels="alectio")
+    assert str(refused.value) == (
+        "model 'deaf' cannot learn labels from people: its train hook takes no 'labels' argument; "
+        "add one (train(labeled, labels, ...)) or create the experiment with labels 'plugin'"
+    )
+    assert engine.storage.list_experiments() == []
+    assert engine.create_experiment("deaf", initial=3, loops=2)["labels_mode"] == "plugin"
+    fake_model("whole", **three_classes(train=lambda payload: None))  # payload holds labels too
+    assert engine.create_experiment("whole", initial=3, loops=2, labels="alectio")["labels_mode"] == "alectio"

@@ -89,7 +89,14 @@ def test_a_bad_file_is_refused_whole_every_row_named_and_nothing_stored(setup, s
     bad.write_text(f"index,label\n{first},dog\n{second},fish\n{first},cat\n{unselected},1\n999,0\n{third},\"[1]\"\n")
     result = alectio("labels", "import", eid, str(bad), storage_url=storage_url)
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == [f"Error: {bad}: 1 bad row, nothing stored:", f"  line 4 (index {first}): duplicate row: index {first} is on line 2 too"]
+    assert result.stderr.splitlines() == [  # every bad row in one report, in the file's order
+        f"Error: {bad}: 5 bad rows, nothing stored:",
+        f"  line 3 (index {second}): label 'fish' is not a classification label: 'fish' is not one of the experiment's labels ('cat', 'dog', 'bird')",
+        f"  line 4 (index {first}): duplicate row: index {first} is on line 2 too",
+        f"  line 5 (index {unselected}): index {unselected} is in no selection of experiment {eid!r}; only selected records take labels",
+        f"  line 6 (index 999): index 999 is outside the pool 0..{POOL - 1}",
+        f"  line 7 (index {third}): label [1] is not a classification label: a class must be a class id or name, got list",
+    ]
 
     bad.write_text(f"index,label\n{first},dog\n{second},fish\n{unselected},1\n999,0\n{third},\"[1]\"\n")
     result = alectio("labels", "import", eid, str(bad), storage_url=storage_url)

@@ -119,8 +119,12 @@ def test_bad_labels_are_refused_whole_each_named_and_nothing_is_stored(client, s
     error = response.json["error"]
     assert error["code"] == "invalid_labels"
     found = {(p["where"], p["index"]): p["message"] for p in error["problems"]}
-    assert set(found) == {('labels["abc"]', None), ("skip[0]", picked[0])}  # wrong on their own: found first
-    assert error["message"].startswith("labels: 2 bad rows, nothing stored: ")
+    assert set(found) == {  # in one answer: the entries wrong on their own and those the experiment refuses
+        ('labels["abc"]', None),
+        ("skip[0]", picked[0]),
+        *((f'labels["{i}"]', i) for i in (999, unselected, *picked[1:4])),
+    }
+    assert error["message"].startswith("labels: 7 bad rows, nothing stored: ")
 
     del body["labels"]["abc"], body["skip"]
     error = client.post(f"{BASE}/{eid}/labels", json=body).json["error"]
@@ -143,6 +147,8 @@ def test_labels_for_an_experiment_the_model_labels_are_a_conflict(client, storag
     response = client.post(f"{BASE}/{eid}/labels", json={"labels": {"0": 1}})
     assert response.status_code == 409
     assert "labels mode 'plugin'" in response.json["error"]["message"]
+    wrong = client.post(f"{BASE}/{eid}/labels", json={"labels": {"abc": 1}})  # no row to store either way: still the mode
+    assert wrong.status_code == 409 and "labels mode 'plugin'" in wrong.json["error"]["message"]
     assert stored_labels(storage_url, eid) == []
 
 

@@ -138,3 +138,10 @@ def test_label_studio_tasks_carry_the_reference_prediction_and_score():
     assert multilabel[0]["predictions"][0]["result"][0]["value"] == {"choices": ["cat", "dog"]}
     regression = json.loads(dump({"id": "r", "task": "regression"}, 1, [dict(ROWS[0], prediction=2.5)], "labelstudio"))
     assert regression[0]["predictions"][0]["result"][0] == {"from_name": "label", "to_name": "item", "type": "number", "value": {"number": 2.5}}
+
+
+def test_a_large_segmentation_mask_goes_out_and_back_in_as_csv():
+    """A 300x300 mask is a cell of 270 kB: over the csv module's default field limit (128 kB)."""
+    mask = [[n % 3 for n in range(300)] for _ in range(300)]
+    text = dump({"id": "exp1", "task": "segmentation"}, 0, [{"index": 5, "reference": "m.png", "label": mask}], "csv")
+    assert read_labels(text.encode(), "masks.csv") == [LabelRow("line 2", 5, mask)]

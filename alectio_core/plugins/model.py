@@ -29,6 +29,11 @@ class Model:
     def hooks(self) -> list[str]:
         return sorted(h for h in MODEL_HOOKS if getattr(self.pm.hook, h).get_hookimpls())
 
+    def takes(self, hook: str, argument: str) -> bool:
+        """Whether an implementation of ``hook`` receives ``argument``
+        (named, or inside ``payload``)."""
+        return any({argument, "payload"} & set(impl.argnames) for impl in getattr(self.pm.hook, hook).get_hookimpls())
+
     def call(self, hook: str, **arguments: Any) -> Any:
         """Call ``hook`` with named arguments; ``payload`` is added as the same
         data in one dict. Exceptions from the plugin become a

@@ -250,8 +250,8 @@ def get_selection(experiment_id: str, loop: int):
 def add_labels(experiment_id: str):
     """Store labels and skips for selected records, all or none."""
     _experiment(experiment_id)
-    rows = labels_io.rows_from_body(json_body("LabelsAdd"))
-    summary = labels_io.store_labels(_ctx()["engine"], experiment_id, rows, source="api", by=g.get("token_name"))
+    rows, problems = labels_io.parse_body(json_body("LabelsAdd"))
+    summary = labels_io.store_labels(_ctx()["engine"], experiment_id, rows, source="api", by=g.get("token_name"), problems=problems)
     return jsonify(dict(summary, experiment_id=experiment_id))
 
 
