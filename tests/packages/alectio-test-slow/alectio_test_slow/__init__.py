@@ -62,7 +62,8 @@ class _InterruptWhenCollected:
         time.sleep(0.1)  # the handler runs here, inside the finalizer
 
 
-def train(labeled, resume_from, ckpt_file, loop, config):
+def train(labeled, labels, resume_from, ckpt_file, loop, config):
+    # labels: people's, in labels mode "alectio" (the Label Studio server test); None otherwise
     if config.get("started_file"):
         open(config["started_file"], "w").close()
     if config.get("sigint_in_finalizer"):
