@@ -17,23 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
-SERVER = """
-import logging, sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-print(server.get_host_and_port()[1], flush=True)
-sys.stdin.read()
-server.stop()
-"""
-
+from processes import moto_server
 
 def event(index: int) -> dict:
     return {"index": index, "label": index % 10, "skip": False, "loop": 0, "source": "bench", "by": None, "at": "2026-01-01T00:00:00.000+00:00"}
@@ -74,21 +62,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         measure("sqlite", lambda: open_storage(f"sqlite:///{tmp}/bench.db"), args.labels)
 
-        server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            port = int(server.stdout.readline())
+        with moto_server() as endpoint:
             os.environ.update(
-                AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+                AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
             )
             import boto3
 
             boto3.client("s3").create_bucket(Bucket="bench")
             measure("s3", lambda: open_storage("s3://bench/labels", {"cache_dir": f"{tmp}/cache"}), args.labels)
-        finally:
-            server.stdin.close()
-            server.wait(timeout=30)
-
 
 if __name__ == "__main__":
     main()

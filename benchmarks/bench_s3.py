@@ -28,18 +28,9 @@ import tempfile
 import time
 import uuid
 
+from processes import moto_server
+
 MB = 1024 * 1024
-
-SERVER = """
-import logging, sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-print(server.get_host_and_port()[1], flush=True)
-sys.stdin.read()
-"""
-
 
 # ----------------------------------------------------------------------
 # memory
@@ -216,9 +207,7 @@ def main() -> None:
         print(json.dumps(RUNS[kind, way](args.endpoint, args.bucket, args.rows, args.width, args.where)))
         return
 
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        endpoint = f"http://127.0.0.1:{int(server.stdout.readline())}"
+    with moto_server() as endpoint:
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
         import boto3
 
@@ -230,9 +219,6 @@ def main() -> None:
                 where = f"{kind}-{round_}-{uuid.uuid4().hex[:6]}"
                 for way in ("write", "read"):
                     results[kind, way].append(child(kind, way, endpoint, bucket, args.rows, args.width, where))
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
 
     def best(kind: str, way: str) -> float:
         return max(r["bytes"] / r["seconds"] / MB for r in results[kind, way])

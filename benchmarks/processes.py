@@ -1,6 +1,6 @@
 """What the benchmarks share: the do-nothing model ``bench_zero`` installed
-aside, a whole process timed, and ``alectio serve`` run for the length of a
-measurement.
+aside, a whole process timed, ``alectio serve`` run for the length of a
+measurement, and an S3 server (moto) in a process of its own.
 
 ``bench_zero`` (``benchmarks/packages/alectio-bench-zero``) is pip-installed
 into a temporary ``--target`` folder put on the timed processes'
@@ -86,3 +86,30 @@ def serving(folder: Path, *options: str, env: dict) -> Iterator[tuple[int, subpr
                 server.wait(20)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+_MOTO = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 in its own process (its work is not
+    counted in this one's); yields its endpoint URL. It stops when its
+    stdin closes."""
+    server = subprocess.Popen([sys.executable, "-c", _MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield f"http://127.0.0.1:{int(server.stdout.readline())}"
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
