@@ -18,13 +18,16 @@ Labels are checked against the experiment's task (errors name the index
 and the label): ``classification`` a class id or name; ``multilabel`` a
 list of distinct class ids or names; ``object_detection`` ``{"boxes":
 [[x1, y1, x2, y2], ...], "objects": [class ids]}``; ``segmentation`` a 2-D
-list of class ids; ``regression`` a finite number. Class names become ids.
+list of class ids; ``regression`` a finite number (or text spelling one).
+Class names become ids: a string is a class name first, else, if it is an
+integer (``"3"``), a class id; a number is always a class id.
 The :class:`~alectio_core.engine.Engine` methods of the same names call these.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +37,8 @@ from .errors import ConflictError, InvalidLabels, LabelsMissing, NotFoundError, 
 from .storage import Storage, cannot
 
 MODES = ("plugin", "alectio")
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON's number syntax: no "nan", "inf", "1_0"
 
 
 def check_mode(value: Any) -> str:
@@ -142,8 +147,12 @@ class _Task:
 
     def class_id(self, value: Any, names: bool = True) -> int:
         if names and isinstance(value, str):
+            # A name first: classes named "1".."5" are named, not numbered, by "1"; text that
+            # names no class but is an integer (a csv cell, a copied id) is a class id.
             if value in self.ids:
                 return self.ids[value]
+            if _INTEGER.fullmatch(value):
+                return self.class_id(int(value), names=False)
             known = ", ".join(map(repr, self.names)) if self.names else "none: the model's model_info gives no labels"
             raise ValueError(f"{value!r} is not one of the experiment's labels ({known})")
         if not _is_int(value):
@@ -170,6 +179,8 @@ class _Task:
         if task == "segmentation":
             return self.mask(label)
         if task == "regression":
+            if isinstance(label, str) and _NUMBER.fullmatch(label):  # a csv cell is text
+                label = float(label) if any(c in label for c in ".eE") else int(label)
             if not _is_number(label):
                 raise ValueError("regression labels are finite numbers")
             return float(label) if isinstance(label, (float, np.floating)) else int(label)

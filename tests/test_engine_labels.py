@@ -266,6 +266,9 @@ TASK_LABELS = [
     ("segmentation", [[0]], [[0]], [["cat"]], "a class must be a class id, got str"),
     ("segmentation", [[2, 1, 0]], [[2, 1, 0]], [[0, 1], [3, 0]], "class id 3 is out of range (0..2)"),
     ("regression", 2.5, 2.5, float("nan"), "regression labels are finite numbers"),
+    ("regression", "2.5", 2.5, "nan", "regression labels are finite numbers"),  # a csv cell is text
+    ("regression", "-3", -3, "inf", "regression labels are finite numbers"),
+    ("regression", 1, 1, "1_0", "regression labels are finite numbers"),
 ]
 
 
@@ -280,6 +283,25 @@ def test_labels_are_checked_in_the_tasks_format(engine, fake_model, task, good, 
         engine.add_labels(exp["id"], {second: bad}, source="test")
     assert why in str(caught.value)
     assert list(engine.labels(exp["id"])) == [first]
+
+
+STARS = ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("task, wrap", [("classification", lambda v: v), ("multilabel", lambda v: [v])])
+def test_a_string_is_a_class_name_first_then_an_id_and_a_number_is_an_id(engine, fake_model, task, wrap):
+    fake_model("stars", model_info=lambda: {"task": task, "labels": STARS}, test=lambda: {"predictions": [], "labels": []})
+    exp = engine.create_experiment("stars", strategy=None, initial=4, loops=1, labels="alectio")
+    a, b, c, d = engine.storage.get_selection(exp["id"], 0).tolist()
+    # "1" is the class named "1" (id 0); 1 (a number) is id 1; "0" names no class: it is id 0
+    engine.add_labels(exp["id"], {a: wrap("1"), b: wrap(1), c: wrap("5"), d: wrap("0")}, source="test")
+    assert {i: e["label"] for i, e in engine.labels(exp["id"]).items()} == {a: wrap(0), b: wrap(1), c: wrap(4), d: wrap(0)}
+    with pytest.raises(ValidationError) as caught:
+        engine.add_labels(exp["id"], {a: wrap("7"), b: wrap("one")}, source="test")
+    assert [p["message"] for p in caught.value.problems] == [
+        f"index {a}: label {wrap('7')!r} is not a {task} label: class id 7 is out of range (0..4)",
+        f"index {b}: label {wrap('one')!r} is not a {task} label: 'one' is not one of the experiment's labels ('1', '2', '3', '4', '5')",
+    ]
 
 
 def test_a_process_killed_while_storing_labels_stores_none(tmp_path, installed_test_model, test_site):
