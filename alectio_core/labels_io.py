@@ -10,8 +10,9 @@ their own and those the experiment refuses, in one report), and
 :func:`store_labels` stores all the rows in one step or none.
 
 Out: a loop's selection (the rows of ``Engine.selection``) as csv, JSON
-Lines or Label Studio tasks (its import format). The csv and JSON Lines
-files go back in as they are once their ``label`` column is filled in;
+Lines or Label Studio tasks (its import format), classes by name. The
+csv and JSON Lines files go back in as they are once their ``label``
+column is filled in (typed, or a ``prediction`` copied);
 a row left blank is simply not labelled yet.
 
 The CLI, the HTTP API and the labellers all read and write through here.
@@ -33,7 +34,6 @@ EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "la
 CSV_COLUMNS = ("index", "reference", "score", "prediction", "label", "skip")
 _EXPORTED = {"reference", "score", "prediction"}  # written by export, ignored when read back
 _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n", ""}
-_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 MESSAGE_PROBLEMS = 20  # problems spelled out in the one-line message; `problems` has them all
 _BAD = object()  # a label cell that is not what it claims to be (reported)
 
@@ -168,10 +168,12 @@ def _csv_index(cell: str, where: str, problems: _Problems) -> int | None:
 
 
 def _csv_label(cell: str, where: str, index: int | None, problems: _Problems) -> Any:
-    """A JSON value (number, list, object, quoted string) or, as written, a class name."""
+    """A JSON list, object or quoted string; any other cell as written, text
+    (a class name, or an id or a number the engine reads from it: a bare
+    ``1`` may be the class named "1")."""
     if not cell:
         return None
-    if cell[0] in "[{\"" or _NUMBER.fullmatch(cell):
+    if cell[0] in "[{\"":
         try:
             return json.loads(cell, parse_constant=_not_json)
         except ValueError as exc:
@@ -368,6 +370,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _label_cell(value: Any) -> str:
+    """A prediction or label cell: a name the reader would take for JSON (``[x]``) JSON-quoted."""
+    return _json(value) if isinstance(value, str) and value[:1] in '[{"' else _cell(value)
+
+
 def _export_row(row: Mapping[str, Any]) -> dict:
     return {
         "index": int(row["index"]),
@@ -385,7 +392,8 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         item = _export_row(row)
-        writer.writerow([_cell(item[c]) if c != "skip" else ("true" if item["skip"] else "") for c in CSV_COLUMNS])
+        cell = {c: _label_cell(item[c]) if c in ("prediction", "label") else _cell(item[c]) for c in CSV_COLUMNS}
+        writer.writerow([*(cell[c] for c in CSV_COLUMNS[:-1]), "true" if item["skip"] else ""])
     return out.getvalue()
 
 
@@ -417,22 +425,17 @@ def labelstudio_tasks(
 
 
 def _labelstudio_result(experiment: Mapping[str, Any], prediction: Any, from_name: str, to_name: str) -> list[dict]:
-    """The prediction as Label Studio regions: choices for class ids, a
-    number for regression; none for detection and segmentation, whose
+    """The prediction as Label Studio regions: choices for classes (named),
+    a number for regression; none for detection and segmentation, whose
     predictions alectio does not make."""
-    prediction = _plain(prediction)
+    prediction = with_names(experiment, prediction)
     if prediction is None:
         return []
     task = experiment.get("task", "classification")
-    names = experiment.get("labels") or []
-
-    def name(class_id: Any) -> str:
-        return str(names[class_id]) if isinstance(class_id, int) and 0 <= class_id < len(names) else str(class_id)
-
     if task == "classification":
-        value, kind = {"choices": [name(prediction)]}, "choices"
+        value, kind = {"choices": [str(prediction)]}, "choices"
     elif task == "multilabel":
-        value, kind = {"choices": [name(c) for c in prediction]}, "choices"
+        value, kind = {"choices": [str(c) for c in prediction]}, "choices"
     elif task == "regression":
         value, kind = {"number": prediction}, "number"
     else:
@@ -440,8 +443,28 @@ def _labelstudio_result(experiment: Mapping[str, Any], prediction: Any, from_nam
     return [{"from_name": from_name, "to_name": to_name, "type": kind, "value": value}]
 
 
+def with_names(experiment: Mapping[str, Any], value: Any) -> Any:
+    """A classification or multilabel prediction or label JSON-ready, its
+    class ids as the experiment's class names: what people type, and read
+    back as the same classes (a name before an id). Other values as they are."""
+    value = _plain(value)
+    names = experiment.get("labels") or []
+    task = experiment.get("task", "classification")
+
+    def name(class_id: Any) -> Any:
+        return str(names[class_id]) if isinstance(class_id, int) and 0 <= class_id < len(names) else class_id
+
+    if task == "classification":
+        return name(value)
+    if task == "multilabel" and isinstance(value, list):
+        return [name(c) for c in value]
+    return value
+
+
 def dump(experiment: Mapping[str, Any], loop: int, rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     """A selection's rows as the text of a ``fmt`` file."""
+    if fmt in ("csv", "jsonl"):
+        rows = [{**row, "prediction": with_names(experiment, row.get("prediction")), "label": with_names(experiment, row.get("label"))} for row in rows]
     if fmt == "csv":
         return to_csv(rows)
     if fmt == "jsonl":

@@ -11,9 +11,9 @@ CLASSES = ["cat", "dog", "bird"]
 POOL = 30
 
 
-def people_model(fake_model, name: str = "people_lab") -> list[dict]:
+def people_model(fake_model, name: str = "people_lab", classes: list[str] = CLASSES) -> list[dict]:
     """Register ``name`` (pool of ``POOL`` records ``r0``..; classes
-    ``CLASSES``) and return the list its ``train`` appends
+    ``classes``) and return the list its ``train`` appends
     ``{"labeled", "labels"}`` to on every call."""
     seen: list[dict] = []
 
@@ -21,9 +21,9 @@ def people_model(fake_model, name: str = "people_lab") -> list[dict]:
         seen.append({"labeled": list(labeled), "labels": None if labels is None else dict(labels)})
 
     def infer(unlabeled, writer):
-        for i in unlabeled:  # record i's most likely class is i % 3, more surely for larger i
-            row = np.zeros(3, np.float32)
-            row[i % 3] = 1.0 + i / 10
+        for i in unlabeled:  # record i's most likely class is i % C, more surely for larger i
+            row = np.zeros(len(classes), np.float32)
+            row[i % len(classes)] = 1.0 + i / 10
             writer.add(i, row)
 
     fake_model(
@@ -32,7 +32,7 @@ def people_model(fake_model, name: str = "people_lab") -> list[dict]:
         train=train,
         infer=infer,
         test=lambda: {"predictions": [0, 1, 2, 0], "labels": [0, 1, 1, 0]},
-        model_info=lambda: {"task": "classification", "labels": CLASSES},
+        model_info=lambda: {"task": "classification", "labels": classes},
     )
     return seen
 

@@ -77,7 +77,47 @@ def test_export_label_import_and_the_next_loop_trains_on_the_file(setup, storage
 
     result = alectio("export", eid, "--loop", "0", "--format", "jsonl", storage_url=storage_url)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["index"], r["label"], r["skip"]) for r in lines] == [(i, expected.get(i), i == picked[5]) for i in picked]
+    names = {i: CLASSES[c] for i, c in expected.items()}  # exported as class names, as people type them
+    assert [(r["index"], r["label"], r["skip"]) for r in lines] == [(i, names.get(i), i == picked[5]) for i in picked]
+
+
+def test_class_names_that_are_numbers_round_trip_through_a_csv(storage_url, fake_model, tmp_path):
+    """Star ratings named "1".."5": a person types a name, or copies the
+    exported prediction into the label column; either way the class is
+    the one named, never the one whose id the name happens to spell."""
+    people_model(fake_model, "stars", classes=["1", "2", "3", "4", "5"])
+    engine = Engine(open_storage(storage_url))
+    eid = engine.create_experiment("stars", labels="alectio", initial=6, batch_size=4, loops=3, strategy="margin")["id"]
+    out = tmp_path / "loop0.csv"
+    assert alectio("export", eid, "-o", str(out), storage_url=storage_url).exit_code == 0
+    picked = [int(r["index"]) for r in csv.DictReader(out.open())]
+    out.write_text("index,label\n" + "".join(f"{i},1\n" for i in picked))  # every one typed as "1"
+    result = alectio("labels", "import", eid, str(out), storage_url=storage_url)
+    assert result.exit_code == 0, result.output
+    assert {e["index"]: e["label"] for e in engine.label_history(eid)} == {i: 0 for i in picked}
+    engine.run_loop(eid, 0)
+
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"loop1.{fmt}"
+        assert alectio("export", eid, "-o", str(out), storage_url=storage_url).exit_code == 0
+        if fmt == "csv":
+            rows = list(csv.DictReader(out.open()))
+            for r in rows:
+                r["label"] = r["prediction"]
+            filled = io.StringIO()
+            writer = csv.DictWriter(filled, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            out.write_text(filled.getvalue())
+        else:
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            out.write_text("".join(json.dumps({**r, "label": r["prediction"]}) + "\n" for r in rows))
+        assert [r["prediction"] for r in rows] == [str(int(r["index"]) % 5 + 1) for r in rows]  # the predicted class's name
+        result = alectio("labels", "import", eid, str(out), storage_url=storage_url)
+        assert result.exit_code == 0, result.output
+        predicted = {int(r["index"]): int(r["index"]) % 5 for r in rows}  # record i's model predicts class id i % 5
+        assert {i: e["label"] for i, e in engine.labels(eid).items() if i in predicted} == predicted
+    engine.storage.close()
 
 
 def test_a_bad_file_is_refused_whole_every_row_named_and_nothing_stored(setup, storage_url, tmp_path):

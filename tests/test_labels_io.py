@@ -23,7 +23,15 @@ def test_a_csv_file_gives_labels_skips_and_json_labels():
         LabelRow("line 2", 17, "cat"),
         LabelRow("line 3", 42, [1, 3]),
         LabelRow("line 4", 8, None, skip=True),
-        LabelRow("line 7", 5, 3),  # line 5 left blank (not labelled yet), line 6 empty
+        LabelRow("line 7", 5, "3"),  # line 5 left blank (not labelled yet), line 6 empty
+    ]
+
+
+def test_a_bare_csv_cell_is_text_a_json_list_object_or_quoted_string_is_json():
+    # A bare 1 may name the class "1": the engine reads text as a name first, then as an id.
+    text = 'index,label\n1,1\n2,2.5\n3,"[1, 3]"\n4,"""7"""\n5,"{""boxes"": [], ""objects"": []}"\n6,nan\n'
+    assert [(r.index, r.label) for r in read_labels(text, "x.csv")] == [
+        (1, "1"), (2, "2.5"), (3, [1, 3]), (4, "7"), (5, {"boxes": [], "objects": []}), (6, "nan")
     ]
 
 
@@ -108,15 +116,18 @@ def test_csv_and_jsonl_exports_go_back_in_once_labelled():
     text = dump(EXPERIMENT, 2, ROWS, "csv")
     assert text.splitlines() == [
         "index,reference,score,prediction,label,skip",
-        "12,img/12.png,0.75,1,,",
-        "4,img/4.png,,0,1,",
+        "12,img/12.png,0.75,dog,,",  # class names, as people type them
+        "4,img/4.png,,cat,dog,",
         "9,img/9.png,,,,true",
     ]
-    assert read_labels(text.replace("12,img/12.png,0.75,1,,", "12,img/12.png,0.75,1,dog,"), "x.csv") == [
-        LabelRow("line 2", 12, "dog"), LabelRow("line 3", 4, 1), LabelRow("line 4", 9, None, skip=True)
+    assert read_labels(text.replace("12,img/12.png,0.75,dog,,", "12,img/12.png,0.75,dog,dog,"), "x.csv") == [
+        LabelRow("line 2", 12, "dog"), LabelRow("line 3", 4, "dog"), LabelRow("line 4", 9, None, skip=True)
     ]
     lines = dump(EXPERIMENT, 2, ROWS, "jsonl").splitlines()
-    assert json.loads(lines[0]) == {"index": 12, "reference": "img/12.png", "score": 0.75, "prediction": 1, "label": None, "skip": False}
+    assert json.loads(lines[0]) == {"index": 12, "reference": "img/12.png", "score": 0.75, "prediction": "dog", "label": None, "skip": False}
+    assert json.loads(lines[1])["label"] == "dog"
+    odd = {**EXPERIMENT, "labels": ["cat", "[dog]"]}  # a name that looks like JSON goes out quoted, comes back a name
+    assert [r.label for r in read_labels(dump(odd, 2, [dict(ROWS[1], label=1)], "csv"), "x.csv")] == ["[dog]"]
     assert [r.index for r in read_labels("\n".join(lines), "x.jsonl")] == [4, 9]
 
 
