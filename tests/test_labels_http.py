@@ -98,6 +98,16 @@ def test_labels_mode_people_label_each_selection_and_the_next_loop_trains_on_the
     assert len(stored_labels(storage_url, eid)) == 7
 
 
+def test_json_numbers_are_class_ids_and_strings_names_when_the_names_are_numbers(client, storage_url, fake_model):
+    people_model(fake_model, "stars", classes=["1", "2", "3", "4", "5"])
+    eid = create(client, model="stars")["id"]
+    a, b, c, *_ = [r["index"] for r in client.get(f"{BASE}/{eid}/loops/0/selection").json["rows"]]
+    posted = client.post(f"{BASE}/{eid}/labels", json={"labels": {str(a): 2, str(b): "2", str(c): "0"}})
+    assert posted.status_code == 200, posted.json
+    # 2 is class id 2 (named "3"); "2" names class id 1; "0" names no class: it is id 0
+    assert {(e["index"], e["label"]) for e in stored_labels(storage_url, eid)} == {(a, 2), (b, 1), (c, 0)}
+
+
 def test_bad_labels_are_refused_whole_each_named_and_nothing_is_stored(client, storage_url):
     eid = create(client)["id"]
     picked = [r["index"] for r in client.get(f"{BASE}/{eid}/loops/0/selection").json["rows"]]
