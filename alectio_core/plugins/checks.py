@@ -74,12 +74,22 @@ def register_checked(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str
 def _warn_defaults(pm: pluggy.PluginManager, plugin: Any, name: str, kind: str) -> None:
     """pluggy never passes an argument its implementation gives a default
     (``def train(labeled, labels=None)`` always sees None): say so when the
-    plugin loads, rather than let it train on nothing."""
-    for hook, passed, parameters in _implementations(pm, plugin):
-        for p in parameters:
-            if p.default is not p.empty and p.name in passed:
-                log.warning(
-                    "hook %r of %s %r gives argument %r a default, so it is never passed (pluggy passes only "
-                    "arguments declared without one): write %r without '=%r'",
-                    hook, kind, name, p.name, p.name, p.default,
-                )
+    plugin loads, rather than let it train on nothing. Read from the
+    implementations pluggy just registered, not by walking the plugin again."""
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            for p, default in zip(impl.kwargnames, _defaults(impl.function)):
+                if p in caller.spec.argnames:
+                    log.warning(
+                        "hook %r of %s %r gives argument %r a default, so it is never passed (pluggy passes only "
+                        "arguments declared without one): write %r without '=%r'",
+                        caller.name, kind, name, p, p, default,
+                    )
+
+
+def _defaults(function: Any) -> tuple:
+    return getattr(function, "__defaults__", None) or ()
