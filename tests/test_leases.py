@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from balancer import Balancer
+from installer import with_path
 from server_support import Api, Server, slow_model, wait_for  # noqa: F401 (fixtures)
 
 from alectio_core.config import parse_config
@@ -28,6 +30,7 @@ from alectio_core.tokens import create_token
 pytestmark = pytest.mark.slow
 
 LEASE = {"server": {"lease_seconds": 4}}  # renewed every 1.3 s; a dead holder's loop is free 4 s later
+SKEWED_CLOCK = Path(__file__).parent / "skewed_clock"  # its sitecustomize moves a process's clock
 
 
 class Shared:
@@ -91,8 +94,11 @@ def shared(request, tmp_path, monkeypatch):
 
 
 class Client:
-    def __init__(self, server: Server, token: str):
+    def __init__(self, server: Server | Balancer, token: str):
         self.url, self.headers = server.url, {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str, **kw):
+        return requests.get(self.url + path, headers=self.headers, timeout=30, **kw)
 
     def post(self, path: str, **kw):
         return requests.post(self.url + path, headers=self.headers, timeout=30, **kw)
@@ -253,3 +259,99 @@ def test_a_failure_the_storage_could_not_take_is_saved_when_it_answers(slow_mode
         if "app" in locals():
             app.extensions["alectio"]["runner"].shutdown(timeout=5)
         moto.stop()
+
+
+@pytest.mark.parametrize("shared", ["s3"], indirect=True)
+def test_servers_behind_a_load_balancer_look_like_one(shared, slow_model, tmp_path):
+    """The user's view of N servers on one S3 prefix: the client only talks
+    to a round-robin TCP balancer in front of two ``alectio serve``
+    processes, never to a server by name."""
+    store = shared.open()
+    token = create_token(store, "tests")
+    hold = tmp_path / "train.hold"
+    hold.touch()
+    servers = [shared.server("a"), shared.server("b")]
+    balancer = Balancer([("127.0.0.1", s.port) for s in servers])
+    try:
+        lb = Client(balancer, token)
+        body = {"model": "slow_test", "initial": 20, "batch_size": 10, "loops": 3, "config": {"hold_file": str(hold)}}
+        created = lb.post("/api/v1/experiments", json=body)
+        assert created.status_code == 201, created.text
+        eid = created.json()["id"]
+
+        # Started through the balancer, loop 0 runs on one server; polls
+        # land on both and agree; a second start is refused wherever it lands.
+        assert lb.start(eid).status_code == 202
+        lb.until(eid, 0, lambda s: s["stage"] == "train", "loop 0 in train")
+        first = len(balancer.served)
+        seen = [lb.loop(eid, 0) for _ in range(6)]
+        assert set(balancer.served[first:]) == {0, 1}
+        keys = ("status", "stage", "owner", "started_at", "progress")
+        assert all({k: s[k] for k in keys} == {k: seen[0][k] for k in keys} for s in seen)
+        assert seen[0]["status"] == "running"
+        running = [s for s in servers if f":{s.process.pid}:" in seen[0]["owner"]]
+        assert len(running) == 1
+        running, survivor = running[0], next(s for s in servers if s is not running[0])
+        refusals = [lb.start(eid) for _ in range(2)]  # one lands on each server
+        assert [r.status_code for r in refusals] == [409, 409]
+        messages = sorted(r.json()["error"]["message"] for r in refusals)
+        assert messages[0] == f"experiment {eid!r} is busy: loop 0 is running"  # the server running it
+        assert messages[1].startswith(f"loop 0 of experiment {eid!r} is running on another server (")
+        assert f"experiment {eid} loop 0" not in survivor.log()
+
+        # The running server dies (kill -9): through the balancer the loop
+        # reads running until its lease expires, then interrupted; a start
+        # reruns it on the survivor, which commits only its own attempt.
+        running.kill9()
+        state = lb.until(eid, 0, lambda s: s["status"] != "running", "the dead server's lease to expire")
+        assert (state["status"], state["error"]) == ("failed", "interrupted")
+        hold.unlink()
+        assert lb.start(eid).status_code == 202
+        state = lb.until(eid, 0, lambda s: s["status"] in ("done", "failed", "cancelled"), "loop 0 rerun")
+        assert state["status"] == "done" and state["labeled"] == 20 and f":{survivor.process.pid}:" in state["owner"]
+        committed, stored = shared.attempts(eid, 0)
+        assert stored == {committed} and committed == store.get_loop_state(eid, 0)["attempt"]
+
+        # The experiment goes on to its end through the balancer.
+        for loop in (1, 2):
+            assert lb.start(eid).status_code == 202
+            state = lb.until(eid, loop, lambda s: s["status"] in ("done", "failed", "cancelled"), f"loop {loop}")
+            assert (state["status"], state["labeled"]) == ("done", 20 + 10 * loop)
+        assert lb.get(f"/api/v1/experiments/{eid}").json()["loops_done"] == 3
+        assert lb.start(eid).status_code == 409
+    finally:
+        balancer.close()
+        for server in servers:
+            server.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("shared", ["s3"], indirect=True)
+def test_relabels_on_two_servers_keep_the_order_people_sent_them_in(shared, slow_model, tmp_path):
+    """Two people correct one record through two servers whose clocks
+    disagree by 30 s: the later correction is the record's label, whichever
+    server took it and whichever server is asked."""
+    store = shared.open()
+    token = create_token(store, "tests")
+    fast_env = {**shared.process_env("fast"), "ALECTIO_TEST_CLOCK_SKEW": "30", "PYTHONPATH": with_path(SKEWED_CLOCK)["PYTHONPATH"]}
+    fast = Server(shared.tmp, shared.url, "fast", config=LEASE, env=fast_env)
+    right = shared.server("right")
+    try:
+        Fast, Right = Client(fast, token), Client(right, token)
+        created = Fast.post("/api/v1/experiments", json={"model": "slow_test", "labels": "alectio", "initial": 4, "loops": 2})
+        assert created.status_code == 201, created.text
+        eid = created.json()["id"]
+        index = Right.get(f"/api/v1/experiments/{eid}/loops/0/selection").json()["rows"][0]["index"]
+
+        sent = [(Fast, "odd"), (Right, "even"), (Fast, "odd"), (Right, "even")]
+        for client, label in sent:
+            assert client.post(f"/api/v1/experiments/{eid}/labels", json={"labels": {str(index): label}}).status_code == 200
+        for client in (Fast, Right):
+            history = client.get(f"/api/v1/experiments/{eid}/labels?history=1").json()["labels"]
+            assert [e["label"] for e in history if e["index"] == index] == [1, 0, 1, 0]
+            latest = client.get(f"/api/v1/experiments/{eid}/labels").json()["labels"]
+            assert [e["label"] for e in latest if e["index"] == index] == [0]
+    finally:
+        fast.stop()
+        right.stop()
+        store.close()
