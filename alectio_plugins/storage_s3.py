@@ -15,7 +15,7 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/selection-scores.npy   the strategy's scores, aligned (if it gave any)
-    experiments/{id}/labels/{ns:020d}-{u}.json  {"events": [...]}: one add_labels call, in one PUT
+    experiments/{id}/labels/{n:020d}.json       {"events": [...], "batch": u}: one add_labels call, in one PUT
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
@@ -30,7 +30,11 @@ removes its own pool and leaves the stored one alone.
 
 Label events are only ever added: each ``add_labels`` call is one new
 object, so it is stored whole or not at all; the history is the objects in
-key order (their names start with the time they were written).
+key order. Objects are numbered: a writer takes the number after the newest
+it lists and writes only if that name is free (``If-None-Match: *``), so
+writers on several servers order the history as their writes landed, not by
+their clocks. (Older objects are named ``{ns:020d}-{u}.json`` by the time
+they were written; numbering goes on after them.)
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -65,6 +69,8 @@ _BUCKET = re.compile(s3.BUCKET_PATTERN)
 _OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
 #: Label objects read at once (the client keeps 16 connections).
 LABEL_READERS = 16
+#: Label writes that find their number taken by another writer, before giving up.
+LABEL_WRITE_TRIES = 50
 #: The folder of an attempt holding each part of its infer outputs.
 _PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
 
@@ -90,7 +96,7 @@ class S3Storage(Storage):
         cache = options.get("cache_dir") or os.environ.get("ALECTIO_CACHE_DIR") or os.path.expanduser("~/.cache/alectio")
         self.cache_dir = contained(Path(cache) / "s3" / bucket, self.prefix or "_", f"S3 prefix {self.prefix!r} as a cache folder")
         self._lock = threading.Lock()  # guards read-modify-write of one process's objects
-        self._last_label_ns = 0
+        self._label_tail: dict[str, str] = {}  # labels folder -> the newest label object seen there
         self._label_batches: dict[str, list[dict]] = {}  # label objects never change once written: read each once
         try:
             self.client.head_bucket(Bucket=bucket)
@@ -195,11 +201,14 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict]:
-        """Objects (and with ``delimiter``, sub-folders as ``{"Prefix": ...}``)."""
+    def _list(self, prefix: str, delimiter: str | None = None, start_after: str = "") -> Iterator[dict]:
+        """Objects (and with ``delimiter``, sub-folders as ``{"Prefix": ...}``),
+        with keys after ``start_after`` only, when given."""
         args = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             args["Delimiter"] = delimiter
+        if start_after:
+            args["StartAfter"] = start_after
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**args):
                 yield from page.get("CommonPrefixes", [])
@@ -285,6 +294,8 @@ class S3Storage(Storage):
         folder = self._labels_folder(experiment_id)
         for key in [k for k in self._label_batches if k.startswith(folder)]:
             self._label_batches.pop(key, None)
+        with self._lock:
+            self._label_tail.pop(folder, None)
         shutil.rmtree(self.cache_dir / experiment_id, ignore_errors=True)
 
     # -- loop state -----------------------------------------------------
@@ -355,11 +366,40 @@ class S3Storage(Storage):
         return self.key("experiments", check_id(experiment_id), "labels", "")
 
     def add_labels(self, experiment_id: str, events: list[dict]) -> None:
-        body = _dumps({"events": [dict(e) for e in events]})  # not JSON: refused before anything is written
+        batch = uuid.uuid4().hex
+        body = _dumps({"events": [dict(e) for e in events], "batch": batch})  # not JSON: refused before anything is written
         self._get_json(self._experiment_key(experiment_id), f"unknown experiment {experiment_id!r}")
-        with self._lock:  # names in the order this process wrote them, even within one clock tick
-            stamp = self._last_label_ns = max(time.time_ns(), self._last_label_ns + 1)
-        self._put(f"{self._labels_folder(experiment_id)}{stamp:020d}-{uuid.uuid4().hex[:8]}.json", body, ContentType="application/json")
+        folder = self._labels_folder(experiment_id)
+        for _ in range(LABEL_WRITE_TRIES):
+            key = f"{folder}{self._last_label_number(folder) + 1:020d}.json"
+            try:
+                self._put(key, body, ContentType="application/json", IfNoneMatch="*")
+            except ConflictError:  # the number is taken: by another writer (list again, take the next), or by
+                try:  # our own write, landed before a retry of it was refused
+                    ours = self._get_json(key, key).get("batch") == batch
+                except NotFoundError:
+                    ours = False
+                if not ours:
+                    continue
+            with self._lock:
+                self._label_tail[folder] = max(self._label_tail.get(folder, ""), key)
+            return
+        raise ConflictError(f"labels of experiment {experiment_id!r} kept being written by others meanwhile; nothing stored, try again")
+
+    def _last_label_number(self, folder: str) -> int:
+        """The number of the newest label object (0 when none). Objects are
+        numbered one after another, each written only if its name is free,
+        so the history's order is the order the writes landed in, whatever
+        the writers' clocks say. (Objects written before numbering are named
+        by the time they were written; the numbers go on from the last.)"""
+        with self._lock:
+            tail = self._label_tail.get(folder, "")
+        keys = [o["Key"] for o in self._list(folder, start_after=tail) if o["Key"].endswith(".json")]
+        newest = max([tail, *keys])
+        if newest:
+            with self._lock:
+                self._label_tail[folder] = max(self._label_tail.get(folder, ""), newest)
+        return int(newest[len(folder) : len(folder) + 20]) if newest else 0
 
     def list_labels(self, experiment_id: str) -> list[dict]:
         keys = sorted(o["Key"] for o in self._list(self._labels_folder(experiment_id)) if o["Key"].endswith(".json"))

@@ -126,6 +126,36 @@ def test_a_pool_stored_before_pools_had_versions_is_still_read(aws_env, bucket):
     assert "p/experiments/old/index_map.json" not in all_keys(aws_env, bucket)
 
 
+def test_labels_stored_before_numbering_stay_first_and_writers_number_after_each_other(aws_env, bucket):
+    """Label objects named by the writer's clock (as stored before) come first;
+    new ones are numbered after the newest, so two storages on the prefix (two
+    servers) add to one history in the order their writes landed."""
+    old = {"index": 1, "label": 0, "skip": False, "loop": 0, "source": "api", "by": None, "at": "2026-01-01T00:00:00.000+00:00"}
+    client = aws_env.client()
+    client.put_object(Bucket=bucket, Key="p/experiments/e1/experiment.json", Body=b'{"seq": 1, "experiment": {"id": "e1"}}')
+    client.put_object(Bucket=bucket, Key="p/experiments/e1/labels/01764547200000000000-0a1b2c3d.json", Body=json.dumps({"events": [old]}).encode())
+    a, b = open_storage(f"s3://{bucket}/p"), open_storage(f"s3://{bucket}/p")
+    for n, store in enumerate([a, b, b, a]):
+        store.add_labels("e1", [{**old, "label": n + 1}])
+    for store in (a, b, open_storage(f"s3://{bucket}/p")):
+        assert [e["label"] for e in store.list_labels("e1")] == [0, 1, 2, 3, 4]
+    assert all_keys(aws_env, bucket)[-4:] == [f"p/experiments/e1/labels/{1764547200000000000 + n:020d}.json" for n in (1, 2, 3, 4)]
+
+
+def test_labels_written_at_once_from_two_storages_are_all_kept_once(aws_env, bucket):
+    """Writers racing for the same number: one takes it, the others list again
+    and take the next; no batch is lost or stored twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [open_storage(f"s3://{bucket}/p"), open_storage(f"s3://{bucket}/p")]
+    stores[0].create_experiment({"id": "e1"})
+    event = {"index": 1, "label": 0, "skip": False, "loop": 0, "source": "api", "by": None, "at": "2026-01-01T00:00:00.000+00:00"}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: stores[n % 2].add_labels("e1", [{**event, "label": n}]), range(40)))
+    assert sorted(e["label"] for e in open_storage(f"s3://{bucket}/p").list_labels("e1")) == list(range(40))
+    assert all_keys(aws_env, bucket)[-40:] == [f"p/experiments/e1/labels/{n:020d}.json" for n in range(1, 41)]
+
+
 def test_endpoint_from_config_option_alone(moto_s3, monkeypatch, tmp_path):
     for key, value in moto_s3.env.items():
         if key != "AWS_ENDPOINT_URL":
