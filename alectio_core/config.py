@@ -111,6 +111,27 @@ def _labeller_section(value: Any, key: str, source: str) -> LabellerSettings | N
 
 
 @dataclass
+class ExecutorSettings:
+    """``executor:``: where a loop's infer stage runs (see
+    :mod:`alectio_core.executors`). Keys other than ``name`` are the
+    executor's own ``settings``, checked by the executor."""
+
+    name: str = "local"
+    settings: dict[str, Any] = field(default_factory=dict, metadata={"not_a_key": True})
+
+
+def _executor_section(value: Any, key: str, source: str) -> ExecutorSettings:
+    """``executor:``: ``name``, the rest the executor's own."""
+    if value is None:  # `executor:` with everything commented out
+        return ExecutorSettings()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+    section = _convert(ExecutorSettings, {k: v for k, v in value.items() if k == "name"}, key + ".", source)
+    section.settings = {str(k): v for k, v in value.items() if k != "name"}
+    return section
+
+
+@dataclass
 class Config:
     """The whole file, checked (see :func:`parse_config`)."""
 
@@ -123,6 +144,7 @@ class Config:
     stopping: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     labeller: LabellerSettings | None = field(default=None, metadata={"parse": _labeller_section})
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings, metadata={"parse": _executor_section})
     source: str | None = field(default=None, metadata={"not_a_key": True})  # the file it came from, for messages
 
     def check_models(self, installed: set[str]) -> None:

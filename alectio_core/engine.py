@@ -31,6 +31,7 @@ from . import selections as chosen
 from .clock import now
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_SEED, DEFAULT_STRATEGY, Config
 from .errors import ConflictError, NotFoundError, ValidationError
+from .executors import open_executor
 from .hook_results import check_assign_index
 from .leases import Lease, Leases
 from .loop_run import LoopRun
@@ -55,6 +56,7 @@ class Engine:
             stopping_rules.check_configured(self.config.stopping, self.config.source or "config")
         self.chunk_rows = chunk_rows  # most infer rows per stored chunk (bytes are capped too)
         self.leases = Leases(storage, ttl=self.config.server.lease_seconds)
+        self.executor = open_executor(self.config)  # where infer runs (config.yaml's executor:)
         #: Called as ``listener(experiment, loop)`` after a selection is stored
         #: for ``loop`` (a labeller sends it out); an exception is logged, never raised.
         self.on_selection: list[Callable[[dict, int], None]] = []

@@ -138,6 +138,14 @@ class StorageError(AlectioError):
     status = 503
 
 
+class ShardError(AlectioError):
+    """A shard of a loop's infer stage, run by an executor (Ray), failed:
+    the message names the shard (its records) and why."""
+
+    code = "shard_failed"
+    status = 500
+
+
 class LoopCancelled(AlectioError):
     code = "cancelled"
     status = 409

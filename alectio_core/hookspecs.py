@@ -220,6 +220,20 @@ class PluginSpecs:
         annotation as a label); see :mod:`alectio_core.labelling`.
         """
 
+    @hookspec
+    def register_executors(self, register: Callable[..., None]) -> None:
+        """Contribute executors: where a loop's infer stage runs.
+
+        Call ``register(name, factory)``; ``factory(settings, source)``
+        returns the executor for the ``executor:`` section of
+        ``config.yaml`` naming it. ``settings`` are the section's keys other
+        than ``name``; ``source`` is the file, for messages (raise
+        :class:`alectio_core.errors.ConfigError` naming the key). The
+        executor has ``score(job)`` (run ``infer`` for one
+        :class:`alectio_core.executors.ScoreJob`, its rows staged under the
+        job's attempt) and ``close()``; see :mod:`alectio_core.executors`.
+        """
+
     # ------------------------------------------------------------------
     # Lifecycle listeners: told what happened, their return value ignored.
     # ------------------------------------------------------------------

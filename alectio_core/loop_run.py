@@ -16,7 +16,6 @@ loop's state (with the message) and the attempt's staged results dropped.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ from .clock import now
 from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
 from .hook_results import check_test, check_train
 from .leases import Lease, LeaseLost
-from .outputs import OutputWriter, call_infer
+from .executors import ScoreJob
 from .selections import check_storage_for, record_selection, strategy_inputs
 
 if TYPE_CHECKING:
@@ -77,7 +76,6 @@ class LoopRun:
             "stage_times": {},
         }
         self._last_progress = 0.0
-        self._at_once = False  # infer returned its outputs instead of streaming them
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -111,14 +109,15 @@ class LoopRun:
         if self.cancel is not None and self.cancel.is_set():
             raise LoopCancelled(f"loop {self.loop} of experiment {self.eid!r} was cancelled")
 
-    def _progress(self, done: int, total: int) -> None:
+    def _progress(self, done: int, total: int, shards: tuple[int, int] | None = None) -> None:
+        """``done`` of ``total`` rows stored (and ``shards``: finished, all); raises to stop."""
         self._check_cancel()
-        if self._at_once and done < total:
-            return  # rows the hook returned all at once: storing them is not infer progress
         t = time.monotonic()
         if t - self._last_progress >= PROGRESS_INTERVAL or done == total:
             self._last_progress = t
             self.state["progress"] = {"done": done, "total": total}
+            if shards is not None:
+                self.state["progress"]["shards"] = {"done": shards[0], "total": shards[1]}
             self._save_state()
             if self.on_stage:
                 self.on_stage(self.state["stage"], self.state)
@@ -206,7 +205,7 @@ class LoopRun:
             labels = list(given.values())  # people's labels: the per-class counts without the plugin reporting them
         if labels is not None:
             insights["per_class_counts"] = {str(k): v for k, v in sorted(Counter(labels).items(), key=lambda kv: str(kv[0]))}
-        checkpoint = self.storage.save_checkpoint(self.eid, self.loop, self.attempt)
+        self.checkpoint = checkpoint = self.storage.save_checkpoint(self.eid, self.loop, self.attempt)
         self.storage.put_result(self.eid, self.loop, self.attempt, "checkpoint", checkpoint)
         self.storage.put_result(self.eid, self.loop, self.attempt, "insights", insights)
         self.state["train_time"] = insights["train_time"]
@@ -269,31 +268,27 @@ class LoopRun:
 
     def _score(self, part: str, records: np.ndarray) -> None:
         """``infer`` on ``records`` with this loop's checkpoint, its rows
-        stored as ``part`` of this attempt's outputs."""
-        # A backend written before parts is only ever asked for the pool, the old way.
-        sink = (
-            self.storage.open_output_sink(self.eid, self.loop, self.attempt)
-            if part == "pool"
-            else self.storage.open_output_sink(self.eid, self.loop, self.attempt, part=part)
+        stored as ``part`` of this attempt's outputs, where the engine's
+        executor runs it (see :mod:`.executors`)."""
+        self.engine.executor.score(
+            ScoreJob(
+                storage=self.storage,
+                experiment_id=self.eid,
+                loop=self.loop,
+                attempt=self.attempt,
+                part=part,
+                model=self.model.name,
+                records=records,
+                pool_size=int(self.experiment["pool_size"]),
+                ckpt_file=self.ckpt_file,
+                checkpoint=self.checkpoint,
+                config=self.config,
+                chunk_rows=self.engine.chunk_rows,
+                mc_samples=self.experiment.get("mc_samples"),
+                progress=self._progress,
+                check=self._check_cancel,
+            )
         )
-        writer = OutputWriter(
-            sink,
-            model=self.model.name,
-            pool_size=int(self.experiment["pool_size"]),
-            unlabeled=records,
-            chunk_rows=self.engine.chunk_rows,
-            on_chunk=functools.partial(self._progress, total=int(records.size)),
-            records="unlabeled" if part == "pool" else part,
-            mc_samples=self.experiment.get("mc_samples"),
-        )
-        self._at_once = False
-        returned = call_infer(
-            self.model, writer, unlabeled=records.tolist(), ckpt_file=self.ckpt_file, loop=self.loop, config=self.config
-        )
-        if returned is not None:
-            self._at_once = True
-            writer.add_returned(*returned)
-        writer.close()
 
     def _check_stop(self, metrics: dict, labeled: np.ndarray) -> dict | None:
         """The experiment's stopping criteria on this loop: the first that

@@ -233,6 +233,26 @@ class Storage(ABC):
         the store has them; otherwise checked just before the publishing
         write."""
 
+    # Sharded outputs: an executor that runs infer in parts on other
+    # machines (see alectio_core.executors) has each part write its own
+    # chunks, then names the parts that finished. Not abstract: a backend
+    # without them has its shards' rows written by the loop's process.
+
+    #: Can another machine open this storage by its URL (and ``options``)
+    #: and write an attempt's shards? A local SQLite file cannot.
+    remote_writable = False
+
+    def open_shard_sink(self, experiment_id: str, loop: int, attempt: str, part: str, shard: str) -> OutputSink:
+        """A sink for one try of one shard (``shard``, an id naming both) of
+        the attempt's ``part``: its chunks are kept apart, and count only
+        once ``join_shards`` lists the shard."""
+        raise cannot(self, "store sharded infer outputs")
+
+    def join_shards(self, experiment_id: str, loop: int, attempt: str, part: str, shards: list[str]) -> None:
+        """The attempt's ``part`` is the chunks of ``shards`` (closed shard
+        sinks), in that order; other shards of the part are dropped."""
+        raise cannot(self, "store sharded infer outputs")
+
     @abstractmethod
     def discard_attempt(self, experiment_id: str, loop: int, attempt: str) -> None:
         """Drop an uncommitted attempt's staged results (best effort)."""

@@ -19,6 +19,7 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
+    experiments/{id}/loops/{k}/attempts/{a}/outputs/shards/{shard}/...   one shard's chunks and manifest
     experiments/{id}/loops/{k}/attempts/{a}/labeled/...      the labeled part, laid out as outputs/
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
@@ -35,6 +36,11 @@ it lists and writes only if that name is free (``If-None-Match: *``), so
 writers on several servers order the history as their writes landed, not by
 their clocks. (Older objects are named ``{ns:020d}-{u}.json`` by the time
 they were written; numbering goes on after them.)
+
+A sharded infer (the ray executor) has each shard try write its chunks
+under ``shards/{shard}/`` from its own machine; ``join_shards`` then writes
+the part's manifest, listing the chunks of the shards that finished, in
+order (``"files"``): a retried shard's partial chunks are never read.
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -73,6 +79,8 @@ LABEL_READERS = 16
 LABEL_WRITE_TRIES = 50
 #: The folder of an attempt holding each part of its infer outputs.
 _PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
+#: A chunk a joined manifest lists, relative to the part's folder.
+_SHARD_CHUNK = re.compile(r"^shards/[A-Za-z0-9_-]{1,64}/[0-9]{6}$")
 
 
 def _dumps(value: Any) -> bytes:
@@ -80,8 +88,11 @@ def _dumps(value: Any) -> bytes:
 
 
 class S3Storage(Storage):
+    remote_writable = True  # any machine with the URL and credentials writes its shards
+
     def __init__(self, bucket: str, prefix: str = "", options: Mapping[str, Any] | None = None):
         options = dict(options or {})
+        self.options = dict(options)  # endpoint, timeouts, cache folder: no credentials (those come from boto3's chain)
         unknown = sorted(set(options) - _OPTIONS)
         if unknown:
             raise ValidationError(f"unknown s3 storage option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
@@ -451,6 +462,29 @@ class S3Storage(Storage):
     def open_output_sink(self, experiment_id: str, loop: int, attempt: str, part: str = "pool") -> OutputSink:
         return S3OutputSink(self, self._attempt_key(experiment_id, loop, attempt, _PART_FOLDERS[check_part(part)]))
 
+    def open_shard_sink(self, experiment_id: str, loop: int, attempt: str, part: str, shard: str) -> OutputSink:
+        folder = self._attempt_key(experiment_id, loop, attempt, _PART_FOLDERS[check_part(part)])
+        return S3OutputSink(self, f"{folder}/shards/{check_id(shard, 'shard')}")
+
+    def join_shards(self, experiment_id: str, loop: int, attempt: str, part: str, shards: list[str]) -> None:
+        folder = self._attempt_key(experiment_id, loop, attempt, _PART_FOLDERS[check_part(part)])
+        files: list[str] = []
+        joined: dict[str, Any] = {"rows": 0, "width": None, "embedding_width": None, "format": "npy"}
+        for shard in shards:
+            manifest = self._get_json(f"{folder}/shards/{check_id(shard, 'shard')}/manifest.json", f"shard {shard!r} was not finished")
+            files += [f"shards/{shard}/{seq:06d}" for seq in range(manifest["chunks"])]
+            joined["rows"] += manifest["rows"]
+            for key in ("width", "embedding_width"):
+                joined[key] = joined[key] or manifest[key]
+        self._put_json(f"{folder}/manifest.json", {**joined, "chunks": len(files), "files": files})
+        listed = {f"{folder}/shards/{shard}/" for shard in shards}
+        for entry in self._list(f"{folder}/shards/", "/"):  # tries that died or were retried: housekeeping
+            if "Prefix" in entry and entry["Prefix"] not in listed:
+                try:
+                    self._delete_prefix(entry["Prefix"])
+                except StorageError as exc:
+                    log.warning("could not remove %s: %s", entry["Prefix"], exc)
+
     def commit_loop(
         self, experiment_id: str, loop: int, attempt: str, state: Mapping[str, Any], lease_version: str | None = None
     ) -> None:
@@ -498,7 +532,13 @@ class S3Storage(Storage):
         folder = self._attempt_key(experiment_id, loop, attempt, folder_name)
         try:
             manifest = self._get_json(f"{folder}/manifest.json", "")
-            names = [f"{folder}/{seq:06d}" for seq in range(manifest["chunks"])]
+            if "files" in manifest:  # joined shards
+                bad = next((f for f in manifest["files"] if not isinstance(f, str) or not _SHARD_CHUNK.match(f)), None)
+                if bad is not None:
+                    raise StorageError(f"s3://{self.bucket}/{folder}/manifest.json lists {bad!r}, not a shard's chunk")
+                names = [f"{folder}/{name}" for name in manifest["files"]]
+            else:
+                names = [f"{folder}/{seq:06d}" for seq in range(manifest["chunks"])]
             embedded = set(names) if manifest.get("embedding_width") else set()
         except NotFoundError:  # a sink not closed yet: what is there so far
             keys = [o["Key"] for o in self._list(f"{folder}/")]
@@ -578,10 +618,15 @@ class S3Storage(Storage):
         kind = "file" if path.is_file() else "dir"
         return {"key": f"{prefix}/{path.name}" if kind == "file" else f"{prefix}/files/", "kind": kind, "bytes": total, "path": str(path)}
 
-    def fetch_checkpoint(self, experiment_id: str, loop: int) -> str | None:
+    def fetch_checkpoint(self, experiment_id: str, loop: int, attempt: str | None = None) -> str | None:
+        """With ``attempt``: that attempt's checkpoint, committed or not (a
+        shard of its infer running on another machine needs it)."""
         try:
-            attempt = self._committed(experiment_id, loop)
-            ref = self.get_result(experiment_id, loop, "checkpoint")
+            if attempt is None:
+                attempt = self._committed(experiment_id, loop)
+                ref = self.get_result(experiment_id, loop, "checkpoint")
+            else:
+                ref = self._get_json(self._attempt_key(experiment_id, loop, attempt, "checkpoint.json"), "")
         except NotFoundError:
             return None
         if not ref:

@@ -168,7 +168,7 @@ def test_a_top_level_typo_suggests_the_key(tmp_path):
     path, result = run_with(tmp_path, "storge: x.db\n")
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        f"Error: {path}: unknown key 'storge' (did you mean 'storage'?); known keys: labeller, models, platform, server, stopping, storage, storage_options"
+        f"Error: {path}: unknown key 'storge' (did you mean 'storage'?); known keys: executor, labeller, models, platform, server, stopping, storage, storage_options"
     ]
 
 

@@ -27,6 +27,7 @@ by name; listeners),
 from __future__ import annotations
 
 from .contributions import (
+    get_executors,
     get_labellers,
     get_metrics,
     get_metrics_function,
@@ -53,6 +54,7 @@ __all__ = [
     "Model",
     "ModelPluginManager",
     "Registry",
+    "get_executors",
     "get_labellers",
     "get_metrics",
     "get_metrics_function",

@@ -102,6 +102,11 @@ def get_labellers() -> dict[str, Callable]:
     return load_plugins().contributions("register_labellers", _validate_named("labeller factory"))
 
 
+def get_executors() -> dict[str, Callable]:
+    """Executor factories by name (see :mod:`alectio_core.executors`)."""
+    return load_plugins().contributions("register_executors", _validate_named("executor factory"))
+
+
 def collect_all() -> None:
     """Call every contribution hook, so their failures are in ``errors``."""
     get_storage_factories()
@@ -109,6 +114,7 @@ def collect_all() -> None:
     get_metrics()
     get_stopping_criteria()
     get_labellers()
+    get_executors()
 
 
 def _origin(*parts: str | None) -> str:

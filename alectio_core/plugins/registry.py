@@ -28,6 +28,7 @@ KIND_BY_HOOK = {
     "register_metrics": "metrics",
     "register_stopping": "stopping",
     "register_labellers": "labeller",
+    "register_executors": "executor",
     "loop_started": "listener",
     "stage_started": "listener",
     "loop_finished": "listener",
