@@ -1,8 +1,10 @@
-"""What the benchmarks share: the do-nothing model ``bench_zero`` installed
-aside, a whole process timed, ``alectio serve`` run for the length of a
-measurement, and an S3 server (moto) in a process of its own.
+"""What the benchmarks share: the do-nothing model ``bench_zero`` (or
+another benchmark model) installed aside, a whole process timed,
+``alectio serve`` run for the length of a measurement, and an S3 server
+(moto) in a process of its own.
 
-``bench_zero`` (``benchmarks/packages/alectio-bench-zero``) is pip-installed
+``bench_zero`` (``benchmarks/packages/alectio-bench-zero``), like the
+other models under ``benchmarks/packages/``, is pip-installed
 into a temporary ``--target`` folder put on the timed processes'
 ``PYTHONPATH``, as the tests install theirs, never into the environment
 running the benchmark.
@@ -27,10 +29,15 @@ ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
 
 def install_zero_model(folder: Path) -> dict:
     """pip-install ``bench_zero`` into ``folder``; the environment that sees it."""
+    return install_model(folder, ZERO_MODEL)
+
+
+def install_model(folder: Path, package: Path) -> dict:
+    """pip-install the model package at ``package`` into ``folder``; the environment that sees it."""
     sys.path.insert(0, str(ROOT / "tests"))
     from installer import pip_install, with_path  # the tests' installer: --target, never site-packages
 
-    env = with_path(pip_install(folder, ZERO_MODEL))
+    env = with_path(pip_install(folder, package))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode written as usual: imports cost what they cost a user
     return env
 
