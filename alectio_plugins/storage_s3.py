@@ -27,7 +27,10 @@ Layout under the prefix, all JSON or ``.npy`` (read with
 
 An experiment is created by writing its pool under a new version, then
 ``experiment.json`` only if absent (``If-None-Match: *``): a refused create
-removes its own pool and leaves the stored one alone.
+removes its own pool and leaves the stored one alone. It is changed
+(``update_experiment``, ``put_index_map``) by writing ``experiment.json``
+back only if unchanged since it was read (``If-Match``), so servers sharing
+the prefix never undo each other's changes.
 
 Label events are only ever added: each ``add_labels`` call is one new
 object, so it is stored whole or not at all; the history is the objects in
@@ -59,7 +62,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -77,6 +80,8 @@ _OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
 LABEL_READERS = 16
 #: Label writes that find their number taken by another writer, before giving up.
 LABEL_WRITE_TRIES = 50
+#: Conditional writes of experiment.json that find it changed by another writer, before giving up.
+EXPERIMENT_WRITE_TRIES = 50
 #: The folder of an attempt holding each part of its infer outputs.
 _PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
 #: A chunk a joined manifest lists, relative to the part's folder.
@@ -153,18 +158,26 @@ class S3Storage(Storage):
     def _put_json(self, key: str, value: Any, **extra: Any) -> str:
         return self._put(key, _dumps(value), ContentType="application/json", **extra)
 
-    def _get_body(self, key: str, missing: str):
+    def _get_object(self, key: str, missing: str) -> dict:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             if s3.is_missing(exc):
                 raise NotFoundError(missing) from None
             raise self._error(exc, "read", key) from exc
 
+    def _get_body(self, key: str, missing: str):
+        return self._get_object(key, missing)["Body"]
+
     def _get_json(self, key: str, missing: str) -> Any:
-        body = self._get_body(key, missing)
+        return self._get_json_tagged(key, missing)[0]
+
+    def _get_json_tagged(self, key: str, missing: str) -> tuple[Any, str]:
+        """The object's JSON and its ETag (for a conditional write back)."""
+        response = self._get_object(key, missing)
+        body = response["Body"]
         try:
-            return json.loads(body.read())
+            return json.loads(body.read()), response.get("ETag", "")
         except Exception as exc:
             raise self._error(exc, "read", key) from exc
         finally:
@@ -287,12 +300,23 @@ class S3Storage(Storage):
         return [f["experiment"] for f in sorted(found, key=lambda f: (f["seq"], f["experiment"]["id"]))]
 
     def update_experiment(self, experiment_id: str, changes: Mapping[str, Any]) -> dict:
+        return self._change_experiment(experiment_id, lambda stored: stored["experiment"].update(changes))["experiment"]
+
+    def _change_experiment(self, experiment_id: str, change: Callable[[dict], Any]) -> dict:
+        """Read ``experiment.json``, ``change`` it, and write it back only if
+        nobody wrote it in between (``If-Match``), else read it again: servers
+        sharing the prefix never undo each other's changes."""
         key = self._experiment_key(experiment_id)
-        with self._lock:
-            stored = self._get_json(key, f"unknown experiment {experiment_id!r}")
-            stored["experiment"].update(changes)
-            self._put_json(key, stored)
-        return stored["experiment"]
+        with self._lock:  # this process's own writers wait here rather than retry
+            for _ in range(EXPERIMENT_WRITE_TRIES):
+                stored, etag = self._get_json_tagged(key, f"unknown experiment {experiment_id!r}")
+                change(stored)
+                try:
+                    self._put_json(key, stored, IfMatch=etag)
+                    return stored
+                except ConflictError:
+                    continue
+        raise ConflictError(f"experiment {experiment_id!r} kept being changed by other servers meanwhile; nothing changed, try again")
 
     def delete_experiment(self, experiment_id: str) -> None:
         key = self._experiment_key(experiment_id)
@@ -434,17 +458,24 @@ class S3Storage(Storage):
         return events
 
     def put_index_map(self, experiment_id: str, references: list[str]) -> None:
-        key = self._experiment_key(experiment_id)
-        with self._lock:
-            try:
-                stored = self._get_json(key, "")
-            except NotFoundError:  # no experiment (yet): the unversioned key, as before
-                self._put_json(self._index_map_key(experiment_id, None), list(references))
-                return
-            old, stored["index_map"] = stored.get("index_map"), uuid.uuid4().hex
-            self._put_json(self._index_map_key(experiment_id, stored["index_map"]), list(references))
-            self._put_json(key, stored)
-        self._forget(self._index_map_key(experiment_id, old))
+        version = uuid.uuid4().hex
+        self._put_json(self._index_map_key(experiment_id, version), list(references))
+        replaced: list[str | None] = []
+
+        def point_to_it(stored: dict) -> None:
+            replaced[:] = [stored.get("index_map")]
+            stored["index_map"] = version
+
+        try:
+            self._change_experiment(experiment_id, point_to_it)
+        except NotFoundError:  # no experiment (yet): the unversioned key, as before
+            self._forget(self._index_map_key(experiment_id, version))
+            self._put_json(self._index_map_key(experiment_id, None), list(references))
+            return
+        except ConflictError:
+            self._forget(self._index_map_key(experiment_id, version))
+            raise
+        self._forget(self._index_map_key(experiment_id, replaced[0]))
 
     def get_index_map(self, experiment_id: str) -> list[str]:
         try:

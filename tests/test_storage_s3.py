@@ -156,6 +156,28 @@ def test_labels_written_at_once_from_two_storages_are_all_kept_once(aws_env, buc
     assert all_keys(aws_env, bucket)[-40:] == [f"p/experiments/e1/labels/{n:020d}.json" for n in range(1, 41)]
 
 
+def test_experiment_changes_from_several_storages_at_once_are_all_kept(aws_env, bucket):
+    """Servers sharing a prefix change one experiment at the same time (a
+    labeller's record, more loops, a new pool): no change undoes another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [open_storage(f"s3://{bucket}/p") for _ in range(4)]
+    stores[0].create_experiment({"id": "e1", "model": "m"}, ["a"])
+
+    def change(n: int) -> None:
+        if n % 8 == 0:
+            stores[n % 4].put_index_map("e1", [f"pool-{n}"])
+        else:
+            stores[n % 4].update_experiment("e1", {f"k{n}": n})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(change, range(48)))
+    reader = open_storage(f"s3://{bucket}/p")
+    experiment = reader.get_experiment("e1")
+    assert {k: v for k, v in experiment.items() if k.startswith("k")} == {f"k{n}": n for n in range(48) if n % 8}
+    assert experiment["model"] == "m" and reader.get_index_map("e1")[0] in {f"pool-{n}" for n in range(0, 48, 8)}
+
+
 def test_endpoint_from_config_option_alone(moto_s3, monkeypatch, tmp_path):
     for key, value in moto_s3.env.items():
         if key != "AWS_ENDPOINT_URL":
