@@ -15,7 +15,7 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/loop.json        {"state": {...}, "committed": attempt|null}
     experiments/{id}/loops/{k}/selection.npy
     experiments/{id}/loops/{k}/selection-scores.npy   the strategy's scores, aligned (if it gave any)
-    experiments/{id}/labels/{n:020d}.json       {"events": [...], "batch": u}: one add_labels call, in one PUT
+    experiments/{id}/labels/{n:020d}-{u}.json   {"events": [...]}: one add_labels call, in one PUT
     experiments/{id}/loops/{k}/attempts/{a}/{name}.json
     experiments/{id}/loops/{k}/attempts/{a}/outputs/{seq:06d}.idx.npy, .val.npy, .emb.npy (if any)
     experiments/{id}/loops/{k}/attempts/{a}/outputs/manifest.json
@@ -34,16 +34,11 @@ the prefix never undo each other's changes.
 
 Label events are only ever added: each ``add_labels`` call is one new
 object, so it is stored whole or not at all; the history is the objects in
-key order. Objects are numbered: a writer takes the number after the newest
-it lists and writes only if that name is free (``If-None-Match: *``), so
-writers on several servers order the history as their writes landed, not by
-their clocks. (Older objects are named ``{ns:020d}-{u}.json`` by the time
-they were written; numbering goes on after them.)
-
-A sharded infer (the ray executor) has each shard try write its chunks
-under ``shards/{shard}/`` from its own machine; ``join_shards`` then writes
-the part's manifest, listing the chunks of the shards that finished, in
-order (``"files"``): a retried shard's partial chunks are never read.
+key order. A writer names its object with the number after the newest it
+lists (and a random suffix), so writers on several servers order the
+history as their writes landed, not by their clocks. (Objects written
+before numbering carry the time they were written; numbering goes on after
+them.)
 
 An attempt writes everything under its own folder; ``commit_loop`` then
 writes ``loop.json`` naming the attempt, one PUT, last. Readers go through
@@ -78,8 +73,6 @@ _BUCKET = re.compile(s3.BUCKET_PATTERN)
 _OPTIONS = {*s3.CLIENT_OPTIONS, "cache_dir"}
 #: Label objects read at once (the client keeps 16 connections).
 LABEL_READERS = 16
-#: Label writes that find their number taken by another writer, before giving up.
-LABEL_WRITE_TRIES = 50
 #: Conditional writes of experiment.json that find it changed by another writer, before giving up.
 EXPERIMENT_WRITE_TRIES = 50
 #: The folder of an attempt holding each part of its infer outputs.
@@ -401,32 +394,22 @@ class S3Storage(Storage):
         return self.key("experiments", check_id(experiment_id), "labels", "")
 
     def add_labels(self, experiment_id: str, events: list[dict]) -> None:
-        batch = uuid.uuid4().hex
-        body = _dumps({"events": [dict(e) for e in events], "batch": batch})  # not JSON: refused before anything is written
+        body = _dumps({"events": [dict(e) for e in events]})  # not JSON: refused before anything is written
         self._get_json(self._experiment_key(experiment_id), f"unknown experiment {experiment_id!r}")
         folder = self._labels_folder(experiment_id)
-        for _ in range(LABEL_WRITE_TRIES):
-            key = f"{folder}{self._last_label_number(folder) + 1:020d}.json"
-            try:
-                self._put(key, body, ContentType="application/json", IfNoneMatch="*")
-            except ConflictError:  # the number is taken: by another writer (list again, take the next), or by
-                try:  # our own write, landed before a retry of it was refused
-                    ours = self._get_json(key, key).get("batch") == batch
-                except NotFoundError:
-                    ours = False
-                if not ours:
-                    continue
-            with self._lock:
-                self._label_tail[folder] = max(self._label_tail.get(folder, ""), key)
-            return
-        raise ConflictError(f"labels of experiment {experiment_id!r} kept being written by others meanwhile; nothing stored, try again")
+        key = f"{folder}{self._last_label_number(folder) + 1:020d}-{uuid.uuid4().hex[:8]}.json"
+        self._put(key, body, ContentType="application/json")
+        with self._lock:
+            self._label_tail[folder] = max(self._label_tail.get(folder, ""), key)
 
     def _last_label_number(self, folder: str) -> int:
-        """The number of the newest label object (0 when none). Objects are
-        numbered one after another, each written only if its name is free,
-        so the history's order is the order the writes landed in, whatever
-        the writers' clocks say. (Objects written before numbering are named
-        by the time they were written; the numbers go on from the last.)"""
+        """The number of the newest label object (0 when none). A batch takes
+        the number after the newest it lists, so a batch sent after another
+        was stored is listed after it, whatever the writers' clocks say;
+        batches sent at the same moment may share a number, and their random
+        suffixes order them (either order is right for them). Objects named
+        before numbering carry the time they were written; the numbers go on
+        from the last."""
         with self._lock:
             tail = self._label_tail.get(folder, "")
         keys = [o["Key"] for o in self._list(folder, start_after=tail) if o["Key"].endswith(".json")]

@@ -139,12 +139,13 @@ def test_labels_stored_before_numbering_stay_first_and_writers_number_after_each
         store.add_labels("e1", [{**old, "label": n + 1}])
     for store in (a, b, open_storage(f"s3://{bucket}/p")):
         assert [e["label"] for e in store.list_labels("e1")] == [0, 1, 2, 3, 4]
-    assert all_keys(aws_env, bucket)[-4:] == [f"p/experiments/e1/labels/{1764547200000000000 + n:020d}.json" for n in (1, 2, 3, 4)]
+    numbers = [k.rsplit("/", 1)[1][:20] for k in all_keys(aws_env, bucket) if "/labels/" in k]
+    assert numbers == [f"{1764547200000000000 + n:020d}" for n in range(5)]
 
 
 def test_labels_written_at_once_from_two_storages_are_all_kept_once(aws_env, bucket):
-    """Writers racing for the same number: one takes it, the others list again
-    and take the next; no batch is lost or stored twice."""
+    """Writers at the same moment may take the same number: each batch is an
+    object of its own all the same; none is lost or stored twice."""
     from concurrent.futures import ThreadPoolExecutor
 
     stores = [open_storage(f"s3://{bucket}/p"), open_storage(f"s3://{bucket}/p")]
@@ -153,7 +154,7 @@ def test_labels_written_at_once_from_two_storages_are_all_kept_once(aws_env, buc
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: stores[n % 2].add_labels("e1", [{**event, "label": n}]), range(40)))
     assert sorted(e["label"] for e in open_storage(f"s3://{bucket}/p").list_labels("e1")) == list(range(40))
-    assert all_keys(aws_env, bucket)[-40:] == [f"p/experiments/e1/labels/{n:020d}.json" for n in range(1, 41)]
+    assert len([k for k in all_keys(aws_env, bucket) if "/labels/" in k]) == 40
 
 
 def test_experiment_changes_from_several_storages_at_once_are_all_kept(aws_env, bucket):
