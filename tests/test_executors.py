@@ -129,13 +129,9 @@ def test_hook_register_executors(recording, storage, fake_model):
 
 def shard_spec(storage, eid: str, attempt: str, path: str, checkpoint) -> dict:
     return {
-        "ckpt_file": path,
-        "checkpoint": checkpoint,
         "storage_url": storage.url,
         "storage_options": dict(getattr(storage, "options", {}) or {}),
-        "experiment_id": eid,
-        "loop": 0,
-        "attempt": attempt,
+        "job": {"ckpt_file": path, "checkpoint": checkpoint, "experiment_id": eid, "loop": 0, "attempt": attempt},
     }
 
 
