@@ -45,13 +45,13 @@ def engine(storage, executor: dict | None = None) -> Engine:
     return Engine(storage, parse_config(data, "test.yaml"), chunk_rows=CHUNK_ROWS)
 
 
-def create(eng: Engine, eid: str, **config) -> str:
-    return eng.create_experiment("ray_mlp", experiment_id=eid, batch_size=20, initial=20, loops=3, seed=7, config=config)["id"]
+def create(eng: Engine, eid: str, strategy: str = "diverse_margin", **config) -> str:
+    return eng.create_experiment("ray_mlp", experiment_id=eid, strategy=strategy, batch_size=20, initial=20, loops=3, seed=7, config=config)["id"]
 
 
-def stored(storage, eid: str, loop: int) -> bytes:
+def stored(storage, eid: str, loop: int, part: str = "pool") -> bytes:
     """A loop's committed outputs and embeddings, as the bytes they are stored as, in order."""
-    chunks = list(storage.iter_outputs(eid, loop, embeddings=True))
+    chunks = list(storage.iter_outputs(eid, loop, part=part, embeddings=True))
     assert chunks and all(emb is not None for _, _, emb in chunks)
     return b"".join(np.concatenate([c[n] for c in chunks]).tobytes() for n in range(3))
 
@@ -61,16 +61,19 @@ def run(eng: Engine, eid: str, loops: int, on_stage=None) -> None:
         assert eng.run_loop(eid, loop, on_stage=on_stage)["status"] == "done"
 
 
-@pytest.mark.parametrize("shards", [1, 3])
-def test_ray_stores_what_local_stores_and_selects_the_same(store, shards):
+@pytest.mark.parametrize("shards, strategy", [(1, "diverse_margin"), (3, "diverse_margin"), (2, "coreset")])
+def test_ray_stores_what_local_stores_and_selects_the_same(store, shards, strategy):
+    """coreset also has the labeled records scored (the "labeled" part)."""
     local, ray = engine(store), engine(store, {"shards": shards})
-    create(local, "local")
-    create(ray, "ray")
+    create(local, "local", strategy)
+    create(ray, "ray", strategy)
     run(local, "local", 2)
     progress = []
     run(ray, "ray", 2, on_stage=lambda stage, state: progress.append(state["progress"]))
+    parts = ("pool", "labeled") if strategy == "coreset" else ("pool",)
     for loop in (0, 1):
-        assert stored(store, "ray", loop) == stored(store, "local", loop)  # byte-identical, in the same order
+        for part in parts:  # byte-identical, in the same order
+            assert stored(store, "ray", loop, part) == stored(store, "local", loop, part)
     for loop in (1, 2):
         assert store.get_selection("ray", loop).tolist() == store.get_selection("local", loop).tolist()
     assert ray.results("ray", 1)["metrics"] == local.results("local", 1)["metrics"]

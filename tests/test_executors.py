@@ -5,6 +5,7 @@ lookup in a worker. (On Ray itself: test_executor_ray.py.)"""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -163,3 +164,27 @@ def test_a_worker_that_can_read_the_checkpoint_uses_it_where_it_is(storage, tmp_
     path = tmp_path / "attempt1.ckpt"
     path.write_text("{}")
     assert executor_ray._checkpoint(shard_spec(storage, "exp", "attempt1", str(path), {"path": str(path)})) == str(path)
+
+
+RUN_A_LOOP = """
+import sys
+from alectio_core.config import parse_config
+from alectio_core.engine import Engine
+from alectio_core.storage import open_storage
+engine = Engine(open_storage(sys.argv[1]), parse_config({"executor": {"name": sys.argv[2]}}, "test.yaml"))
+if sys.argv[2] == "local":
+    eid = engine.create_experiment("ray_mlp", initial=20, batch_size=20, loops=2)["id"]
+    engine.run_loop(eid, 0)
+print("ray" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_ray_is_imported_only_by_a_loop_that_runs_on_it(tmp_path, name):
+    """A loop on ``local`` never imports Ray (seconds and a few hundred MB),
+    and configuring ``ray`` does not either until a loop runs."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_A_LOOP, f"sqlite:///{tmp_path}/a.db", name], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
