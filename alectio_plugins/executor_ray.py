@@ -191,7 +191,6 @@ def run_shard(spec: dict) -> Iterator[tuple]:
 class _Shard:
     number: int
     records: np.ndarray
-    start: int  # position of its first record in the job's records
     tries: int = 0
     name: str = ""
     written: int = 0
@@ -222,7 +221,7 @@ class RayExecutor:
         ray = self._ray()
         count = min(self.settings.shards, job.total)
         bounds = np.linspace(0, job.total, count + 1).astype(int)
-        shards = [_Shard(n, job.records[bounds[n] : bounds[n + 1]], int(bounds[n])) for n in range(count)]
+        shards = [_Shard(n, job.records[bounds[n] : bounds[n + 1]]) for n in range(count)]
         direct = bool(getattr(job.storage, "remote_writable", False))
         # What a worker needs: the job but for what only the driver has
         # (the storage object, the callbacks), and how to open the storage.
@@ -273,7 +272,8 @@ class RayExecutor:
                         del running[generator]
                         self._drop(shard)
                         if shard.tries > self.settings.max_retries:
-                            raise failed(shard, f"its Ray worker died {shard.tries} times; last: {type(exc).__name__}: {exc}") from None
+                            last = (str(exc).strip().splitlines() or [""])[0]  # Ray's messages run to many lines
+                            raise failed(shard, f"its Ray worker died {shard.tries} times; last: {type(exc).__name__}: {last}") from None
                         log.warning("%s: its Ray worker died (%s); retrying", shard.describe(count, job.part), type(exc).__name__)
                         submit(shard)
                         continue
