@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from alectio_core import plugins
-from alectio_core.config import parse_section
+from alectio_core.errors import ConfigError
 from alectio_core.executors import ScoreJob
 from alectio_core.hookspecs import hookimpl
 from alectio_core.outputs import call_infer
-
-
-@dataclass
-class LocalSettings:
-    """``local`` has no settings: any key is a typo."""
 
 
 class LocalExecutor:
@@ -40,7 +34,9 @@ class LocalExecutor:
 
 
 def factory(settings: dict[str, Any], source: str) -> LocalExecutor:
-    parse_section(LocalSettings, settings, "executor.", source)
+    if settings:  # a key meant for another executor, or a typo: never ignored
+        key = sorted(settings)[0]
+        raise ConfigError(f"{source}: unknown key 'executor.{key}': the local executor takes no settings (only 'name')")
     return LocalExecutor()
 
 

@@ -124,8 +124,9 @@ def _find_model(name: str) -> Any:
 def _checkpoint(spec: dict) -> str:
     """The path ``infer`` gets: the one ``train`` wrote when this worker can
     read it, else the attempt's checkpoint downloaded from the storage."""
-    path = spec["ckpt_file"]
-    if spec["checkpoint"] is None or os.path.exists(path):
+    job = spec["job"]
+    path = job["ckpt_file"]
+    if job["checkpoint"] is None or os.path.exists(path):
         return path
     storage = open_storage(spec["storage_url"], spec["storage_options"])
     try:
@@ -134,11 +135,12 @@ def _checkpoint(spec: dict) -> str:
                 f"the checkpoint {path} is not on this Ray node, and {storage.url} cannot send it: "
                 "share its folder between the nodes, or keep the storage on S3"
             )
-        local = storage.fetch_checkpoint(spec["experiment_id"], spec["loop"], attempt=spec["attempt"])
+        fetch: Any = storage.fetch_checkpoint  # ``attempt``: an argument only some backends take (checked above)
+        local = fetch(job["experiment_id"], job["loop"], attempt=job["attempt"])
     finally:
         storage.close()
     if local is None:
-        raise StorageError(f"the checkpoint of attempt {spec['attempt']} is not in {spec['storage_url']}")
+        raise StorageError(f"the checkpoint of attempt {job['attempt']} is not in {spec['storage_url']}")
     return local
 
 
@@ -146,9 +148,9 @@ def _score_shard(spec: dict, out: queue.Queue) -> None:
     """One shard's ``infer``; every outcome ends in ``out`` as ``done`` or ``error``."""
     storage = None
     try:
-        model = _find_model(spec["model"])
+        model = _find_model(spec["job"]["model"])
         ckpt_file = _checkpoint(spec)
-        job = ScoreJob(**{**spec["job"], "storage": None, "progress": None, "check": None})  # type: ignore[arg-type]
+        job = ScoreJob(**{**spec["job"], "storage": None, "progress": None, "check": None})
         if spec["shard"] is not None:  # the worker writes its own chunks
             storage = open_storage(spec["storage_url"], spec["storage_options"])
             sink = storage.open_shard_sink(job.experiment_id, job.loop, job.attempt, job.part, spec["shard"])
@@ -189,7 +191,6 @@ def run_shard(spec: dict) -> Iterator[tuple]:
 class _Shard:
     number: int
     records: np.ndarray
-    start: int  # position of its first record in the job's records
     tries: int = 0
     name: str = ""
     written: int = 0
@@ -220,17 +221,13 @@ class RayExecutor:
         ray = self._ray()
         count = min(self.settings.shards, job.total)
         bounds = np.linspace(0, job.total, count + 1).astype(int)
-        shards = [_Shard(n, job.records[bounds[n] : bounds[n + 1]], int(bounds[n])) for n in range(count)]
+        shards = [_Shard(n, job.records[bounds[n] : bounds[n + 1]]) for n in range(count)]
         direct = bool(getattr(job.storage, "remote_writable", False))
-        spec = {
-            "model": job.model,
-            "checkpoint": job.checkpoint,
-            "ckpt_file": job.ckpt_file,
+        # What a worker needs: the job but for what only the driver has
+        # (the storage object, the callbacks), and how to open the storage.
+        spec: dict[str, Any] = {
             "storage_url": job.storage.url,
             "storage_options": dict(getattr(job.storage, "options", {}) or {}),
-            "experiment_id": job.experiment_id,
-            "loop": job.loop,
-            "attempt": job.attempt,
             "job": {
                 name: getattr(job, name)
                 for name in ("experiment_id", "loop", "attempt", "part", "model", "pool_size", "ckpt_file", "checkpoint", "config", "chunk_rows", "mc_samples")
@@ -275,7 +272,8 @@ class RayExecutor:
                         del running[generator]
                         self._drop(shard)
                         if shard.tries > self.settings.max_retries:
-                            raise failed(shard, f"its Ray worker died {shard.tries} times; last: {type(exc).__name__}: {exc}") from None
+                            last = (str(exc).strip().splitlines() or [""])[0]  # Ray's messages run to many lines
+                            raise failed(shard, f"its Ray worker died {shard.tries} times; last: {type(exc).__name__}: {last}") from None
                         log.warning("%s: its Ray worker died (%s); retrying", shard.describe(count, job.part), type(exc).__name__)
                         submit(shard)
                         continue

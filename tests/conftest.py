@@ -1,8 +1,8 @@
 """Shared fixtures.
 
-The model plugin packages ``tests/packages/alectio-test-digits`` and
-``alectio-test-slow`` are pip-installed for real, once per session, into a
-temporary folder on the path (``installer.py``), so every test that uses the
+The model plugin packages ``tests/packages/alectio-test-digits``,
+``alectio-test-slow`` and ``alectio-test-ray`` (the executor tests') are
+pip-installed for real, once per session, into a temporary folder on the path (``installer.py``), so every test that uses the
 ``digits_lr`` model finds it through its entry point, and nothing is left
 installed in the environment running the tests.
 """
@@ -23,7 +23,7 @@ from alectio_core.testing import MotoS3
 @pytest.fixture(scope="session", autouse=True)
 def test_site():
     """The folder the test model packages are installed in, on the path."""
-    with installed_packages("alectio-test-digits", "alectio-test-slow") as site:
+    with installed_packages("alectio-test-digits", "alectio-test-slow", "alectio-test-ray") as site:
         yield site
 
 

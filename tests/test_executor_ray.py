@@ -1,0 +1,203 @@
+"""The ray executor on a real local Ray cluster (one per test session,
+``tests/ray_support.py``), with SQLite files and S3 (moto over HTTP).
+
+The model is ``ray_mlp`` (``tests/packages/alectio-test-ray``): a fixed
+numpy MLP, deterministic, which can kill its own worker or hold infer when
+its config says so.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from installer import PACKAGES, on_path, pip_install
+from ray_support import ray_cluster, ray_s3, ray_storage_env  # noqa: F401 (fixtures)
+
+from alectio_core.cli import cli
+from alectio_core.config import parse_config
+from alectio_core.engine import Engine
+from alectio_core.errors import LoopCancelled, ShardError
+from alectio_core.storage import open_storage
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
+
+CHUNK_ROWS = 50  # several chunks per shard, so a worker dies with some of its chunks stored
+
+
+@pytest.fixture(params=["sqlite", "s3"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    else:
+        server = request.getfixturevalue("ray_storage_env")
+        storage = open_storage(f"s3://{server.create_bucket()}/al", {"endpoint_url": server.endpoint_url, "cache_dir": str(tmp_path / "cache")})
+    yield storage
+    storage.close()
+
+
+def engine(storage, executor: dict | None = None) -> Engine:
+    data = {"executor": {"name": "ray", **executor}} if executor is not None else {}
+    return Engine(storage, parse_config(data, "test.yaml"), chunk_rows=CHUNK_ROWS)
+
+
+def create(eng: Engine, eid: str, strategy: str = "diverse_margin", **config) -> str:
+    return eng.create_experiment("ray_mlp", experiment_id=eid, strategy=strategy, batch_size=20, initial=20, loops=3, seed=7, config=config)["id"]
+
+
+def stored(storage, eid: str, loop: int, part: str = "pool") -> bytes:
+    """A loop's committed outputs and embeddings, as the bytes they are stored as, in order."""
+    chunks = list(storage.iter_outputs(eid, loop, part=part, embeddings=True))
+    assert chunks and all(emb is not None for _, _, emb in chunks)
+    return b"".join(np.concatenate([c[n] for c in chunks]).tobytes() for n in range(3))
+
+
+def run(eng: Engine, eid: str, loops: int, on_stage=None) -> None:
+    for loop in range(loops):
+        assert eng.run_loop(eid, loop, on_stage=on_stage)["status"] == "done"
+
+
+@pytest.mark.parametrize("shards, strategy", [(1, "diverse_margin"), (3, "diverse_margin"), (2, "coreset")])
+def test_ray_stores_what_local_stores_and_selects_the_same(store, shards, strategy):
+    """coreset also has the labeled records scored (the "labeled" part)."""
+    local, ray = engine(store), engine(store, {"shards": shards})
+    create(local, "local", strategy)
+    create(ray, "ray", strategy)
+    run(local, "local", 2)
+    progress = []
+    run(ray, "ray", 2, on_stage=lambda stage, state: progress.append(state["progress"]))
+    parts = ("pool", "labeled") if strategy == "coreset" else ("pool",)
+    for loop in (0, 1):
+        for part in parts:  # byte-identical, in the same order
+            assert stored(store, "ray", loop, part) == stored(store, "local", loop, part)
+    for loop in (1, 2):
+        assert store.get_selection("ray", loop).tolist() == store.get_selection("local", loop).tolist()
+    assert ray.results("ray", 1)["metrics"] == local.results("local", 1)["metrics"]
+    total = 300 - 20  # loop 0 scores every record but the initial ones
+    assert {"done": total, "total": total, "shards": {"done": shards, "total": shards}} in progress
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_its_partial_rows_never_count(store, tmp_path):
+    local, ray = engine(store), engine(store, {"shards": 2, "max_retries": 1})
+    create(local, "local")
+    marker = tmp_path / "killed-once"
+    # Record 250 is in the second shard; its worker dies after storing 120 rows (two chunks and a bit).
+    create(ray, "ray", kill_at=250, kill_marker=str(marker), driver_pid=os.getpid())
+    run(local, "local", 1)
+    run(ray, "ray", 1)
+    assert marker.exists()  # the worker did die
+    assert stored(store, "ray", 0) == stored(store, "local", 0)
+    assert ray.get_loop("ray", 0)["status"] == "done"
+    if store.url.startswith("s3://"):  # the dead try's chunks are gone, not just unlisted
+        keys = [o["Key"] for o in store._list(store.key("experiments", "ray", "loops", "0", ""))]
+        tries = {k.split("/shards/")[1].split("/")[0] for k in keys if "/shards/" in k}
+        assert len(tries) == 2 and all("-t1-" in t for t in tries if t.startswith("s00000")) and any("-t2-" in t for t in tries)
+
+
+def test_a_shard_that_always_dies_fails_the_loop_naming_it_and_loses_nothing(store, tmp_path):
+    ray = engine(store, {"shards": 2, "max_retries": 1})
+    switch = tmp_path / "kill"
+    eid = create(ray, "dies", kill_at=250, kill_switch=str(switch), driver_pid=os.getpid())
+    run(ray, eid, 1)
+    before = stored(store, eid, 0)
+    switch.touch()
+    with pytest.raises(ShardError) as failed:
+        ray.run_loop(eid, 1)
+    message = str(failed.value)
+    assert "infer shard 2 of 2 (" in message and "unlabeled records, indices " in message
+    assert "its Ray worker died 2 times" in message
+    state = ray.get_loop(eid, 1)
+    assert state["status"] == "failed" and state["error"] == message
+    assert stored(store, eid, 0) == before and ray.results(eid, 0)["metrics"]  # loop 0 untouched
+    switch.unlink()
+    assert ray.run_loop(eid, 1)["status"] == "done"  # rerunnable once the cause is gone
+
+
+def test_a_model_the_workers_lack_fails_the_loop_saying_to_install_it_on_every_node(tmp_path):
+    """``driver_only`` is installed where only this process looks (its
+    ``sys.path``): Ray's workers, started before with their own path, do not
+    have it, as a package installed on the head node and not on the others."""
+    site = pip_install(tmp_path / "site", PACKAGES / "alectio-test-driveronly")
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    try:
+        with on_path(site):
+            ray = engine(storage, {"shards": 2})
+            eid = ray.create_experiment("driver_only", batch_size=20, initial=20, loops=2)["id"]
+            with pytest.raises(ShardError) as failed:
+                ray.run_loop(eid, 0)
+    finally:
+        storage.close()
+    message = str(failed.value)
+    assert "model 'driver_only' is not installed on Ray node" in message
+    assert "install the model's package on every Ray node" in message
+
+
+def test_cancel_reaches_the_running_shards(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    ray = engine(storage, {"shards": 2})
+    hold, started = tmp_path / "hold", tmp_path / "started"
+    hold.touch()
+    eid = create(ray, "held", hold_file=str(hold), started_file=str(started))
+    cancel = threading.Event()
+    outcome: list = []
+
+    def run_it():
+        try:
+            ray.run_loop(eid, 0, cancel=cancel)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run_it)
+    runner.start()
+    try:
+        for _ in range(600):  # until a worker is inside infer, holding
+            if started.exists() and started.read_text():
+                break
+            time.sleep(0.05)
+        pid = int(started.read_text())
+        cancel.set()
+        runner.join(60)
+        assert isinstance(outcome[0], LoopCancelled)
+        assert ray.get_loop(eid, 0)["status"] == "cancelled"
+        for _ in range(200):  # the held worker is killed, not left waiting on the file
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        assert not _alive(pid)
+        hold.unlink()
+        assert ray.run_loop(eid, 0)["status"] == "done"  # rerunnable
+    finally:
+        hold.unlink(missing_ok=True)
+        runner.join(60)
+        storage.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a killed child of the raylet may linger as a zombie until reaped
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_alectio_run_honours_the_executor_section(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("executor:\n  name: ray\n  shards: 2\n")
+    db = f"sqlite:///{tmp_path}/a.db"
+    args = ["run", "ray_mlp", "--loops", "2", "--initial", "20", "--batch", "20", "--strategy", "random", "--config", str(config), "--storage", db]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    storage = open_storage(db)
+    try:
+        (experiment,) = storage.list_experiments()
+        assert [s["status"] for s in storage.list_loop_states(experiment["id"])] == ["done", "done"]
+    finally:
+        storage.close()
