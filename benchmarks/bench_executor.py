@@ -4,10 +4,10 @@
         [--storage sqlite,s3] [--runs local,ray:1,ray:2] [--repeat 3]
 
 Needs Ray (``pip install 'alectio[ray]'``) and, for ``s3``, moto (the
-``test`` extra). The model is ``bench_mlp`` (``benchmarks/packages/alectio-bench-mlp``): a
-fixed, seeded numpy MLP (64 -> hidden -> hidden -> 10, ReLU) whose
-``infer`` is real CPU work, about 2.5 s per 100,000 records on one core
-at the default ``--hidden 768``. It is pip-installed into a temporary
+``test`` extra). The model is ``bench_mlp``
+(``benchmarks/packages/alectio-bench-mlp``): a fixed, seeded numpy MLP
+(64 -> hidden -> hidden -> 10, ReLU) whose ``infer`` is real CPU work,
+about 2.5 s per 100,000 records on one core at the default ``--hidden 768``. It is pip-installed into a temporary
 ``--target`` folder put on ``PYTHONPATH`` of the measured processes (and
 so of the Ray workers they start), never into the environment running
 this script.
