@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -338,6 +339,8 @@ def test_relabels_on_two_servers_keep_the_order_people_sent_them_in(shared, slow
     right = shared.server("right")
     try:
         Fast, Right = Client(fast, token), Client(right, token)
+        dates = [parsedate_to_datetime(c.get("/health").headers["Date"]) for c in (Fast, Right)]
+        assert (dates[0] - dates[1]).total_seconds() >= 25  # the fast server's clock really is ahead
         created = Fast.post("/api/v1/experiments", json={"model": "slow_test", "labels": "alectio", "initial": 4, "loops": 2})
         assert created.status_code == 201, created.text
         eid = created.json()["id"]
