@@ -161,6 +161,13 @@ class Storage(ABC):
     def list_loop_states(self, experiment_id: str) -> list[dict]:
         """Every loop's state, by loop number."""
 
+    def list_all_loop_states(self) -> dict[str, list[dict]]:
+        """Every experiment's loop states (``list_loop_states`` of each, by
+        experiment id; an experiment without loops may be left out), for the
+        experiments list. This default asks once per experiment; a backend
+        that can read them all at once (one SQL query) should."""
+        return {e["id"]: self.list_loop_states(e["id"]) for e in self.list_experiments()}
+
     # -- selections and the index map -----------------------------------
 
     @abstractmethod

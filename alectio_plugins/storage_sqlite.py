@@ -272,6 +272,12 @@ class SQLiteStorage(Storage):
         rows = self._db().execute("SELECT data FROM loops WHERE experiment_id = ? ORDER BY loop", (experiment_id,))
         return [json.loads(r[0]) for r in rows]
 
+    def list_all_loop_states(self) -> dict[str, list[dict]]:
+        states: dict[str, list[dict]] = {}
+        for experiment_id, data in self._db().execute("SELECT experiment_id, data FROM loops ORDER BY experiment_id, loop"):
+            states.setdefault(experiment_id, []).append(json.loads(data))
+        return states
+
     # -- selections and index map ---------------------------------------
 
     def put_selection(self, experiment_id: str, loop: int, indices: np.ndarray, scores: np.ndarray | None = None) -> None:

@@ -331,6 +331,17 @@ class StorageContract:
         with pytest.raises(NotFoundError):
             storage.get_loop_state(other, 0)
 
+    def test_all_loop_states_are_each_experiments_list(self, storage: Storage, experiment: dict):
+        other, idle = new_id(), new_id()
+        storage.create_experiment({"id": other})
+        storage.create_experiment({"id": idle})
+        for loop in (1, 0):
+            storage.put_loop_state(experiment["id"], loop, {"loop": loop, "status": "done"})
+        storage.put_loop_state(other, 0, {"loop": 0, "status": "running"})
+        everything = storage.list_all_loop_states()
+        for eid in (experiment["id"], other, idle):
+            assert everything.get(eid, []) == storage.list_loop_states(eid)
+
     def test_unknown_loop_not_found(self, storage: Storage, experiment: dict):
         with pytest.raises(NotFoundError):
             storage.get_loop_state(experiment["id"], 3)
