@@ -85,6 +85,7 @@ def test_real_responses_match_the_documented_schemas(api, doc):
     check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/0"))
     api.wait_status(eid, 0)
     check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/0"))
+    check_response(doc, BASE, "get", api.get(BASE))  # a summary with a metric
     check_response(doc, f"{loops}/{{loop}}", "get", api.get(f"{BASE}/{eid}/loops/7"))
     check_response(doc, loops, "get", api.get(f"{BASE}/{eid}/loops"))
     check_response(doc, loops, "post", api.start(eid, selected=[-1]))
