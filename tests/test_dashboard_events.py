@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -122,3 +123,25 @@ def test_events_of_an_unknown_experiment_are_a_404_and_need_a_token(tmp_path, sl
         assert api.client.get(f"/api/v1/experiments/{eid}/events").status_code == 401
     finally:
         api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+@pytest.mark.slow
+def test_a_stopping_server_ends_its_streams_so_browsers_reconnect(tmp_path):
+    """SIGTERM: the open stream ends with ``retry: 1000`` (an EventSource
+    reconnects, to another server behind a load balancer), and waitress is
+    not left waiting for the stream's thread."""
+    dashboard = start_dashboard(tmp_path)
+    headers = {"Authorization": f"Bearer {dashboard.token}"}
+    try:
+        eid = requests.post(f"{dashboard.url}/api/v1/experiments", json={"model": "slow_test", "initial": 10, "config": {"pool_size": 30}},
+                            headers=headers, timeout=60).json()["id"]
+        stream = requests.get(f"{dashboard.url}/api/v1/experiments/{eid}/events", headers=headers, stream=True, timeout=60)
+        listener = Listener(stream)
+        listener.wait(lambda n, d: n == "experiment", "the experiment's current state")
+        dashboard.server.process.send_signal(signal.SIGTERM)
+        listener.ended.wait(60)
+        assert listener.events[-1] == ("retry", "1000")
+        assert dashboard.server.process.wait(60) == 0
+        assert "still running" not in dashboard.server.log()
+    finally:
+        dashboard.server.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from urllib.parse import quote
 
@@ -66,6 +67,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         "tokens": tokens,
         "sessions": Sessions(tokens, config.server.session_seconds),
         "labelling": _labelling(app, engine, config),
+        "stopping": threading.Event(),  # set when the server stops: event streams end
     }
 
     _request_log(app)
@@ -126,7 +128,8 @@ def _labelling(app: Flask, engine: Engine, config: Config):
 
 
 def close_app(app: Flask) -> None:
-    """Stop what the app runs in the background: the labeller's poller, the loops."""
+    """Stop what the app runs in the background: event streams, the labeller's poller, the loops."""
+    app.extensions["alectio"]["stopping"].set()
     labelling = app.extensions["alectio"].get("labelling")
     if labelling is not None:
         labelling.stop()

@@ -9,7 +9,8 @@ experiment's does; the current state of both first. A ``: keepalive``
 comment goes out after ``KEEPALIVE_SECONDS`` of quiet, which is also how a
 closed browser tab is noticed. After ``server.events_seconds`` the stream
 ends with ``retry: 1000``, so the browser reconnects within a second and
-no waitress thread is held for ever.
+no waitress thread is held for ever; a server that stops ends its streams
+the same way at once.
 
 waitress sends what the app yields at once (``send_bytes`` is 1 since
 waitress 3.0), so each event reaches the browser when it is written.
@@ -48,7 +49,7 @@ def experiment_events(experiment_id: str):
 
 
 def _changes(experiment_id: str, seconds: float) -> Iterator[str]:
-    engine = current_app.extensions["alectio"]["engine"]
+    engine, stopping = current_app.extensions["alectio"]["engine"], current_app.extensions["alectio"]["stopping"]
     started = last_sent = time.monotonic()
     loops: dict[int, dict] = {}
     experiment = None
@@ -71,7 +72,6 @@ def _changes(experiment_id: str, seconds: float) -> Iterator[str]:
         elif t - last_sent >= KEEPALIVE_SECONDS:
             last_sent = t
             yield ": keepalive\n\n"
-        if t - started >= seconds:
+        if t - started >= seconds or stopping.wait(POLL_SECONDS):
             yield "retry: 1000\n\n"
             return
-        time.sleep(POLL_SECONDS)
