@@ -94,6 +94,15 @@ def test_a_wrong_token_is_refused_with_the_form_and_a_message(dash, token):
     assert client.get("/api/v1/experiments").status_code == 401
 
 
+def test_using_the_dashboard_counts_as_using_the_token(dash):
+    client = dash.app.test_client()
+    sign_in(client, dash.token)
+    dash.storage.touch_token("tests", "2000-01-01T00:00:00.000+00:00")
+    dash.app.extensions["alectio"]["tokens"].TOUCH_INTERVAL = 0  # as if a minute had passed since the sign-in
+    assert client.get("/api/v1/experiments").status_code == 200
+    assert dash.storage.get_token("tests")["last_used"] > "2000-01-01T00:00:00.000+00:00"
+
+
 def test_a_forged_or_tampered_cookie_is_refused(dash):
     client = dash.app.test_client()
     sign_in(client, dash.token)

@@ -81,6 +81,7 @@ class Sessions:
             return None
         if expires <= time.time() or self._ended(nonce):
             return None
+        self.verifier.used(name)  # `alectio token list` shows the dashboard's use as the token's
         return Session(name, expires, nonce, _sign(key, "csrf", nonce))
 
     def end(self, session: Session) -> None:
