@@ -108,14 +108,19 @@ def dashboard_server(tmp_path, test_site):
 
 
 def sign_in(browser, dashboard: Dashboard, token: str | None = None) -> None:
-    """Sign in through the form, as a person would."""
+    """Sign in through the form, as a person would; returns once the
+    answer (the dashboard, or the form again) has loaded."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(dashboard.url + "/")
+    form_page = browser.find_element(By.TAG_NAME, "html")
     field = browser.find_element(By.NAME, "token")
     field.clear()
     field.send_keys(dashboard.token if token is None else token)
     field.submit()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(form_page))
     wait_for(lambda: browser.execute_script("return document.readyState") == "complete", timeout=10, what="the page to load")
 
 
