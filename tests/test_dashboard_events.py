@@ -145,3 +145,18 @@ def test_a_stopping_server_ends_its_streams_so_browsers_reconnect(tmp_path):
         assert "still running" not in dashboard.server.log()
     finally:
         dashboard.server.stop()
+
+
+def test_a_quiet_stream_sends_keepalive_comments(tmp_path, slow_model, monkeypatch):
+    from alectio_core.server import events
+
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.2)  # 15 s in the server; a test need not wait that long
+    api = make_app(tmp_path, events_seconds=1)
+    try:
+        eid = api.create()["id"]
+        text = b"".join(api.get(f"/api/v1/experiments/{eid}/events", buffered=False).response).decode()
+        assert text.count("event: experiment") == 1  # nothing changed after the first state
+        assert ": keepalive\n\n" in text
+        assert text.endswith("retry: 1000\n\n")
+    finally:
+        api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
