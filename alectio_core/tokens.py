@@ -112,7 +112,19 @@ class TokenVerifier:
             return None
         if not hmac.compare_digest(_hash(secret, key), expected):
             return None
-        return self._used(name)
+        return self.used(name)
+
+    def stored_hash(self, name: str) -> bytes | None:
+        """The stored keyed hash of the token ``name`` (what dashboard
+        sessions are signed with), or None when it is unknown, revoked or
+        an outdated record. Cached like the record itself."""
+        record = self._record(name) if is_id(name) else None
+        if record is None or record.get("algorithm") != ALGORITHM:
+            return None
+        try:
+            return bytes.fromhex(record["hash"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _record(self, name: str) -> dict | None:
         """The stored record, from memory while it is fresh."""
@@ -135,8 +147,9 @@ class TokenVerifier:
             else:
                 self._cache.pop(name, None)
 
-    def _used(self, name: str) -> str:
-        """Record ``last_used``, at most once per ``TOUCH_INTERVAL``."""
+    def used(self, name: str) -> str:
+        """Record ``last_used``, at most once per ``TOUCH_INTERVAL`` (a
+        token's dashboard sessions count as uses too)."""
         t = time.monotonic()
         with self._lock:
             last = self._touched.get(name)

@@ -417,17 +417,17 @@ def test_api_experiment_takes_stop_and_the_loop_and_curve_carry_it(api):
 
 
 @pytest.mark.parametrize(
-    "fields, code, message",
+    "fields, code, message, field",
     [
-        ({"stop": ["nope"]}, "unknown_stopping", "unknown stopping criterion 'nope'; known: max_uncertainty, plateau, stabilizing_predictions"),
-        ({"stop": "plateau"}, "invalid", "stop must be array, got a string"),
-        ({"stop": ["plateau"], "stopping": {"plateau": {"patience": "3"}}}, "invalid", "stopping.plateau.patience must be int, got '3'"),
+        ({"stop": ["nope"]}, "unknown_stopping", "unknown stopping criterion 'nope'; known: max_uncertainty, plateau, stabilizing_predictions", "stop"),
+        ({"stop": "plateau"}, "invalid", "stop must be array, got a string", "stop"),
+        ({"stop": ["plateau"], "stopping": {"plateau": {"patience": "3"}}}, "invalid", "stopping.plateau.patience must be int, got '3'", None),
     ],
 )
-def test_api_refuses_bad_stop_with_400(api, fields, code, message):
+def test_api_refuses_bad_stop_with_400(api, fields, code, message, field):
     response = api.post("/api/v1/experiments", json={"model": "digits_lr", **fields})
     assert response.status_code == 400
-    assert response.json["error"] == {"code": code, "message": message}
+    assert response.json["error"] == {"code": code, "message": message, **({"field": field} if field else {})}
     assert api.get("/api/v1/experiments").json["experiments"] == []
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ from ..errors import AlectioError
 from ..jobs import JobRunner
 from ..storage import open_storage
 from ..tokens import TokenVerifier
+from .sessions import Sessions
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("alectio_core.server.access")
@@ -31,7 +33,7 @@ _SECRET = re.compile(r"\.[A-Za-z0-9_-]{40,}")  # the secret half of a token (nam
 
 
 #: What some errors carry besides their message (see the Error schema).
-ERROR_FIELDS = ("missing", "problems")
+ERROR_FIELDS = ("missing", "problems", "field")
 
 
 def error_response(code: str, message: str, status: int, **fields):
@@ -45,7 +47,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
 
     ``app.extensions["alectio"]`` holds the config, storage, engine, the
     loop ``runner`` (:class:`~alectio_core.jobs.JobRunner`), the token
-    verifier and the ``labelling`` service (None without ``labeller:``);
+    verifier, the dashboard's ``sessions`` and the ``labelling`` service (None without ``labeller:``);
     :func:`close_app` stops them.
     """
     config = config or Config()
@@ -54,6 +56,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     app = Flask("alectio", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     engine = Engine(storage, config)
+    tokens = TokenVerifier(storage)
     if recover:
         engine.recover_interrupted()
     app.extensions["alectio"] = {
@@ -61,26 +64,32 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         "storage": storage,
         "engine": engine,
         "runner": JobRunner(engine, workers=config.server.workers),
-        "tokens": TokenVerifier(storage),
+        "tokens": tokens,
+        "sessions": Sessions(tokens, config.server.session_seconds),
         "labelling": _labelling(app, engine, config),
+        "stopping": threading.Event(),  # set when the server stops: event streams end
     }
 
     _request_log(app)
     from .auth import init_auth
 
-    init_auth(app, app.extensions["alectio"]["tokens"])
+    init_auth(app, tokens, app.extensions["alectio"]["sessions"])
 
     from .api import api
+    from .dashboard import dashboard
+    from .events import events
     from .labellers import labellers
     from .one_loop import platform
 
     app.register_blueprint(api)
     app.register_blueprint(labellers)
     app.register_blueprint(platform)
+    app.register_blueprint(events)
+    app.register_blueprint(dashboard)
 
     @app.errorhandler(AlectioError)
     def domain_error(exc: AlectioError):
-        fields = {name: getattr(exc, name) for name in ERROR_FIELDS if hasattr(exc, name)}
+        fields = {name: getattr(exc, name) for name in ERROR_FIELDS if getattr(exc, name, None) is not None}
         return error_response(exc.code, exc.message, exc.status, **fields)
 
     @app.errorhandler(HTTPException)
@@ -119,7 +128,8 @@ def _labelling(app: Flask, engine: Engine, config: Config):
 
 
 def close_app(app: Flask) -> None:
-    """Stop what the app runs in the background: the labeller's poller, the loops."""
+    """Stop what the app runs in the background: event streams, the labeller's poller, the loops."""
+    app.extensions["alectio"]["stopping"].set()
     labelling = app.extensions["alectio"].get("labelling")
     if labelling is not None:
         labelling.stop()

@@ -81,7 +81,7 @@ PATHS = {
         },
         "get": {
             "operationId": "listExperiments",
-            "summary": "Every experiment, oldest first",
+            "summary": "Every experiment, oldest first, each with its `summary` (status, loops done, labels used, headline metric)",
             "responses": {"200": _json("ExperimentList", "experiments"), **_errors()},
         },
     },
@@ -100,6 +100,27 @@ PATHS = {
                 "Refused (409) while one of its loops is queued or running: cancel it first."
             ),
             "responses": {"200": _json("ExperimentDeleted", "deleted"), **_errors(404, 409)},
+        },
+    },
+    "/api/v1/experiments/{experiment_id}/events": {
+        "parameters": [_EXPERIMENT_ID],
+        "get": {
+            "operationId": "experimentEvents",
+            "summary": "The experiment's changes as server-sent events (text/event-stream)",
+            "description": (
+                "First the current state, then on every change: `event: loop` with the body of GET .../loops/{loop} "
+                "when a loop's status, stage or progress changes, and `event: experiment` with the body of "
+                "GET /api/v1/experiments/{experiment_id} when it changes (e.g. loops done). A `: keepalive` comment "
+                "after 15 s of quiet. After server.events_seconds (default 300) the stream ends with `retry: 1000`, "
+                "so an EventSource reconnects. Read from storage: it reports loops that any server sharing it runs."
+            ),
+            "responses": {
+                "200": {
+                    "description": "the stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(404),
+            },
         },
     },
     "/api/v1/experiments/{experiment_id}/metrics": {
@@ -256,9 +277,20 @@ def _document(platform: bool) -> dict:
         "paths": {**PATHS, **platform_paths},
         "components": {
             "schemas": {**SCHEMAS, **platform_schemas},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "alectio token create"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "alectio token create"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "alectio_session",
+                    "description": (
+                        "the dashboard's session, from signing in at POST /signin; a POST, PUT, PATCH or DELETE sent "
+                        "with it also needs the page's X-CSRF-Token header (403, code csrf, otherwise)"
+                    ),
+                },
+            },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
     }
 
 

@@ -7,9 +7,10 @@
 * log records are written by a background thread (:mod:`.logs`);
 * objects made at start-up are frozen out of the cyclic garbage collector,
   so a full collection takes microseconds rather than ~10 ms mid-request;
-* SIGTERM stops the server like Ctrl-C: running loops are cancelled and
-  given a few seconds to record it (a loop killed harder is marked
-  "interrupted" once its lease expires).
+* SIGTERM stops the server like Ctrl-C: dashboard event streams end (the
+  browser reconnects, to another server if there is one), running loops are
+  cancelled and given a few seconds to record it (a loop killed harder is
+  marked "interrupted" once its lease expires).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def serve(config: Config, host: str, port: int) -> None:
 
     restore_logging = log_in_background()
     quiet_waitress_queue()
-    previous = None
+    previous: dict = {}  # the signal handlers to put back
     app = None
     try:
         app = create_app(config)
@@ -64,18 +65,21 @@ def serve(config: Config, host: str, port: int) -> None:
             )
         click.echo(f"alectio serving on http://{host}:{port} (storage {config.storage})", err=True)
 
+        stopping = app.extensions["alectio"]["stopping"]
+
         def stop(signum, frame):
+            stopping.set()  # event streams end now, not after waitress's 5 s wait for busy threads
             raise KeyboardInterrupt  # waitress shuts down cleanly on it
 
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         gc.collect()
         gc.freeze()
         waitress.serve(app, host=host, port=port, threads=config.server.threads, ident="alectio")
     finally:
         if app is not None:
             close_app(app)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         gc.unfreeze()
         restore_logging()
 
