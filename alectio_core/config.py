@@ -70,6 +70,10 @@ class ServerSettings:
     log_level: str = field(default="info", metadata=_rule(lambda v: v.lower() in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}"))
     max_body_bytes: int = 10 * 1024 * 1024
     lease_seconds: float = field(default=30.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
+    # The dashboard: how long a sign-in lasts, and how long one event stream
+    # holds a waitress thread before the browser reconnects.
+    session_seconds: int = field(default=43200, metadata=_rule(lambda v: v > 0, "must be > 0"))
+    events_seconds: float = field(default=300.0, metadata=_rule(lambda v: v > 0, "must be > 0"))
 
 
 @dataclass

@@ -114,6 +114,18 @@ class TokenVerifier:
             return None
         return self._used(name)
 
+    def stored_hash(self, name: str) -> bytes | None:
+        """The stored keyed hash of the token ``name`` (what dashboard
+        sessions are signed with), or None when it is unknown, revoked or
+        an outdated record. Cached like the record itself."""
+        record = self._record(name) if is_id(name) else None
+        if record is None or record.get("algorithm") != ALGORITHM:
+            return None
+        try:
+            return bytes.fromhex(record["hash"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def _record(self, name: str) -> dict | None:
         """The stored record, from memory while it is fresh."""
         cached = self._cache.get(name)

@@ -24,6 +24,7 @@ from ..errors import AlectioError
 from ..jobs import JobRunner
 from ..storage import open_storage
 from ..tokens import TokenVerifier
+from .sessions import Sessions
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("alectio_core.server.access")
@@ -45,7 +46,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
 
     ``app.extensions["alectio"]`` holds the config, storage, engine, the
     loop ``runner`` (:class:`~alectio_core.jobs.JobRunner`), the token
-    verifier and the ``labelling`` service (None without ``labeller:``);
+    verifier, the dashboard's ``sessions`` and the ``labelling`` service (None without ``labeller:``);
     :func:`close_app` stops them.
     """
     config = config or Config()
@@ -54,6 +55,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
     app = Flask("alectio", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     engine = Engine(storage, config)
+    tokens = TokenVerifier(storage)
     if recover:
         engine.recover_interrupted()
     app.extensions["alectio"] = {
@@ -61,22 +63,25 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
         "storage": storage,
         "engine": engine,
         "runner": JobRunner(engine, workers=config.server.workers),
-        "tokens": TokenVerifier(storage),
+        "tokens": tokens,
+        "sessions": Sessions(tokens, config.server.session_seconds),
         "labelling": _labelling(app, engine, config),
     }
 
     _request_log(app)
     from .auth import init_auth
 
-    init_auth(app, app.extensions["alectio"]["tokens"])
+    init_auth(app, tokens, app.extensions["alectio"]["sessions"])
 
     from .api import api
+    from .dashboard import dashboard
     from .labellers import labellers
     from .one_loop import platform
 
     app.register_blueprint(api)
     app.register_blueprint(labellers)
     app.register_blueprint(platform)
+    app.register_blueprint(dashboard)
 
     @app.errorhandler(AlectioError)
     def domain_error(exc: AlectioError):

@@ -256,9 +256,20 @@ def _document(platform: bool) -> dict:
         "paths": {**PATHS, **platform_paths},
         "components": {
             "schemas": {**SCHEMAS, **platform_schemas},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "alectio token create"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "alectio token create"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "alectio_session",
+                    "description": (
+                        "the dashboard's session, from signing in at POST /signin; a POST, PUT, PATCH or DELETE sent "
+                        "with it also needs the page's X-CSRF-Token header (403, code csrf, otherwise)"
+                    ),
+                },
+            },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
     }
 
 
