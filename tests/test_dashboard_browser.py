@@ -349,15 +349,38 @@ def test_label_a_selection_by_hand_and_the_next_loop_starts(signed, tmp_path):
     find(browser, "#submit-labels").click()
     until(browser, "document.querySelector('.message').textContent.includes('Loop 0 started')", "loop 0 to start")
     stored = {e["index"]: (e["label"], e["skip"]) for e in rest.get(f"/api/v1/experiments/{experiment['id']}/labels")["labels"]}
+    even, odd = experiment["labels"].index("even"), experiment["labels"].index("odd")  # stored as class ids
     assert stored == {
-        selected[0]: ("even", False),
-        selected[1]: ("odd", False),
+        selected[0]: (even, False),
+        selected[1]: (odd, False),
         selected[2]: (None, True),
-        selected[3]: ("odd", False),
-        selected[4]: ("odd", False),
-        selected[5]: ("even", False),
+        selected[3]: (odd, False),
+        selected[4]: (odd, False),
+        selected[5]: (even, False),
     }
     assert rest.get(f"/api/v1/experiments/{experiment['id']}/loops/0")["status"] in ("queued", "running", "done")
     assert_no_console_errors(browser)
     assert_fits_phone(browser)
     shoot(browser, tmp_path, "selection")
+
+
+def test_the_page_polls_the_loop_when_events_cannot_connect(signed, hold):
+    browser, rest = signed.browser, signed.rest
+    train_hold = hold("train")
+    experiment = rest.create(strategy="margin", batch_size=5, initial=10, loops=2, config={"hold_file": train_hold})
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/events"]})  # a proxy that drops event streams
+    try:
+        open_page(browser, signed.dashboard, f"/e/{experiment['id']}", "experiment")
+        mark_page(browser)
+        find(browser, "#start-loop").click()
+        until(browser, "document.querySelector('.live').dataset.stage === 'train'", "loop 0 in train")
+        release(train_hold)
+        until(browser, "document.querySelectorAll('.series.c0 circle').length === 1", "the curve's point, from polling")
+        assert loop_status(browser, 0) == "done"
+        assert_not_reloaded(browser)
+        # The only errors: the browser reporting the blocked event stream.
+        assert [m for m in console_errors(browser) if "/events" not in m] == []
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.disable", {})

@@ -173,22 +173,32 @@ export async function experimentPage(root, id, onLeave) {
     renderActions();
   }
 
-  // -- live: server-sent events, polling when they fail ----------------------
+  // -- live: server-sent events, polling while they are not connected ----------
+  // (A stream the server ends on schedule reconnects within a second; one
+  // refused or blocked never connects, and polling keeps the page live.)
   let poller = null;
   function poll() {
     if (poller) return;
     poller = setInterval(async () => {
       const l = activeLoop();
       if (!l) return;
-      onLoop(await api(`${path}/loops/${l.loop}`));
-      if (!activeLoop()) onExperiment(await api(path));
+      try {
+        onLoop(await api(`${path}/loops/${l.loop}`));
+        if (!activeLoop()) onExperiment(await api(path));
+      } catch (err) {
+        if (!(err instanceof ApiError)) throw err; // the next poll tries again
+      }
     }, POLL_MS);
   }
   const events = new EventSource(`${path}/events`);
   events.addEventListener("loop", (ev) => onLoop(JSON.parse(ev.data)));
   events.addEventListener("experiment", (ev) => onExperiment(JSON.parse(ev.data)));
+  events.addEventListener("open", () => {
+    clearInterval(poller);
+    poller = null;
+  });
   events.addEventListener("error", () => {
-    if (events.readyState === EventSource.CLOSED) poll(); // refused, not just the stream's end
+    if (events.readyState !== EventSource.OPEN) poll();
   });
   const clock = setInterval(tick, 1000);
   onLeave(() => {

@@ -38,6 +38,7 @@ export async function selectionPage(root, id, loop) {
       skip.addEventListener("click", () => choose(i, SKIP));
       cells.push(h("td", { "data-label": "Label", class: "choices" }, buttons, skip));
     }
+    tr.append(...cells);
     tr.addEventListener("focus", () => { current = i; });
     return tr;
   });
