@@ -101,7 +101,7 @@ def start_dashboard(tmp: Path, config: dict | None = None, name: str = "dashboar
 
 
 @pytest.fixture
-def dashboard_server(tmp_path, slow_model):
+def dashboard_server(tmp_path, test_site):
     dashboard = start_dashboard(tmp_path)
     yield dashboard
     dashboard.server.stop()

@@ -75,12 +75,14 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
 
     from .api import api
     from .dashboard import dashboard
+    from .events import events
     from .labellers import labellers
     from .one_loop import platform
 
     app.register_blueprint(api)
     app.register_blueprint(labellers)
     app.register_blueprint(platform)
+    app.register_blueprint(events)
     app.register_blueprint(dashboard)
 
     @app.errorhandler(AlectioError)

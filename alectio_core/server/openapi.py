@@ -102,6 +102,27 @@ PATHS = {
             "responses": {"200": _json("ExperimentDeleted", "deleted"), **_errors(404, 409)},
         },
     },
+    "/api/v1/experiments/{experiment_id}/events": {
+        "parameters": [_EXPERIMENT_ID],
+        "get": {
+            "operationId": "experimentEvents",
+            "summary": "The experiment's changes as server-sent events (text/event-stream)",
+            "description": (
+                "First the current state, then on every change: `event: loop` with the body of GET .../loops/{loop} "
+                "when a loop's status, stage or progress changes, and `event: experiment` with the body of "
+                "GET /api/v1/experiments/{experiment_id} when it changes (e.g. loops done). A `: keepalive` comment "
+                "after 15 s of quiet. After server.events_seconds (default 300) the stream ends with `retry: 1000`, "
+                "so an EventSource reconnects. Read from storage: it reports loops that any server sharing it runs."
+            ),
+            "responses": {
+                "200": {
+                    "description": "the stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(404),
+            },
+        },
+    },
     "/api/v1/experiments/{experiment_id}/metrics": {
         "parameters": [_EXPERIMENT_ID],
         "get": {
