@@ -369,7 +369,8 @@ def test_the_page_polls_the_loop_when_events_cannot_connect(signed, hold):
     train_hold = hold("train")
     experiment = rest.create(strategy="margin", batch_size=5, initial=10, loops=2, config={"hold_file": train_hold})
     browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/events"]})  # a proxy that drops event streams
+    # As a proxy that drops event streams would: the page's EventSource never connects.
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urlPatterns": [{"urlPattern": "*://*:*/api/v1/experiments/*/events", "block": True}]})
     try:
         open_page(browser, signed.dashboard, f"/e/{experiment['id']}", "experiment")
         mark_page(browser)
@@ -379,8 +380,9 @@ def test_the_page_polls_the_loop_when_events_cannot_connect(signed, hold):
         until(browser, "document.querySelectorAll('.series.c0 circle').length === 1", "the curve's point, from polling")
         assert loop_status(browser, 0) == "done"
         assert_not_reloaded(browser)
-        # The only errors: the browser reporting the blocked event stream.
+        assert "/events" not in signed.dashboard.server.log()  # blocked: it never reached the server
+        assert f"GET /api/v1/experiments/{experiment['id']}/loops/0 200" in signed.dashboard.server.log()
         assert [m for m in console_errors(browser) if "/events" not in m] == []
     finally:
-        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urlPatterns": []})
         browser.execute_cdp_cmd("Network.disable", {})
