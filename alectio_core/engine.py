@@ -33,6 +33,7 @@ from .config import DEFAULT_BATCH_SIZE, DEFAULT_INITIAL, DEFAULT_LOOPS, DEFAULT_
 from .errors import ConflictError, NotFoundError, ValidationError
 from .hook_results import check_assign_index
 from .leases import Lease, Leases
+from .metrics import headline
 from .loop_run import LoopRun
 from .outputs import DEFAULT_CHUNK_ROWS
 from .storage import Storage, check_id, check_loop
@@ -97,15 +98,16 @@ class Engine:
         if labels_mode == "alectio" and not found.takes("train", "labels"):
             raise ValidationError(
                 f"model {model!r} cannot learn labels from people: its train hook takes no 'labels' argument; "
-                "add one (train(labeled, labels, ...)) or create the experiment with labels 'plugin'"
+                "add one (train(labeled, labels, ...)) or create the experiment with labels 'plugin'",
+                field="labels",
             )
         if strategy is not None:
             plugins.get_strategy(strategy)
         for name, value, low in (("batch_size", batch_size, 0), ("initial", initial, 1), ("loops", loops, 1), ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}", field=name)
         if config is not None and not isinstance(config, Mapping):
-            raise ValidationError("config must be a mapping of the model's settings")
+            raise ValidationError("config must be a mapping of the model's settings", field="config")
         section, overrides = self.config.model_config(model), dict(config or {})
         info = found.info({**section, **overrides})
         model_config = found.settings(info["settings"], section, self.config.source or "config", f"models.{model}.")
@@ -113,7 +115,7 @@ class Engine:
         stop_names, stop_settings = stopping_rules.resolve(stop, info["task"], self.config.stopping, stopping, self.config.source or "config")
         references = check_assign_index(model, found.call("assign_index", config=model_config))
         if initial > len(references):
-            raise ValidationError(f"initial ({initial}) is larger than the pool ({len(references)} records)")
+            raise ValidationError(f"initial ({initial}) is larger than the pool ({len(references)} records)", field="initial")
         experiment = {
             "id": check_id(experiment_id) if experiment_id else uuid.uuid4().hex[:12],
             "model": model,
@@ -156,6 +158,34 @@ class Engine:
             loops_done=len(done),
             latest_metrics=done[-1].get("metrics") if done else None,
         )
+
+    def list_with_summaries(self) -> list[dict]:
+        """Every experiment, oldest first, with its ``summary`` (see
+        :meth:`list_summary`): two storage reads however many there are, so
+        the experiments list stays fast with hundreds."""
+        states = self.storage.list_all_loop_states()
+        return [dict(e, summary=self.list_summary(e, states.get(e["id"], []))) for e in self.storage.list_experiments()]
+
+    def list_summary(self, experiment: Mapping[str, Any], states: list[dict]) -> dict:
+        """``status``: the latest loop's when it is queued, running, failed
+        or cancelled; ``done`` once every loop is (or a stopping criterion
+        ended it); else ``idle`` (no loop yet, or waiting for the next one).
+        ``loops_done``, ``labeled`` (labels the last finished loop trained
+        on) and ``metric`` (its headline metric, :func:`~.metrics.headline`)."""
+        done = [s for s in states if s["status"] == "done"]
+        status = "idle"
+        if states:
+            latest = lifecycle.current(self.leases, experiment["id"], states[-1]["loop"], states[-1])
+            if latest["status"] != "done":
+                status = latest["status"]
+            elif len(done) >= int(experiment["loops"]) or done[-1].get("stop"):
+                status = "done"
+        return {
+            "status": status,
+            "loops_done": len(done),
+            "labeled": int(done[-1].get("labeled") or 0) if done else 0,
+            "metric": headline(done[-1].get("metrics")) if done else None,
+        }
 
     def delete_experiment(self, experiment_id: str) -> int:
         """Delete the experiment and everything stored for it; return how

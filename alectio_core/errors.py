@@ -34,10 +34,17 @@ class ConfigError(AlectioError):
 
 
 class ValidationError(AlectioError, ValueError):
-    """Input (a request, a selection, a plugin's return value) is malformed."""
+    """Input (a request, a selection, a plugin's return value) is malformed.
+    ``field``: the one request key at fault, when there is one (a form shows
+    the message next to it)."""
 
     code = "invalid"
     status = 400
+    field: str | None = None
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class UnauthorizedError(AlectioError):

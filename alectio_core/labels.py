@@ -43,7 +43,7 @@ _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON's number 
 
 def check_mode(value: Any) -> str:
     if value not in MODES:
-        raise ValidationError(f"labels must be one of {', '.join(map(repr, MODES))}, got {value!r}")
+        raise ValidationError(f"labels must be one of {', '.join(map(repr, MODES))}, got {value!r}", field="labels")
     return value
 
 

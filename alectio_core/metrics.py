@@ -90,6 +90,20 @@ def jsonable(value: Any, *, nan_to_none: bool = True) -> Any:
     return value
 
 
+def headline(metrics: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    """The one metric a list shows for a loop, ``{"name", "value"}``:
+    ``accuracy`` when there is one (classification), else the first metric
+    with a number, in the order the task's metrics plugin reports them
+    (``subset_accuracy``, ``mAP``, ``pixel_accuracy``, ``mae`` for the
+    built-in multilabel, detection, segmentation and regression). None
+    without one."""
+    if not metrics:
+        return None
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    name = "accuracy" if "accuracy" in numbers else next(iter(numbers), None)
+    return None if name is None else {"name": name, "value": numbers[name]}
+
+
 def ratio(numerator: float, denominator: float) -> Optional[float]:
     """``numerator / denominator`` as a float, or None when the denominator is 0."""
     return float(numerator) / float(denominator) if denominator else None

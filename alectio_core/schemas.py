@@ -48,6 +48,10 @@ SCHEMAS: dict[str, dict] = {
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "missing": {"type": "integer", "description": "labels_missing: records of the loop's selection neither labelled nor skipped"},
+                    "field": {
+                        "type": "string",
+                        "description": "a 400 caused by one field of the request body: its key (e.g. batch_size)",
+                    },
                     "problems": {
                         "type": "array",
                         "description": "invalid_labels: every bad row, none of which was stored",
@@ -183,7 +187,38 @@ SCHEMAS: dict[str, dict] = {
     "ExperimentList": {
         "type": "object",
         "required": ["experiments"],
-        "properties": {"experiments": {"type": "array", "items": {"$ref": "#/components/schemas/Experiment"}}},
+        "properties": {
+            "experiments": {
+                "type": "array",
+                "items": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Experiment"},
+                        {"type": "object", "required": ["summary"], "properties": {"summary": {"$ref": "#/components/schemas/ExperimentSummary"}}},
+                    ]
+                },
+            }
+        },
+    },
+    "ExperimentSummary": {
+        "type": "object",
+        "required": ["status", "loops_done", "labeled", "metric"],
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["idle", "queued", "running", "done", "failed", "cancelled"],
+                "description": "the latest loop's when queued, running, failed or cancelled; done once every loop is "
+                "(or a stopping criterion ended it); else idle (no loop yet, or waiting for the next)",
+            },
+            "loops_done": {"type": "integer", "minimum": 0},
+            "labeled": {"type": "integer", "minimum": 0, "description": "labels the last finished loop trained on"},
+            "metric": {
+                "type": ["object", "null"],
+                "required": ["name", "value"],
+                "properties": {"name": {"type": "string"}, "value": {"type": "number"}},
+                "description": "the last finished loop's headline metric: accuracy (classification), else the task's "
+                "first numeric metric (subset_accuracy, mAP, pixel_accuracy, mae for the built-in tasks)",
+            },
+        },
     },
     "LoopStart": {
         "type": "object",
@@ -366,7 +401,8 @@ def validate(value: Any, schema: dict | str) -> Any:
     validator = _Validator({**schema, "components": {"schemas": SCHEMAS}})
     error = next(validator.iter_errors(value), None)  # the first, in the schema's order
     if error is not None:
-        raise ValidationError(_message(error))
+        path = error.absolute_path
+        raise ValidationError(_message(error), field=str(path[0]) if path else _named_field(error))
     return value
 
 
@@ -441,6 +477,19 @@ def _message(error: jsonschema.ValidationError) -> str:
     if keyword == "minItems":
         return f"{where} must hold at least {expected} item(s)"
     return f"{where}: {error.message}"
+
+
+def _named_field(error: jsonschema.ValidationError) -> str | None:
+    """The top-level key a body-level error is about: the missing or the unknown one."""
+    value: Any = error.instance
+    if not isinstance(value, dict):
+        return None
+    if error.validator == "required":
+        return next((k for k in error.validator_value if k not in value), None)  # type: ignore[union-attr]
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        return next(iter(sorted(set(value) - set(known))), None)
+    return None
 
 
 def _where(path) -> str:

@@ -87,6 +87,12 @@ def cannot(storage: Any, what: str) -> StorageError:
     return StorageError(f"the storage backend {name} cannot {what}: it was written for an older alectio; see docs/storage-plugins.md")
 
 
+def check_session_id(value: Any) -> str:
+    if not (isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)):
+        raise ValidationError(f"invalid session id {value!r}: 32 lowercase hex digits")
+    return value
+
+
 def check_loop(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValidationError(f"invalid loop number {value!r}: must be an integer >= 0")
@@ -160,6 +166,13 @@ class Storage(ABC):
     @abstractmethod
     def list_loop_states(self, experiment_id: str) -> list[dict]:
         """Every loop's state, by loop number."""
+
+    def list_all_loop_states(self) -> dict[str, list[dict]]:
+        """Every experiment's loop states (``list_loop_states`` of each, by
+        experiment id; an experiment without loops may be left out), for the
+        experiments list. This default asks once per experiment; a backend
+        that can read them all at once (one SQL query) should."""
+        return {e["id"]: self.list_loop_states(e["id"]) for e in self.list_experiments()}
 
     # -- selections and the index map -----------------------------------
 
@@ -315,6 +328,22 @@ class Storage(ABC):
         """Record the last time a token was used, without rewriting its
         record: a touch racing a ``delete_token`` must never bring the
         token back. Nothing to do for an unknown name."""
+
+    # -- dashboard sessions signed out (see alectio_core.server.sessions) --
+
+    def end_session(self, session_id: str, expires: float) -> None:
+        """Record that the dashboard session ``session_id`` (32 hex digits)
+        was signed out; ``expires`` (unix seconds) is when it would have
+        ended anyway, after which the record may be dropped. Every server
+        sharing the store must then see it in ``session_ended``. This
+        default keeps it in this process only: another server would accept
+        the session until it expires."""
+        check_session_id(session_id)
+        self.__dict__.setdefault("_ended_sessions", {})[session_id] = expires
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether ``end_session`` recorded ``session_id``."""
+        return check_session_id(session_id) in self.__dict__.get("_ended_sessions", {})
 
     def close(self) -> None:
         """Release connections."""

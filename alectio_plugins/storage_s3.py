@@ -23,6 +23,7 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
     tokens/{name}.used.json                     {"last_used": ...}, beside the record
+    sessions/ended/{id}.json                    {"expires": ...}: a dashboard session signed out
 
 An experiment is created by writing its pool under a new version, then
 ``experiment.json`` only if absent (``If-None-Match: *``): a refused create
@@ -57,7 +58,7 @@ import numpy as np
 from alectio_core import s3
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_id, contained, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -621,6 +622,20 @@ class S3Storage(Storage):
         # bring back a token revoked between our read and our write. A stamp
         # left by a touch racing a revoke belongs to no record and is ignored.
         self._put_json(self._token_key(name, ".used.json"), {"last_used": when})
+
+    # -- dashboard sessions signed out -----------------------------------
+
+    def end_session(self, session_id: str, expires: float) -> None:
+        # Left in place after it expires (a few bytes per sign-out): a bucket
+        # lifecycle rule on sessions/ may expire them.
+        self._put_json(self.key("sessions", "ended", check_session_id(session_id) + ".json"), {"expires": expires})
+
+    def session_ended(self, session_id: str) -> bool:
+        try:
+            self._get_json(self.key("sessions", "ended", check_session_id(session_id) + ".json"), "")
+        except NotFoundError:
+            return False
+        return True
 
     def _delete_keys(self, keys: list[str]) -> None:
         try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, check_part, parse_url
+from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, check_part, check_session_id, parse_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS labeled_chunks (
     PRIMARY KEY (experiment_id, loop, attempt, seq));
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    id TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, version TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (experiment_id, loop));
@@ -271,6 +273,12 @@ class SQLiteStorage(Storage):
     def list_loop_states(self, experiment_id: str) -> list[dict]:
         rows = self._db().execute("SELECT data FROM loops WHERE experiment_id = ? ORDER BY loop", (experiment_id,))
         return [json.loads(r[0]) for r in rows]
+
+    def list_all_loop_states(self) -> dict[str, list[dict]]:
+        states: dict[str, list[dict]] = {}
+        for experiment_id, data in self._db().execute("SELECT experiment_id, data FROM loops ORDER BY experiment_id, loop"):
+            states.setdefault(experiment_id, []).append(json.loads(data))
+        return states
 
     # -- selections and index map ---------------------------------------
 
@@ -507,6 +515,17 @@ class SQLiteStorage(Storage):
         # One statement: it changes an existing row or nothing, never brings a deleted one back.
         with self._tx() as db:
             db.execute("UPDATE tokens SET data = json_set(data, '$.last_used', ?) WHERE name = ?", (when, name))
+
+    # -- dashboard sessions signed out -----------------------------------
+
+    def end_session(self, session_id: str, expires: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM ended_sessions WHERE expires < ?", (time.time(),))  # they ended anyway
+            db.execute("INSERT OR REPLACE INTO ended_sessions VALUES (?, ?)", (check_session_id(session_id), float(expires)))
+
+    def session_ended(self, session_id: str) -> bool:
+        row = self._db().execute("SELECT 1 FROM ended_sessions WHERE id = ?", (check_session_id(session_id),)).fetchone()
+        return row is not None
 
 
 @_sqlite_errors

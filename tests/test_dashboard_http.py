@@ -155,6 +155,24 @@ def test_another_server_on_the_same_storage_accepts_the_session(tmp_path, slow_m
         second.extensions["alectio"]["runner"].shutdown(timeout=5)
 
 
+def test_signing_out_on_one_server_ends_the_session_on_another(tmp_path, slow_model):
+    first = make_app(tmp_path)
+    second = create_app(parse_config({}, "test"), storage=f"sqlite:///{tmp_path}/alectio.db")
+    try:
+        client = first.app.test_client()
+        sign_in(client, first.token)
+        other = second.test_client()
+        other.set_cookie("alectio_session", session_cookie(client).value)
+        assert other.get("/api/v1/experiments").status_code == 200
+        assert client.post("/signout", data={"csrf_token": csrf_of(client)}).status_code == 303
+        second.extensions["alectio"]["tokens"].cache_seconds = 0  # what it remembered, as if 10 s had passed
+        assert other.get("/api/v1/experiments").status_code == 401
+        assert 'name="token"' in other.get("/").get_data(as_text=True)
+    finally:
+        first.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+        second.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
 # -- CSRF and origins --------------------------------------------------------------
 
 

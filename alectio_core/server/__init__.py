@@ -32,7 +32,7 @@ _SECRET = re.compile(r"\.[A-Za-z0-9_-]{40,}")  # the secret half of a token (nam
 
 
 #: What some errors carry besides their message (see the Error schema).
-ERROR_FIELDS = ("missing", "problems")
+ERROR_FIELDS = ("missing", "problems", "field")
 
 
 def error_response(code: str, message: str, status: int, **fields):
@@ -87,7 +87,7 @@ def create_app(config: Config | None = None, storage=None, *, recover: bool = Tr
 
     @app.errorhandler(AlectioError)
     def domain_error(exc: AlectioError):
-        fields = {name: getattr(exc, name) for name in ERROR_FIELDS if hasattr(exc, name)}
+        fields = {name: getattr(exc, name) for name in ERROR_FIELDS if getattr(exc, name, None) is not None}
         return error_response(exc.code, exc.message, exc.status, **fields)
 
     @app.errorhandler(HTTPException)

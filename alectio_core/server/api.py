@@ -128,14 +128,15 @@ def create_experiment():
     try:
         experiment = _ctx()["engine"].create_experiment(body["model"], experiment_id=body.get("id"), **options)
     except (UnknownModelError, UnknownStrategyError, UnknownStoppingError) as exc:
-        return error_response(exc.code, exc.message, 400)  # a bad field, not a missing page
+        field = {UnknownModelError: "model", UnknownStrategyError: "strategy", UnknownStoppingError: "stop"}[type(exc)]
+        return error_response(exc.code, exc.message, 400, field=field)  # a bad field, not a missing page
     view = _experiment_view(dict(experiment, loops_done=0, latest_metrics=None))
     return jsonify(view), 201, {"Location": view["url"]}
 
 
 @api.get("/api/v1/experiments")
 def list_experiments():
-    return jsonify({"experiments": [_experiment_view(e) for e in _ctx()["storage"].list_experiments()]})
+    return jsonify({"experiments": [_experiment_view(e) for e in _ctx()["engine"].list_with_summaries()]})
 
 
 @api.get("/api/v1/experiments/<experiment_id>")

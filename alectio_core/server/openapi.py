@@ -81,7 +81,7 @@ PATHS = {
         },
         "get": {
             "operationId": "listExperiments",
-            "summary": "Every experiment, oldest first",
+            "summary": "Every experiment, oldest first, each with its `summary` (status, loops done, labels used, headline metric)",
             "responses": {"200": _json("ExperimentList", "experiments"), **_errors()},
         },
     },

@@ -11,16 +11,17 @@ signature is an HMAC keyed on the token's *stored* keyed hash, so:
 * the CSRF token is derived the same way from the session's nonce, so it
   needs no storage either.
 
-Signing out ends the session on the server that was asked: its nonce is kept
-in memory until the cookie would have expired anyway. Another server sharing
-the storage does not hear of it, so a copy of the cookie stays valid there
-until ``server.session_seconds`` run out; revoking the token ends them all.
+Signing out is the one thing stored: the session's nonce, in storage
+(``Storage.end_session``), so every server refuses the cookie from then on;
+a server checks again after the verifier's ``cache_seconds`` (10 s), as it
+does for a revoked token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -30,6 +31,7 @@ from ..ids import is_id
 from ..tokens import TokenVerifier
 
 COOKIE = "alectio_session"
+_NONCE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class Sessions:
 
     def __init__(self, verifier: TokenVerifier, seconds: int):
         self.verifier = verifier
+        self.storage = verifier.storage
         self.seconds = seconds
-        self._ended: dict[str, int] = {}  # nonce -> expires, for sessions signed out here
+        self._live: dict[str, float] = {}  # nonce -> when storage last said it was not signed out
         self._lock = threading.Lock()
 
     def start(self, token: str) -> tuple[str, Session] | None:
@@ -58,7 +61,7 @@ class Sessions:
         if key is None:  # revoked between the two reads
             return None
         expires = int(time.time()) + self.seconds
-        nonce = secrets.token_urlsafe(16)
+        nonce = secrets.token_hex(16)
         payload = f"{name}.{expires}.{nonce}"
         return f"{payload}.{_sign(key, 'session', payload)}", Session(name, expires, nonce, _sign(key, "csrf", nonce))
 
@@ -68,7 +71,7 @@ class Sessions:
         if not cookie or len(cookie) > 300 or cookie.count(".") != 3:
             return None
         name, expires_text, nonce, signature = cookie.split(".")
-        if not is_id(name) or not expires_text.isdigit():
+        if not is_id(name) or not expires_text.isdigit() or not _NONCE.fullmatch(nonce):
             return None
         expires = int(expires_text)
         key = self._key(name)
@@ -76,15 +79,29 @@ class Sessions:
             return None
         if not hmac.compare_digest(_sign(key, "session", f"{name}.{expires}.{nonce}"), signature):
             return None
-        if expires <= time.time() or nonce in self._ended:
+        if expires <= time.time() or self._ended(nonce):
             return None
         return Session(name, expires, nonce, _sign(key, "csrf", nonce))
 
     def end(self, session: Session) -> None:
-        now = time.time()
+        self.storage.end_session(session.nonce, session.expires)
         with self._lock:
-            self._ended = {n: e for n, e in self._ended.items() if e > now}  # forget what expired anyway
-            self._ended[session.nonce] = session.expires
+            self._live.pop(session.nonce, None)
+
+    def _ended(self, nonce: str) -> bool:
+        """Signed out (here or on another server)? Storage is asked again
+        after ``cache_seconds``; a signed-out session is never cached."""
+        now = time.monotonic()
+        fresh = self.verifier.cache_seconds
+        if nonce in self._live and now - self._live[nonce] < fresh:
+            return False
+        if self.storage.session_ended(nonce):
+            return True
+        with self._lock:
+            if len(self._live) > 10_000:  # mostly sessions that ended long ago
+                self._live = {n: t for n, t in self._live.items() if now - t < fresh}
+            self._live[nonce] = now
+        return False
 
     def _key(self, name: str) -> bytes | None:
         """The signing key of a token's sessions, from its stored hash."""

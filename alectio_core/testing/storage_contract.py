@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -330,6 +331,17 @@ class StorageContract:
         assert storage.list_loop_states(other) == []
         with pytest.raises(NotFoundError):
             storage.get_loop_state(other, 0)
+
+    def test_all_loop_states_are_each_experiments_list(self, storage: Storage, experiment: dict):
+        other, idle = new_id(), new_id()
+        storage.create_experiment({"id": other})
+        storage.create_experiment({"id": idle})
+        for loop in (1, 0):
+            storage.put_loop_state(experiment["id"], loop, {"loop": loop, "status": "done"})
+        storage.put_loop_state(other, 0, {"loop": 0, "status": "running"})
+        everything = storage.list_all_loop_states()
+        for eid in (experiment["id"], other, idle):
+            assert everything.get(eid, []) == storage.list_loop_states(eid)
 
     def test_unknown_loop_not_found(self, storage: Storage, experiment: dict):
         with pytest.raises(NotFoundError):
@@ -977,6 +989,32 @@ class StorageContract:
         assert [t["name"] for t in storage.list_tokens()] == ["alice"] and storage.get_token("ci") is None
         storage.put_token(records[0])  # the name again: a new token, never used
         assert {t["name"]: t["last_used"] for t in storage.list_tokens()} == {"ci": None, "alice": None}
+
+    # ------------------------------------------------------------------
+    # Dashboard sessions signed out
+    # ------------------------------------------------------------------
+
+    def test_a_signed_out_session_is_recorded(self, storage: Storage):
+        ended, other = uuid.uuid4().hex, uuid.uuid4().hex
+        assert storage.session_ended(ended) is False
+        storage.end_session(ended, time.time() + 3600)
+        storage.end_session(ended, time.time() + 3600)  # twice: no error
+        assert storage.session_ended(ended) is True and storage.session_ended(other) is False
+        for bad in ("../" + "a" * 29, "A" * 32, "a" * 31, "", None):
+            with pytest.raises(ValidationError):
+                storage.end_session(bad, time.time())  # type: ignore[arg-type]
+            with pytest.raises(ValidationError):
+                storage.session_ended(bad)  # type: ignore[arg-type]
+
+    def test_a_signed_out_session_is_seen_by_a_second_handle(self, storage: Storage, reopen):
+        ended = uuid.uuid4().hex
+        other = reopen()
+        try:
+            assert other.session_ended(ended) is False
+            storage.end_session(ended, time.time() + 3600)
+            assert other.session_ended(ended) is True
+        finally:
+            other.close()
 
 
 def assert_chunks_equal(got, expected) -> None:

@@ -20,6 +20,7 @@ Layout::
     experiments/{id}/loops/{k}/lease.json     {"version": v, "record": {...}}, changed under lease.lock
     tokens/{name}.json
     tokens/{name}.used.json                   {"last_used": ...}, beside the record
+    sessions/ended/{id}.json                  {"expires": ...}: a dashboard session signed out
     .trash/                                   deleted experiments, while they are removed
 
 Every file is written to a temporary name and renamed into place, so a
@@ -51,7 +52,7 @@ import numpy as np
 
 from alectio_core import hookimpl
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_id, contained, parse_url
 
 #: The folder of an attempt holding each part of its infer outputs.
 PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
@@ -420,6 +421,14 @@ class FolderStorage(Storage):
         # Beside the record, never rewriting it: a touch racing a revoke
         # cannot bring the token back (a stray stamp belongs to no record).
         self._write_json(self._token(name, ".used.json"), {"last_used": when})
+
+    # -- dashboard sessions signed out -------------------------------------
+
+    def end_session(self, session_id: str, expires: float) -> None:
+        self._write_json(self.root / "sessions" / "ended" / f"{check_session_id(session_id)}.json", {"expires": expires})
+
+    def session_ended(self, session_id: str) -> bool:
+        return (self.root / "sessions" / "ended" / f"{check_session_id(session_id)}.json").is_file()
 
 
 class FolderSink(OutputSink):
