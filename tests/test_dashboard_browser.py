@@ -135,7 +135,13 @@ def assert_no_console_errors(browser) -> None:
 
 
 def shoot(browser, tmp_path: Path, name: str) -> None:
-    save_screenshot(browser, tmp_path, f"dashboard-{name}")
+    """The whole page at 1280 px wide, and at phone width."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": min(height, 1600), "deviceScaleFactor": 1, "mobile": False})
+    try:
+        save_screenshot(browser, tmp_path, f"dashboard-{name}")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 740, "deviceScaleFactor": 1, "mobile": True})
     try:
         save_screenshot(browser, tmp_path, f"dashboard-{name}-phone")
@@ -258,7 +264,7 @@ def test_a_loop_runs_live_on_the_experiment_page_and_the_curve_gains_a_point(sig
 
     release(infer_hold)
     until(browser, "document.querySelectorAll('.series.c0 circle').length === 1", "the curve's first point")
-    until(browser, "document.querySelector('.live').hidden", "the live panel to go once the loop is done")
+    until(browser, "getComputedStyle(document.querySelector('.live')).display === 'none'", "the live panel to go once the loop is done")
     assert loop_status(browser, 0) == "done"
     assert_not_reloaded(browser)
     point = find(browser, ".series.c0 circle")
@@ -305,6 +311,7 @@ def test_a_loop_runs_live_on_the_experiment_page_and_the_curve_gains_a_point(sig
     until(browser, "document.querySelector('tr[data-loop=\"1\"] .status')?.textContent === 'cancelled'", "loop 1 cancelled")
     assert rest.get(f"/api/v1/experiments/{experiment['id']}/loops/1")["status"] == "cancelled"
     assert find(browser, "#cancel-loop").get_attribute("disabled") is not None
+    assert not find(browser, ".live").is_displayed()
     assert_not_reloaded(browser)
     assert_no_console_errors(browser)
 
@@ -342,6 +349,9 @@ def test_label_a_selection_by_hand_and_the_next_loop_starts(signed, tmp_path):
     until(browser, "document.querySelector('.message').textContent.includes('Stored')", "the labels to be stored")
     assert "Stored 4 labels and 1 skips; 1 records of loop 0 still need one." in find(browser, ".message").text
     assert rest.get(f"/api/v1/experiments/{experiment['id']}/loops")["loops"] == []  # not complete: no loop yet
+    stored_cells = [r.find_element("css selector", "td[data-label='Stored label']").text for r in rows]
+    assert stored_cells == ["even", "odd", "skipped", "", "odd", "even"]
+    assert find(browser, ".count").text == "5 of 6 labelled or skipped"
     save_screenshot(browser, tmp_path, "dashboard-selection")
 
     browser.execute_script("arguments[0].focus()", rows[3])

@@ -20,13 +20,15 @@ export async function selectionPage(root, id, loop) {
   const count = h("span", { class: "count" });
   let current = 0;
 
+  const storedCells = [];
+  const storedText = (row) => (row.skipped ? "skipped" : className(row.label, classes));
   const rows = selection.rows.map((row, i) => {
     const tr = h("tr", { "data-index": row.index, tabindex: labelling ? (i === 0 ? 0 : -1) : null });
-    const stored = row.skipped ? "skipped" : className(row.label, classes);
     const cells = [
       ["#", i + 1], ["Reference", row.reference], ["Index", row.index], ["Score", number(row.score)],
-      ["Prediction", className(row.prediction, classes)], ["Stored label", stored],
+      ["Prediction", className(row.prediction, classes)], ["Stored label", storedText(row)],
     ].map(([name, value]) => h("td", { "data-label": name }, value));
+    storedCells.push(cells[5]);
     if (labelling) {
       const buttons = classes.map((name, c) => {
         const b = h("button", { type: "button", class: "choice", "aria-pressed": "false", "data-class": name,
@@ -94,6 +96,11 @@ export async function selectionPage(root, id, loop) {
       try {
         const stored = await api(`${path}/labels`, { method: "POST", body: { labels, skip } });
         choices.clear();
+        selection.rows = (await api(`${path}/loops/${loop}/selection`)).rows; // what is stored now
+        selection.rows.forEach((row, i) => {
+          storedCells[i].textContent = storedText(row);
+          refresh(i);
+        });
         let text = `Stored ${stored.stored} labels and ${stored.skipped} skips; ${stored.missing} records of loop ${stored.loop} still need one.`;
         if (stored.missing === 0 && startNext.checked) {
           const started = await api(`${path}/loops`, { method: "POST" });
