@@ -105,7 +105,8 @@ def until(browser, script: str, what: str, timeout: float = 20):
 
 
 def open_page(browser, dashboard: Dashboard, route: str, page: str) -> None:
-    """Go to a hash route and wait until its page has rendered."""
+    """Load the dashboard afresh at a hash route and wait until its page has rendered."""
+    browser.get("about:blank")
     browser.get(f"{dashboard.url}/#{route}")
     until(browser, f"document.body.dataset.rendered === {page!r} && location.hash === {('#' + route)!r}", f"the {page} page")
 
@@ -188,6 +189,22 @@ def test_experiments_page_shows_each_experiment_and_filters_by_model(tmp_path, s
         until(browser, f"document.body.dataset.rendered === 'experiment' && location.hash === '#/e/{digits['id']}'", "the experiment page")
         assert find(browser, "h1").text == f"Experiment {digits['id']}"
         assert_no_console_errors(browser)
+
+        # Margin against random on the digits: two curves on one chart.
+        random_digits = rest.create(model="digits_lr", strategy="random", batch_size=10, initial=20, loops=2)
+        for experiment in (digits, random_digits):
+            rest.run_loop(experiment["id"])
+            rest.run_loop(experiment["id"])
+        open_page(browser, dashboard, f"/e/{digits['id']}", "experiment")
+        find(browser, f"input[data-overlay='{random_digits['id']}']").click()
+        until(browser, "document.querySelectorAll('.chart .series circle').length === 4", "both curves")
+        lines = {g.get_attribute("data-series"): len(g.find_elements("css selector", "circle")) for g in find_all(browser, ".chart .series")}
+        assert lines == {f"{digits['id']} (entropy)": 2, f"{random_digits['id']} (random)": 2}
+        assert {e.get_attribute("data-overlay") for e in find_all(browser, "input[data-overlay]")} == {random_digits["id"]}  # same model only
+        find(browser, "#all-models").click()
+        until(browser, "document.querySelectorAll('input[data-overlay]').length === 3", "experiments of every model")
+        assert_no_console_errors(browser)
+        shoot(browser, tmp_path, "experiment-compare")
     finally:
         dashboard.server.stop()
 

@@ -76,14 +76,14 @@ export function heatmap(matrix, names) {
   const n = matrix.length, cell = n > 12 ? 22 : 40, left = 90, top = 70;
   const max = Math.max(1, ...matrix.flat());
   const size = { w: left + n * cell + 4, h: top + n * cell + 4 };
-  const svg = s("svg", { viewBox: `0 0 ${size.w} ${size.h}`, class: "heatmap", role: "img",
+  const svg = s("svg", { viewBox: `0 0 ${size.w} ${size.h}`, width: size.w, height: size.h, class: "heatmap", role: "img",
     "aria-label": "confusion matrix: rows are true classes, columns predicted classes" });
   const label = (i) => String(names?.[i] ?? i).slice(0, 12);
   for (let j = 0; j < n; j++) {
     const x = left + j * cell + cell / 2;
     svg.append(s("text", { x, y: top - 6, transform: `rotate(-45 ${x} ${top - 6})`, class: "tick" }, label(j)));
   }
-  svg.append(s("text", { x: left, y: 12, class: "label" }, "predicted →"));
+  svg.append(s("text", { x: left, y: 12, class: "label" }, "predicted →"), s("text", { x: 2, y: top - 6, class: "label" }, "true ↓"));
   matrix.forEach((row, i) => {
     svg.append(s("text", { x: left - 6, y: top + i * cell + cell / 2 + 4, "text-anchor": "end", class: "tick" }, label(i)));
     row.forEach((v, j) => {

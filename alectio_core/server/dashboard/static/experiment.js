@@ -7,6 +7,13 @@ import { h, show, when, seconds, number, rendered } from "./dom.js";
 import { lineChart, legend, heatmap } from "./charts.js";
 
 const ACTIVE = new Set(["queued", "running"]);
+const STAGES = ["train", "test", "metrics", "infer", "select"]; // a loop's order; others after
+
+function stageTimes(times) {
+  const rank = (stage) => (STAGES.includes(stage) ? STAGES.indexOf(stage) : STAGES.length);
+  return Object.entries(times || {}).sort((a, b) => rank(a[0]) - rank(b[0]))
+    .map(([stage, t]) => `${stage} ${seconds(t)}`).join(" · ");
+}
 const POLL_MS = 2000;
 
 function numericMetrics(curve) {
@@ -53,7 +60,7 @@ export async function experimentPage(root, id, onLeave) {
     const items = [["Model", e.model], ["Strategy", e.strategy || "(labeller)"], ["Labels", e.labels_mode],
       ["Task", e.task], ["Batch", e.batch_size], ["Initial", e.initial], ["Loops done", `${e.loops_done} / ${e.loops}`],
       ["Seed", e.seed], ["Pool", e.pool_size], ["Created", when(e.created)]];
-    show(header, h("dl", null, items.map(([k, v]) => [h("dt", null, k), h("dd", null, v ?? "")])));
+    show(header, h("dl", null, items.map(([k, v]) => h("div", null, h("dt", null, k), h("dd", null, v ?? "")))));
   }
 
   function renderActions() {
@@ -143,7 +150,7 @@ export async function experimentPage(root, id, onLeave) {
           l.loop,
           [h("span", { class: `status ${l.status}` }, l.status), l.error ? h("div", { class: "error" }, l.error) : null],
           l.labeled ?? "",
-          Object.entries(l.stage_times || {}).map(([stage, t]) => `${stage} ${seconds(t)}`).join(" · "),
+          stageTimes(l.stage_times),
           perClass(l.metrics?.num_queried_per_class || l.per_class_counts),
           h("a", { href: `#/e/${encodeURIComponent(id)}/loops/${l.loop}` }, `loop ${l.loop}`),
         ];
