@@ -183,6 +183,9 @@ def test_the_installed_command_lists_runs_and_serves(alectio, tmp_path):
 
             assert wait_for(up, timeout=120, interval=0.2, what="alectio serve to answer").json() == {"status": "ok"}
             assert requests.get(f"{url}/api/v1/models", timeout=10).status_code == 401
+            # the dashboard's files come from the installed package
+            assert 'name="token"' in requests.get(f"{url}/", timeout=10).text
+            assert requests.get(f"{url}/static/app.js", timeout=10).status_code == 200
             # the first listing imports every model plugin (torch for the examples)
             models = requests.get(f"{url}/api/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=300)
             assert models.status_code == 200
