@@ -413,3 +413,27 @@ def test_the_page_polls_the_loop_when_events_cannot_connect(signed, hold):
     finally:
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urlPatterns": []})
         browser.execute_cdp_cmd("Network.disable", {})
+
+
+def test_an_api_call_after_the_session_expired_shows_the_sign_in_form(tmp_path, slow_model, fresh_browser):
+    browser = fresh_browser
+    storage = f"sqlite:///{tmp_path}/dashboard.db"
+    store = open_storage(storage)
+    try:
+        token = create_token(store, "browser")
+    finally:
+        store.close()
+    server = Server(tmp_path, storage, "dashboard", config={"server": {"session_seconds": 2}}, env={"ALECTIO_LOAD_PLUGINS": "slow_test"})
+    try:
+        dashboard = Dashboard(server, token, storage)
+        sign_in(browser, dashboard)
+        until(browser, "document.body.dataset.rendered === 'experiments'", "the experiments page")
+        cookie = {"alectio_session": browser.get_cookie("alectio_session")["value"]}
+        wait_for(lambda: requests.get(f"{dashboard.url}/api/v1/experiments", cookies=cookie, timeout=5).status_code == 401,
+                 timeout=20, interval=0.2, what="the session to expire")
+        find(browser, "a[href='#/new']").click()  # the page asks the API: 401
+        until(browser, "document.querySelector('input[name=token]') !== null", "the sign-in form")
+        assert browser.current_url.rstrip("/") == dashboard.url
+        assert [m for m in console_errors(browser) if "status of 401" not in m] == []
+    finally:
+        server.stop()

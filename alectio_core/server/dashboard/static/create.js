@@ -4,9 +4,6 @@
 import { api, ApiError } from "./api.js";
 import { h, show, rendered } from "./dom.js";
 
-// The errors that name an unknown plugin rather than carrying "field".
-const FIELD_OF_CODE = { unknown_model: "model", unknown_strategy: "strategy" };
-
 function field(name, label, input, hint) {
   input.id = `f-${name}`;
   input.name = name;
@@ -57,7 +54,7 @@ export async function createPage(root) {
       window.location.hash = `#/e/${encodeURIComponent(made.id)}`;
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      const name = err.field || FIELD_OF_CODE[err.code];
+      const name = err.field;
       const input = name && form.elements[name];
       if (input) {
         form.querySelector(`#e-${name}`).textContent = err.message;

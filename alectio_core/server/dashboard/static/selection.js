@@ -1,6 +1,8 @@
 // A loop's selection, best first. In labels mode "alectio" a person labels
-// it here: a click or a key per record (1..9 the first nine classes, s
-// skip, arrows or j/k to move), then Submit stores them all at once.
+// a classification task's records here: a click or a key per record (1..9
+// the first nine classes, s skip, arrows or j/k to move), then Submit
+// stores them all at once. Other tasks' labels are not one click: they go
+// through `alectio export` / `alectio labels import` or a labeller.
 
 import { api, ApiError, experimentPath } from "./api.js";
 import { h, show, number, className, rendered } from "./dom.js";
@@ -11,7 +13,7 @@ export async function selectionPage(root, id, loop) {
   const path = experimentPath(id);
   const [experiment, selection] = await Promise.all([api(path), api(`${path}/loops/${loop}/selection`)]);
   const classes = experiment.labels || [];
-  const labelling = experiment.labels_mode === "alectio" && classes.length > 0;
+  const labelling = experiment.labels_mode === "alectio" && experiment.task === "classification" && classes.length > 0;
   const choices = new Map(); // index -> class name, or SKIP: what this page will submit
   const autoNext = document.querySelector('meta[name="auto-next"]')?.content === "true";
   const startNext = h("input", { type: "checkbox", id: "start-next", checked: autoNext });
@@ -41,7 +43,6 @@ export async function selectionPage(root, id, loop) {
       cells.push(h("td", { "data-label": "Label", class: "choices" }, buttons, skip));
     }
     tr.append(...cells);
-    tr.addEventListener("focus", () => { current = i; });
     return tr;
   });
 
@@ -57,9 +58,8 @@ export async function selectionPage(root, id, loop) {
 
   function move(i) {
     if (i < 0 || i >= rows.length) return;
-    rows[current].tabIndex = -1;
+    rows.forEach((row, j) => { row.tabIndex = j === i ? 0 : -1; }); // Tab comes back to this row
     current = i;
-    rows[i].tabIndex = 0;
     rows[i].focus();
   }
 
@@ -75,6 +75,10 @@ export async function selectionPage(root, id, loop) {
     h("tbody", null, rows));
 
   if (labelling) {
+    table.addEventListener("focusin", (event) => { // a row, or a button in it
+      const i = rows.indexOf(event.target.closest("tr"));
+      if (i >= 0) current = i;
+    });
     table.addEventListener("keydown", (event) => {
       if (event.altKey || event.ctrlKey || event.metaKey) return;
       const key = event.key;
