@@ -131,6 +131,29 @@ def assert_fits_phone(browser) -> None:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+FOCUSED = """
+const el = document.activeElement, style = getComputedStyle(el);
+const id = el.id || (el.dataset.overlay ? "overlay-" + el.dataset.overlay : "")
+  || (el.classList.contains("point") ? "point" : "") || (el.closest("tr[data-loop]") ? "loop-link" : el.tagName.toLowerCase());
+const ring = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
+return {id, visible: ring || (el.classList.contains("point") && parseFloat(style.strokeWidth) >= 3)};
+"""
+
+
+def tab_through(browser, presses: int) -> list[dict]:
+    """Press Tab ``presses`` times from the top of the page; what had focus
+    after each press, and whether its focus showed."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    reached = []
+    for _ in range(presses):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        reached.append(browser.execute_script(FOCUSED))
+    return reached
+
+
 def assert_no_console_errors(browser) -> None:
     assert console_errors(browser) == []
 
@@ -205,6 +228,16 @@ def test_experiments_page_shows_each_experiment_and_filters_by_model(tmp_path, s
         until(browser, "document.querySelectorAll('input[data-overlay]').length === 3", "experiments of every model")
         assert_no_console_errors(browser)
         shoot(browser, tmp_path, "experiment-compare")
+
+        # By keyboard alone: Tab reaches every control in reading order, its focus visible.
+        open_page(browser, dashboard, f"/e/{digits['id']}", "experiment")
+        reached = tab_through(browser, 30)
+        order = [r["id"] for r in reached]
+        for control in ("metric", "point", "all-models", f"overlay-{random_digits['id']}", "loop-link"):
+            assert control in order, (control, order)
+        assert "start-loop" not in order  # every loop has run: the button is disabled
+        assert order.index("metric") < order.index("point") < order.index("all-models") < order.index("loop-link")
+        assert all(r["visible"] for r in reached if r["id"] != "body"), reached  # body: past the last control
     finally:
         dashboard.server.stop()
 
@@ -233,6 +266,7 @@ def test_create_an_experiment_from_the_form_after_a_field_error(signed, tmp_path
     assert signed.rest.get("/api/v1/experiments")["experiments"] == []  # nothing stored
     # The refused request is the only console error: the browser reports the 400.
     assert [m for m in console_errors(browser) if "status of 400" not in m] == []
+    assert_fits_phone(browser)
     shoot(browser, tmp_path, "new-experiment")
 
     field = find(browser, "#f-batch_size")
