@@ -7,6 +7,7 @@ import { h, show, when, seconds, number, rendered } from "./dom.js";
 import { lineChart, legend, heatmap } from "./charts.js";
 
 const ACTIVE = new Set(["queued", "running"]);
+const POLL_MS = 2000;
 const STAGES = ["train", "test", "metrics", "infer", "select"]; // a loop's order; others after
 
 function stageTimes(times) {
@@ -14,12 +15,19 @@ function stageTimes(times) {
   return Object.entries(times || {}).sort((a, b) => rank(a[0]) - rank(b[0]))
     .map(([stage, t]) => `${stage} ${seconds(t)}`).join(" · ");
 }
-const POLL_MS = 2000;
 
 function numericMetrics(curve) {
   const names = new Set();
   for (const point of curve) for (const [k, v] of Object.entries(point.metrics || {})) if (typeof v === "number") names.add(k);
   return names;
+}
+
+// A square matrix of counts, small enough to draw cell by cell (a
+// multilabel task's per-class 2 x 2 matrices, or thousands of classes, are not).
+const MAX_CLASSES = 50;
+function isMatrix(m) {
+  return Array.isArray(m) && m.length > 0 && m.length <= MAX_CLASSES
+    && m.every((row) => Array.isArray(row) && row.length === m.length && row.every((v) => typeof v === "number"));
 }
 
 function perClass(counts) {
@@ -156,7 +164,7 @@ export async function experimentPage(root, id, onLeave) {
         ];
         return h("tr", { "data-loop": l.loop }, cells.map((c, i) => h("td", { "data-label": columns[i] }, c)));
       })));
-    const matrices = rows.filter((l) => Array.isArray(l.metrics?.confusion_matrix)).reverse().map((l, i) =>
+    const matrices = rows.filter((l) => isMatrix(l.metrics?.confusion_matrix)).reverse().map((l, i) =>
       h("details", { open: i === 0, class: "matrix" },
         h("summary", null, `Loop ${l.loop}: confusion matrix`),
         heatmap(l.metrics.confusion_matrix, l.metrics.class_names || e.labels)));
@@ -169,6 +177,7 @@ export async function experimentPage(root, id, onLeave) {
     renderLive();
     renderActions();
     if (!before || before.status !== state.status) {
+      if (before && !ACTIVE.has(state.status)) message.textContent = `Loop ${state.loop} ${state.status}.`;
       renderLoops();
       if (state.status === "done") renderChart();
     }
