@@ -16,12 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from browser_support import Dashboard, browser, console_errors, console_log, fresh_browser, save_screenshot, sign_in  # noqa: F401
-from server_support import Server, hold, release, slow_model, wait_for  # noqa: F401
-
-from alectio_core.storage import open_storage
-from alectio_core.tokens import create_token
-
+from browser_support import Dashboard, browser, console_errors, fresh_browser, save_screenshot, sign_in, start_dashboard  # noqa: F401
+from server_support import hold, release, slow_model, wait_for  # noqa: F401
 
 
 # -- helpers ----------------------------------------------------------------
@@ -57,16 +53,6 @@ class Rest:
         )
 
 
-def start(tmp: Path, models: str = "slow_test") -> Dashboard:
-    storage = f"sqlite:///{tmp}/dashboard.db"
-    store = open_storage(storage)
-    try:
-        token = create_token(store, "browser")
-    finally:
-        store.close()
-    return Dashboard(Server(tmp, storage, "dashboard", env={"ALECTIO_LOAD_PLUGINS": models}), token, storage)
-
-
 @dataclass
 class Signed:
     """A browser signed in to a running dashboard, and the API beside it."""
@@ -78,7 +64,7 @@ class Signed:
 
 @pytest.fixture
 def signed(tmp_path, slow_model, fresh_browser):
-    dashboard = start(tmp_path)
+    dashboard = start_dashboard(tmp_path)
     try:
         sign_in(fresh_browser, dashboard)
         until(fresh_browser, "document.body.dataset.rendered === 'experiments'", "the experiments page after signing in")
@@ -178,7 +164,7 @@ def shoot(browser, tmp_path: Path, name: str) -> None:
 
 def test_experiments_page_shows_each_experiment_and_filters_by_model(tmp_path, slow_model, fresh_browser, test_site):
     browser = fresh_browser
-    dashboard = start(tmp_path, models="slow_test,digits_lr")
+    dashboard = start_dashboard(tmp_path, env={"ALECTIO_LOAD_PLUGINS": "slow_test,digits_lr"})
     try:
         rest = Rest(dashboard)
         ran = rest.create(strategy="margin", batch_size=5, initial=10, loops=3)
@@ -451,15 +437,8 @@ def test_the_page_polls_the_loop_when_events_cannot_connect(signed, hold):
 
 def test_an_api_call_after_the_session_expired_shows_the_sign_in_form(tmp_path, slow_model, fresh_browser):
     browser = fresh_browser
-    storage = f"sqlite:///{tmp_path}/dashboard.db"
-    store = open_storage(storage)
+    dashboard = start_dashboard(tmp_path, config={"server": {"session_seconds": 2}})
     try:
-        token = create_token(store, "browser")
-    finally:
-        store.close()
-    server = Server(tmp_path, storage, "dashboard", config={"server": {"session_seconds": 2}}, env={"ALECTIO_LOAD_PLUGINS": "slow_test"})
-    try:
-        dashboard = Dashboard(server, token, storage)
         sign_in(browser, dashboard)
         until(browser, "document.body.dataset.rendered === 'experiments'", "the experiments page")
         cookie = {"alectio_session": browser.get_cookie("alectio_session")["value"]}
@@ -470,4 +449,4 @@ def test_an_api_call_after_the_session_expired_shows_the_sign_in_form(tmp_path, 
         assert browser.current_url.rstrip("/") == dashboard.url
         assert [m for m in console_errors(browser) if "status of 401" not in m] == []
     finally:
-        server.stop()
+        dashboard.server.stop()
