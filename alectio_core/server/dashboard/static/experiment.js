@@ -156,7 +156,7 @@ export async function experimentPage(root, id, onLeave) {
       h("tbody", null, rows.map((l) => {
         const cells = [
           l.loop,
-          [h("span", { class: `status ${l.status}` }, l.status), l.error ? h("div", { class: "error" }, l.error) : null],
+          h("div", null, h("span", { class: `status ${l.status}` }, l.status), l.error ? h("div", { class: "error" }, l.error) : null),
           l.labeled ?? "",
           stageTimes(l.stage_times),
           perClass(l.metrics?.num_queried_per_class || l.per_class_counts),
@@ -242,7 +242,7 @@ export async function experimentPage(root, id, onLeave) {
   }
   startButton.addEventListener("click", () => act(startButton, async () => {
     const started = await api(`${path}/loops`, { method: "POST" });
-    message.textContent = `Loop ${started.loop} queued.`;
+    message.textContent = `Loop ${started.loop} started.`;
     onLoop(await api(`${path}/loops/${started.loop}`));
   }));
   cancelButton.addEventListener("click", () => act(cancelButton, async () => {

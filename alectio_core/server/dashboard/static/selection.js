@@ -40,7 +40,7 @@ export async function selectionPage(root, id, loop) {
       });
       const skip = h("button", { type: "button", class: "choice skip", "aria-pressed": "false", "data-class": "", title: "key s" }, "s skip");
       skip.addEventListener("click", () => choose(i, SKIP));
-      cells.push(h("td", { "data-label": "Label", class: "choices" }, buttons, skip));
+      cells.push(h("td", { "data-label": "Label", class: "choices" }, h("div", null, buttons, skip)));
     }
     tr.append(...cells);
     return tr;
