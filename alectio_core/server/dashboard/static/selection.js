@@ -47,7 +47,8 @@ export async function selectionPage(root, id, loop) {
   });
 
   function refresh(i) {
-    const choice = choices.get(selection.rows[i].index);
+    const row = selection.rows[i];
+    const choice = choices.has(row.index) ? choices.get(row.index) : row.skipped ? SKIP : className(row.label, classes);
     for (const b of rows[i].querySelectorAll("button.choice")) {
       const pressed = choice === SKIP ? b.classList.contains("skip") : b.dataset.class === choice;
       b.setAttribute("aria-pressed", String(pressed));
