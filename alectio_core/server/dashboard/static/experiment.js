@@ -156,7 +156,9 @@ export async function experimentPage(root, id, onLeave) {
       h("tbody", null, rows.map((l) => {
         const cells = [
           l.loop,
-          h("div", null, h("span", { class: `status ${l.status}` }, l.status), l.error ? h("div", { class: "error" }, l.error) : null),
+          h("div", null, h("span", { class: `status ${l.status}` }, l.status),
+            l.error ? h("div", { class: "error" }, l.error) : null,
+            l.stop ? h("div", { class: "stop" }, `stopped by ${l.stop.criterion}: ${l.stop.reason}`) : null),
           l.labeled ?? "",
           stageTimes(l.stage_times),
           perClass(l.metrics?.num_queried_per_class || l.per_class_counts),
