@@ -89,15 +89,16 @@ class Dashboard:
         return self.server.url
 
 
-def start_dashboard(tmp: Path, config: dict | None = None, name: str = "dashboard") -> Dashboard:
-    """``alectio serve`` on a fresh SQLite file in ``tmp`` holding one token."""
+def start_dashboard(tmp: Path, config: dict | None = None, name: str = "dashboard", env: dict | None = None) -> Dashboard:
+    """``alectio serve`` on a fresh SQLite file in ``tmp`` holding one token
+    (``env``: e.g. ``{"ALECTIO_LOAD_PLUGINS": "slow_test,digits_lr"}`` for a second model)."""
     storage = f"sqlite:///{tmp}/{name}.db"
     store = open_storage(storage)
     try:
         token = create_token(store, "browser")
     finally:
         store.close()
-    return Dashboard(Server(tmp, storage, name, config=config), token, storage)
+    return Dashboard(Server(tmp, storage, name, config=config, env=env), token, storage)
 
 
 @pytest.fixture
