@@ -214,3 +214,19 @@ def test_alectio_run_honours_the_executor_section(tmp_path):
         assert [s["status"] for s in storage.list_loop_states(experiment["id"])] == ["done", "done"]
     finally:
         storage.close()
+
+
+def test_shards_asking_for_more_than_the_cluster_has_are_named_in_the_log(tmp_path, caplog):
+    """Ray keeps such a task waiting (an autoscaler may add a node): the log
+    says why the loop does not move, and a cancel still ends it."""
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    ray = engine(storage, {"shards": 2, "num_gpus_per_shard": 1})
+    eid = create(ray, "gpus")
+    cancel = threading.Event()
+    with pytest.raises(LoopCancelled):
+        ray.run_loop(eid, 0, cancel=cancel, on_stage=lambda stage, state: stage == "infer" and cancel.set())
+    assert (
+        "each shard asks for 1 GPU (executor.num_gpus_per_shard) and the Ray cluster has 0 now: "
+        "the shards wait until a node with them joins (cancel the loop to stop waiting)"
+    ) in caplog.text
+    storage.close()
