@@ -9,6 +9,7 @@ its config says so.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -229,4 +230,18 @@ def test_shards_asking_for_more_than_the_cluster_has_are_named_in_the_log(tmp_pa
         "each shard asks for 1 GPU (executor.num_gpus_per_shard) and the Ray cluster has 0 now: "
         "the shards wait until a node with them joins (cancel the loop to stop waiting)"
     ) in caplog.text
+    storage.close()
+
+
+def test_shards_that_disagree_on_widths_fail_the_loop_naming_both(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    ray = engine(storage, {"shards": 2})
+    eid = create(ray, "widths", wide_when_scoring=299)  # the last record: in the second shard
+    with pytest.raises(ShardError) as failed:
+        ray.run_loop(eid, 0)
+    message = str(failed.value)
+    shard1 = re.escape("shard 1 of 2 (") + r"\d+ unlabeled records, indices \d+\.\.\d+\)"
+    shard2 = re.escape("shard 2 of 2 (") + r"\d+ unlabeled records, indices \d+\.\.299\)"
+    assert re.fullmatch(f"infer ({shard1}|{shard2}) wrote output rows of width [34], but ({shard1}|{shard2}) wrote width [34]", message), message
+    assert ray.get_loop(eid, 0)["status"] == "failed"
     storage.close()
