@@ -8,7 +8,9 @@ start of select, so a loop that stops does not pay for it, or in infer on
 the last loop, so an experiment extended with more loops can pick). Between
 stages, and once per stored chunk of infer outputs, the run checks for a
 cancel and that this process still holds the loop's lease; it records each
-stage and infer's progress in the loop's state. Everything it stores goes under this
+stage and infer's progress in the loop's state. Infer runs where the
+engine's executor puts it (:mod:`.executors`: this process, or shards on a
+Ray cluster). Everything it stores goes under this
 attempt until one commit publishes it; a failure is recorded in the
 loop's state (with the message) and the attempt's staged results dropped.
 :meth:`alectio_core.engine.Engine.run_loop` claims the loop and runs it.

@@ -253,7 +253,15 @@ SCHEMAS: dict[str, dict] = {
             "progress": {
                 "type": ["object", "null"],
                 "description": "records done out of total in the current stage, where known",
-                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+                "properties": {
+                    "done": {"type": "integer"},
+                    "total": {"type": "integer"},
+                    "shards": {
+                        "type": "object",
+                        "description": "infer on the ray executor: shards finished out of all",
+                        "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+                    },
+                },
             },
             "queued_at": _timestamp,
             "started_at": _timestamp,

@@ -207,18 +207,33 @@ class RayExecutor:
     def __init__(self, settings: RaySettings):
         self.settings = settings
         self._task: Any = None
+        self._lock = threading.Lock()  # a server runs several loops at once: one of them starts Ray
 
     def _ray(self) -> Any:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=self.settings.address, include_dashboard=False, logging_level=logging.WARNING)
-        if self._task is None:
-            self._task = ray.remote(run_shard)
+        with self._lock:
+            if not ray.is_initialized():
+                ray.init(address=self.settings.address, include_dashboard=False, logging_level=logging.WARNING)
+            if self._task is None:
+                self._task = ray.remote(run_shard)
         return ray
+
+    def _check_resources(self, ray: Any) -> None:
+        """Say so when no node could run a shard now: Ray keeps such a task
+        waiting (an autoscaler may add the node), and so does the loop."""
+        have = ray.cluster_resources()
+        for key, asked in (("CPU", self.settings.num_cpus_per_shard), ("GPU", self.settings.num_gpus_per_shard)):
+            if asked > have.get(key, 0):
+                log.warning(
+                    "each shard asks for %g %s (executor.num_%ss_per_shard) and the Ray cluster has %g now: "
+                    "the shards wait until a node with them joins (cancel the loop to stop waiting)",
+                    asked, key, key.lower(), have.get(key, 0),
+                )
 
     def score(self, job: ScoreJob) -> None:
         ray = self._ray()
+        self._check_resources(ray)
         count = min(self.settings.shards, job.total)
         bounds = np.linspace(0, job.total, count + 1).astype(int)
         shards = [_Shard(n, job.records[bounds[n] : bounds[n + 1]]) for n in range(count)]

@@ -9,6 +9,7 @@ its config says so.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -22,6 +23,7 @@ from alectio_core.cli import cli
 from alectio_core.config import parse_config
 from alectio_core.engine import Engine
 from alectio_core.errors import LoopCancelled, ShardError
+from alectio_core.leases import LeaseLost
 from alectio_core.storage import open_storage
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
@@ -40,9 +42,9 @@ def store(request, tmp_path):
     storage.close()
 
 
-def engine(storage, executor: dict | None = None) -> Engine:
+def engine(storage, executor: dict | None = None, **sections) -> Engine:
     data = {"executor": {"name": "ray", **executor}} if executor is not None else {}
-    return Engine(storage, parse_config(data, "test.yaml"), chunk_rows=CHUNK_ROWS)
+    return Engine(storage, parse_config({**data, **sections}, "test.yaml"), chunk_rows=CHUNK_ROWS)
 
 
 def create(eng: Engine, eid: str, strategy: str = "diverse_margin", **config) -> str:
@@ -136,9 +138,14 @@ def test_a_model_the_workers_lack_fails_the_loop_saying_to_install_it_on_every_n
     assert "install the model's package on every Ray node" in message
 
 
-def test_cancel_reaches_the_running_shards(tmp_path):
+@pytest.mark.parametrize("stop", ["cancel", "lease"])
+def test_a_cancel_or_a_lost_lease_stops_the_running_shards(tmp_path, stop):
+    """While both shards hold in infer: a cancel (the loop ends cancelled,
+    and can run again), or another server taking the loop's lease over (the
+    loop stops and writes nothing more). Either way the workers are killed,
+    not left running."""
     storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
-    ray = engine(storage, {"shards": 2})
+    ray = engine(storage, {"shards": 2}, server={"lease_seconds": 1.5})  # renewed every 0.5 s
     hold, started = tmp_path / "hold", tmp_path / "started"
     hold.touch()
     eid = create(ray, "held", hold_file=str(hold), started_file=str(started))
@@ -159,17 +166,24 @@ def test_cancel_reaches_the_running_shards(tmp_path):
                 break
             time.sleep(0.05)
         pid = int(started.read_text())
-        cancel.set()
+        if stop == "cancel":
+            cancel.set()
+        else:
+            record, version = storage.read_lease(eid, 0)
+            storage.write_lease(eid, 0, {**record, "owner": "elsewhere:1:x", "expires_at": time.time() + 60}, version)
         runner.join(60)
-        assert isinstance(outcome[0], LoopCancelled)
-        assert ray.get_loop(eid, 0)["status"] == "cancelled"
-        for _ in range(200):  # the held worker is killed, not left waiting on the file
+        assert isinstance(outcome[0], LoopCancelled if stop == "cancel" else LeaseLost)
+        for _ in range(200):  # the held workers are killed, not left waiting on the file
             if not _alive(pid):
                 break
             time.sleep(0.05)
         assert not _alive(pid)
-        hold.unlink()
-        assert ray.run_loop(eid, 0)["status"] == "done"  # rerunnable
+        if stop == "cancel":
+            assert ray.get_loop(eid, 0)["status"] == "cancelled"
+            hold.unlink()
+            assert ray.run_loop(eid, 0)["status"] == "done"  # rerunnable
+        else:
+            assert ray.get_loop(eid, 0)["status"] == "running"  # the other server's to write
     finally:
         hold.unlink(missing_ok=True)
         runner.join(60)
@@ -201,3 +215,33 @@ def test_alectio_run_honours_the_executor_section(tmp_path):
         assert [s["status"] for s in storage.list_loop_states(experiment["id"])] == ["done", "done"]
     finally:
         storage.close()
+
+
+def test_shards_asking_for_more_than_the_cluster_has_are_named_in_the_log(tmp_path, caplog):
+    """Ray keeps such a task waiting (an autoscaler may add a node): the log
+    says why the loop does not move, and a cancel still ends it."""
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    ray = engine(storage, {"shards": 2, "num_gpus_per_shard": 1})
+    eid = create(ray, "gpus")
+    cancel = threading.Event()
+    with pytest.raises(LoopCancelled):
+        ray.run_loop(eid, 0, cancel=cancel, on_stage=lambda stage, state: stage == "infer" and cancel.set())
+    assert (
+        "each shard asks for 1 GPU (executor.num_gpus_per_shard) and the Ray cluster has 0 now: "
+        "the shards wait until a node with them joins (cancel the loop to stop waiting)"
+    ) in caplog.text
+    storage.close()
+
+
+def test_shards_that_disagree_on_widths_fail_the_loop_naming_both(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
+    ray = engine(storage, {"shards": 2})
+    eid = create(ray, "widths", wide_when_scoring=299)  # the last record: in the second shard
+    with pytest.raises(ShardError) as failed:
+        ray.run_loop(eid, 0)
+    message = str(failed.value)
+    shard1 = re.escape("shard 1 of 2 (") + r"\d+ unlabeled records, indices \d+\.\.\d+\)"
+    shard2 = re.escape("shard 2 of 2 (") + r"\d+ unlabeled records, indices \d+\.\.299\)"
+    assert re.fullmatch(f"infer ({shard1}|{shard2}) wrote output rows of width [34], but ({shard1}|{shard2}) wrote width [34]", message), message
+    assert ray.get_loop(eid, 0)["status"] == "failed"
+    storage.close()

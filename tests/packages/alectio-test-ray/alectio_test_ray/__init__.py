@@ -14,6 +14,10 @@ batches. Driven by the experiment's ``config``:
     does not exist yet (it creates it), or every time while the file
     ``kill_switch`` exists. Never in the process ``driver_pid`` names (the
     tests'), where it raises instead.
+``wide_when_scoring``
+    an ``infer`` call whose records include this one writes rows one
+    value wider (a model whose width depends on what it is given: one call
+    cannot tell, shards can).
 ``hold_file`` and ``started_file``
     ``infer`` streams its first batch, writes its process id to
     ``started_file``, then waits
@@ -70,9 +74,10 @@ def _kill_now(config, unlabeled, streamed):
 def infer(unlabeled, writer, ckpt_file, config):
     with open(ckpt_file) as f:
         rng = np.random.default_rng(json.load(f)["seed"])
-    w1, w2 = rng.normal(size=(4, 16)), rng.normal(size=(16, 3))
     unlabeled = list(unlabeled)
     members = set(unlabeled)
+    width = 4 if config.get("wide_when_scoring") in members else 3
+    w1, w2 = rng.normal(size=(4, 16)), rng.normal(size=(16, width))
     streamed = 0
     for start in range(0, len(unlabeled), BATCH):
         batch = unlabeled[start : start + BATCH]
