@@ -39,7 +39,8 @@ export async function createPage(root) {
     event.preventDefault();
     for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
     for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
-    const body = { model: form.elements.model.value, strategy: form.elements.strategy.value, labels: form.elements.labels.value };
+    const body = { model: form.elements.model.value, labels: form.elements.labels.value };
+    if (form.elements.strategy.value) body.strategy = form.elements.strategy.value; // none installed: the server says so
     for (const name of ["batch_size", "initial", "loops", "seed"]) {
       const raw = form.elements[name].value.trim();
       // A number the browser cannot read is sent as text, so the server's message names it.
