@@ -74,7 +74,30 @@ SCHEMAS: dict[str, dict] = {
     "PluginList": {
         "type": "object",
         "required": ["plugins"],
-        "properties": {"plugins": {"type": "array", "items": {"type": "object"}}},
+        "properties": {
+            "plugins": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "group"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"type": "string", "description": "storage, strategy, metrics, stopping, labeller, executor, listener, model"},
+                        "distribution": {"type": ["string", "null"]},
+                        "version": {"type": ["string", "null"]},
+                        "hooks": {"type": "array", "items": {"type": "string"}},
+                        "group": {"type": "string", "description": "the entry-point group: alectio.plugins or alectio.models"},
+                        "provides": {
+                            "type": "object",
+                            "description": "a plugin's names by what they are (models have none): strategies, stopping "
+                            "(criteria), storage (URL schemes), metrics (task types), labellers, executors",
+                            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                        },
+                        "error": {"type": "string", "description": "why it failed to load (the row of a plugin that did not)"},
+                    },
+                },
+            }
+        },
     },
     "ModelList": {
         "type": "object",

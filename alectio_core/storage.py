@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -87,9 +88,9 @@ def cannot(storage: Any, what: str) -> StorageError:
     return StorageError(f"the storage backend {name} cannot {what}: it was written for an older alectio; see docs/storage-plugins.md")
 
 
-def check_session_id(value: Any) -> str:
-    if not (isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)):
-        raise ValidationError(f"invalid session id {value!r}: 32 lowercase hex digits")
+def check_session_digest(value: Any) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValidationError(f"invalid session digest {value!r}: 64 lowercase hex digits")
     return value
 
 
@@ -349,21 +350,30 @@ class Storage(ABC):
         record: a touch racing a ``delete_token`` must never bring the
         token back. Nothing to do for an unknown name."""
 
-    # -- dashboard sessions signed out (see alectio_core.server.sessions) --
+    # -- dashboard sessions (see alectio_core.server.sessions) -----------
 
-    def end_session(self, session_id: str, expires: float) -> None:
-        """Record that the dashboard session ``session_id`` (32 hex digits)
-        was signed out; ``expires`` (unix seconds) is when it would have
-        ended anyway, after which the record may be dropped. Every server
-        sharing the store must then see it in ``session_ended``. This
-        default keeps it in this process only: another server would accept
-        the session until it expires."""
-        check_session_id(session_id)
-        self.__dict__.setdefault("_ended_sessions", {})[session_id] = expires
+    def put_session(self, digest: str, record: Mapping[str, Any]) -> None:
+        """Store a dashboard session under ``digest`` (64 hex digits: the
+        sha256 of the secret in the browser's cookie, never the secret).
+        ``record`` is JSON with at least ``expires`` (unix seconds); records
+        past their ``expires`` are dropped here (or soon after). Every server
+        sharing the store must then see it in ``get_session``. This default
+        keeps it in this process only: another server would not know it."""
+        sessions = self.__dict__.setdefault("_sessions", {})
+        now = time.time()
+        for stale in [d for d, r in list(sessions.items()) if r["expires"] < now]:
+            sessions.pop(stale, None)
+        sessions[check_session_digest(digest)] = dict(record)
 
-    def session_ended(self, session_id: str) -> bool:
-        """Whether ``end_session`` recorded ``session_id``."""
-        return check_session_id(session_id) in self.__dict__.get("_ended_sessions", {})
+    def get_session(self, digest: str) -> dict | None:
+        """The record ``put_session`` stored under ``digest``, or None
+        (never stored, signed out, or expired and dropped)."""
+        return self.__dict__.get("_sessions", {}).get(check_session_digest(digest))
+
+    def delete_session(self, digest: str) -> None:
+        """Signing out: from now on ``get_session(digest)`` is None for every
+        server. Nothing to do for an unknown digest."""
+        self.__dict__.get("_sessions", {}).pop(check_session_digest(digest), None)
 
     def close(self) -> None:
         """Release connections."""

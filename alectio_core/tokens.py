@@ -114,17 +114,15 @@ class TokenVerifier:
             return None
         return self.used(name)
 
-    def stored_hash(self, name: str) -> bytes | None:
-        """The stored keyed hash of the token ``name`` (what dashboard
-        sessions are signed with), or None when it is unknown, revoked or
-        an outdated record. Cached like the record itself."""
+    def fingerprint(self, name: str) -> str | None:
+        """A digest of the token ``name``'s stored record: a dashboard
+        session keeps it, so revoking the token ends the session even if a
+        token of the same name is made again. None when the token is
+        unknown, revoked or an outdated record. Cached like the record."""
         record = self._record(name) if is_id(name) else None
-        if record is None or record.get("algorithm") != ALGORITHM:
+        if record is None or record.get("algorithm") != ALGORITHM or not isinstance(record.get("hash"), str):
             return None
-        try:
-            return bytes.fromhex(record["hash"])
-        except (KeyError, TypeError, ValueError):
-            return None
+        return hashlib.sha256(record["hash"].encode()).hexdigest()[:32]
 
     def _record(self, name: str) -> dict | None:
         """The stored record, from memory while it is fresh."""

@@ -24,7 +24,8 @@ Layout under the prefix, all JSON or ``.npy`` (read with
     experiments/{id}/loops/{k}/attempts/{a}/checkpoint/...
     tokens/{name}.json
     tokens/{name}.used.json                     {"last_used": ...}, beside the record
-    sessions/ended/{id}.json                    {"expires": ...}: a dashboard session signed out
+    sessions/{digest}.json                      a dashboard session: {"token": ..., "expires": ..., ...}
+    sessions/by-expiry/{expires:012d}.{digest}  empty: which sessions to drop, in time order
 
 An experiment is created by writing its pool under a new version, then
 ``experiment.json`` only if absent (``If-None-Match: *``): a refused create
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -66,7 +68,7 @@ import numpy as np
 from alectio_core import s3
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_id, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_digest, contained, parse_url
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ LABEL_READERS = 16
 EXPERIMENT_WRITE_TRIES = 50
 #: The folder of an attempt holding each part of its infer outputs.
 _PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
+#: A dashboard session's expiry marker: ``{expires:012d}.{digest}``.
+_SESSION_MARKER = re.compile(r"([0-9]{12})\.([0-9a-f]{64})")
 #: A chunk a joined manifest lists, relative to the part's folder.
 _SHARD_CHUNK = re.compile(r"^shards/[A-Za-z0-9_-]{1,64}/[0-9]{6}$")
 
@@ -722,19 +726,39 @@ class S3Storage(Storage):
         # left by a touch racing a revoke belongs to no record and is ignored.
         self._put_json(self._token_key(name, ".used.json"), {"last_used": when})
 
-    # -- dashboard sessions signed out -----------------------------------
+    # -- dashboard sessions ----------------------------------------------
 
-    def end_session(self, session_id: str, expires: float) -> None:
-        # Left in place after it expires (a few bytes per sign-out): a bucket
-        # lifecycle rule on sessions/ may expire them.
-        self._put_json(self.key("sessions", "ended", check_session_id(session_id) + ".json"), {"expires": expires})
+    def put_session(self, digest: str, record: Mapping[str, Any]) -> None:
+        expires = math.ceil(float(record["expires"]))
+        self._put_json(self._session_key(digest), dict(record))
+        # The marker's name says when the session ends, and listings come in
+        # key order: dropping the expired ones is one listing, no reads.
+        self._put(self.key("sessions", "by-expiry", f"{expires:012d}.{digest}"), b"")
+        self._drop_expired_sessions()
 
-    def session_ended(self, session_id: str) -> bool:
+    def get_session(self, digest: str) -> dict | None:
         try:
-            self._get_json(self.key("sessions", "ended", check_session_id(session_id) + ".json"), "")
+            return self._get_json(self._session_key(digest), "")
         except NotFoundError:
-            return False
-        return True
+            return None
+
+    def delete_session(self, digest: str) -> None:
+        self._delete_keys([self._session_key(digest)])  # its marker goes when it would have expired
+
+    def _session_key(self, digest: str) -> str:
+        return self.key("sessions", check_session_digest(digest) + ".json")
+
+    def _drop_expired_sessions(self) -> None:
+        now, stale = time.time(), []
+        for listed in self._list(self.key("sessions", "by-expiry", "")):
+            marker = _SESSION_MARKER.fullmatch(listed["Key"].rpartition("/")[2])
+            if marker is None:  # not ours
+                continue
+            if int(marker[1]) >= now:
+                break
+            stale += [listed["Key"], self._session_key(marker[2])]
+        for start in range(0, len(stale), 1000):  # the most one request deletes
+            self._delete_keys(stale[start : start + 1000])
 
     def _delete_keys(self, keys: list[str]) -> None:
         try:

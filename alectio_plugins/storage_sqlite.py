@@ -31,7 +31,7 @@ import numpy as np
 
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from alectio_core.hookspecs import hookimpl
-from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, check_part, check_session_id, parse_url
+from alectio_core.storage import URL_FORMS, OutputSink, Storage, check_id, check_loop, check_part, check_session_digest, parse_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -63,8 +63,8 @@ CREATE TABLE IF NOT EXISTS labeled_chunks (
     PRIMARY KEY (experiment_id, loop, attempt, seq));
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ended_sessions (
-    id TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    digest TEXT PRIMARY KEY, expires REAL NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     experiment_id TEXT NOT NULL, loop INTEGER NOT NULL, version TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (experiment_id, loop));
@@ -516,16 +516,23 @@ class SQLiteStorage(Storage):
         with self._tx() as db:
             db.execute("UPDATE tokens SET data = json_set(data, '$.last_used', ?) WHERE name = ?", (when, name))
 
-    # -- dashboard sessions signed out -----------------------------------
+    # -- dashboard sessions ----------------------------------------------
 
-    def end_session(self, session_id: str, expires: float) -> None:
+    def put_session(self, digest: str, record: Mapping[str, Any]) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM ended_sessions WHERE expires < ?", (time.time(),))  # they ended anyway
-            db.execute("INSERT OR REPLACE INTO ended_sessions VALUES (?, ?)", (check_session_id(session_id), float(expires)))
+            db.execute("DELETE FROM sessions WHERE expires < ?", (time.time(),))
+            db.execute(
+                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
+                (check_session_digest(digest), float(record["expires"]), _dumps(dict(record))),
+            )
 
-    def session_ended(self, session_id: str) -> bool:
-        row = self._db().execute("SELECT 1 FROM ended_sessions WHERE id = ?", (check_session_id(session_id),)).fetchone()
-        return row is not None
+    def get_session(self, digest: str) -> dict | None:
+        row = self._db().execute("SELECT data FROM sessions WHERE digest = ?", (check_session_digest(digest),)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete_session(self, digest: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE digest = ?", (check_session_digest(digest),))
 
 
 @_sqlite_errors

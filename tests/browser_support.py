@@ -60,7 +60,10 @@ def browser():
 @pytest.fixture
 def fresh_browser(browser):
     """The session's browser with no cookies and an empty console log."""
-    browser.delete_all_cookies()
+    browser.delete_all_cookies()  # those of the page still open (about:blank has none)
+    # Then leave that page: its event stream, retrying against the last
+    # test's stopped server, would log errors into this test's console.
+    browser.get("about:blank")
     console_log(browser)
     yield browser
     browser.delete_all_cookies()

@@ -19,6 +19,8 @@ import requests
 from browser_support import Dashboard, browser, console_errors, fresh_browser, save_screenshot, sign_in, start_dashboard  # noqa: F401
 from server_support import hold, release, slow_model, wait_for  # noqa: F401
 
+from alectio_core.config import DEFAULT_STRATEGY
+
 
 # -- helpers ----------------------------------------------------------------
 
@@ -238,7 +240,13 @@ def test_create_an_experiment_from_the_form_after_a_field_error(signed, tmp_path
     open_page(browser, signed.dashboard, "/new", "create")
     assert [o.get_attribute("value") for o in find_all(browser, "#f-model option")] == ["slow_test"]
     Select(find(browser, "#f-model")).select_by_value("slow_test")
-    find(browser, "#f-strategy").send_keys("random")
+    # The strategy is picked from the server's, its default first chosen.
+    strategy = Select(find(browser, "#f-strategy"))
+    provided = [n for p in signed.rest.get("/api/v1/plugins")["plugins"] for n in p.get("provides", {}).get("strategies", [])]
+    assert [o.get_attribute("value") for o in strategy.options] == sorted(provided)
+    assert {"random", "margin", DEFAULT_STRATEGY} <= set(provided)
+    assert strategy.first_selected_option.get_attribute("value") == DEFAULT_STRATEGY
+    strategy.select_by_value("random")
     find(browser, "#f-batch_size").send_keys("-3")
     find(browser, "#f-initial").send_keys("10")
     find(browser, "#f-loops").send_keys("2")

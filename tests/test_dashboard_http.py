@@ -4,11 +4,17 @@ The same in a real browser: tests/test_dashboard_security.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import re
+import sqlite3
+import time
 
+import boto3
 import pytest
-from server_support import make_app, slow_model, wait_for  # noqa: F401 (a fixture)
+from server_support import Api, make_app, slow_model, wait_for  # noqa: F401 (a fixture)
 
 from alectio_core.config import parse_config
 from alectio_core.errors import ConfigError
@@ -106,11 +112,14 @@ def test_using_the_dashboard_counts_as_using_the_token(dash):
 def test_a_forged_or_tampered_cookie_is_refused(dash):
     client = dash.app.test_client()
     sign_in(client, dash.token)
-    name, expires, nonce, signature = session_cookie(client).value.split(".")
+    cookie = session_cookie(client).value
+    flipped = "A" if cookie[0] != "A" else "B"
     for forged in (
-        f"{name}.{int(expires) + 10**6}.{nonce}.{signature}",  # a later expiry
-        f"{name}.{expires}.{nonce}.{'0' * len(signature)}",
-        f"{name}.{expires}.{nonce}",
+        flipped + cookie[1:],
+        cookie[:-1],
+        cookie + "A",
+        hashlib.sha256(cookie.encode()).hexdigest(),  # what storage holds
+        f"tests.{int(time.time()) + 3600}.{'ab' * 16}.{'0' * 64}",  # a signed cookie, as sessions were before they were stored
         dash.token,
     ):
         other = dash.app.test_client()
@@ -131,6 +140,8 @@ def test_revoking_the_token_ends_its_sessions(dash):
     assert response.status_code == 401
     assert "sign in again" in response.json["error"]["message"]
     assert 'name="token"' in client.get("/").get_data(as_text=True)
+    create_token(dash.storage, "tests")  # a new token of the same name does not bring the session back
+    assert client.get("/api/v1/experiments").status_code == 401
 
 
 def test_a_session_expires_after_session_seconds(tmp_path, slow_model):
@@ -180,6 +191,82 @@ def test_signing_out_on_one_server_ends_the_session_on_another(tmp_path, slow_mo
     finally:
         first.app.extensions["alectio"]["runner"].shutdown(timeout=5)
         second.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def stored_bytes(storage_url: str, tmp_path) -> list[bytes]:
+    """Everything a reader of the storage sees: every value of every row of
+    the SQLite file, or every object under the S3 prefix, read directly."""
+    if storage_url.startswith("sqlite:"):
+        db = sqlite3.connect(tmp_path / "alectio.db")
+        try:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            rows = [row for t in tables for row in db.execute(f"SELECT * FROM {t}")]
+        finally:
+            db.close()
+        return [v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row]
+    bucket, _, prefix = storage_url[len("s3://"):].partition("/")
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+    return [key.encode() for key in keys] + [s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys]
+
+
+def cookies_from_storage(stored: list[bytes]) -> list[tuple[str, str]]:
+    """What a reader of the storage could send, as (session cookie, CSRF
+    token): a cookie and CSRF token signed with a stored token hash (how
+    sessions were signed before they were stored), and every stored string that
+    looks like a secret or a digest (with a CSRF token derived from it)."""
+    forged = []
+    for value in stored:
+        try:
+            record = json.loads(value)
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if isinstance(record, dict) and "hash" in record and "name" in record:
+            key = hmac.new(bytes.fromhex(record["hash"]), b"alectio dashboard session", hashlib.sha256).digest()
+            nonce = "ab" * 16
+            payload = f"{record['name']}.{int(time.time()) + 3600}.{nonce}"
+            sign = lambda message: hmac.new(key, message.encode(), hashlib.sha256).hexdigest()  # noqa: E731
+            forged.append((f"{payload}.{sign('session:' + payload)}", sign("csrf:" + nonce)))
+    text = b" ".join(stored).decode("latin-1")
+    for found in sorted(set(re.findall(r"[A-Za-z0-9_-]{32,}", text))):
+        forged.append((found, hmac.new(found.encode(), b"csrf", hashlib.sha256).hexdigest()))
+    return forged
+
+
+@pytest.fixture(params=["sqlite", "s3"])
+def dash_on(request, tmp_path, monkeypatch, slow_model):
+    """A dashboard on a SQLite file, then on S3 (moto, over HTTP); its storage URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/alectio.db"
+    else:
+        server = request.getfixturevalue("moto_s3")
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("ALECTIO_CACHE_DIR", str(tmp_path / "cache"))
+        url = f"s3://{server.create_bucket()}/dash"
+    app = create_app(parse_config({}, "test"), storage=url)
+    yield Api(app, create_token(app.extensions["alectio"]["storage"], "tests")), url
+    app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def test_a_session_cannot_be_made_from_what_storage_holds(dash_on, tmp_path):
+    dash, url = dash_on
+    client = dash.app.test_client()
+    sign_in(client, dash.token)
+    cookie, csrf = session_cookie(client).value, csrf_of(client)
+    assert client.get("/api/v1/experiments").status_code == 200
+    stored = stored_bytes(url, tmp_path)
+    assert not any(cookie.encode() in value or csrf.encode() in value for value in stored)
+    forged = cookies_from_storage(stored)
+    assert len(forged) > 2
+    for candidate, candidate_csrf in forged:
+        other = dash.app.test_client()
+        other.set_cookie("alectio_session", candidate)
+        assert other.get("/api/v1/experiments").status_code == 401, candidate
+        response = other.post("/api/v1/experiments", json={"model": "slow_test"}, headers={"X-CSRF-Token": candidate_csrf})
+        assert response.status_code == 401, candidate
+        assert 'name="token"' in other.get("/").get_data(as_text=True)
+    assert dash.storage.list_experiments() == []
 
 
 # -- CSRF and origins --------------------------------------------------------------
@@ -243,6 +330,7 @@ def test_signing_out_needs_the_csrf_token_then_ends_the_session(dash):
     replayed = dash.app.test_client()
     replayed.set_cookie("alectio_session", cookie)  # a copy of the cookie kept from before
     assert replayed.get("/api/v1/experiments").status_code == 401
+    assert dash.storage.get_session(hashlib.sha256(cookie.encode()).hexdigest()) is None  # deleted, not just refused
 
 
 def test_signing_out_with_the_csrf_header(dash):

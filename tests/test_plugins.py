@@ -50,6 +50,11 @@ def test_plugins_command_reports_every_plugin_and_load_error(broken_env):
         "group": "alectio.models",
     }
     assert rows["good_listener"]["kind"] == "listener" and rows["good_listener"]["hooks"] == ["loop_finished"]
+    # and the names each one provides, by kind
+    assert rows["sqlite"]["provides"] == {"storage": ["sqlite"]}
+    assert rows["strategy_uncertainty"]["provides"] == {"strategies": ["entropy", "least_confidence", "margin"]}
+    assert rows["metrics_classification"]["provides"] == {"metrics": ["classification", "multilabel"]}
+    assert rows["good_listener"]["provides"] == {}
 
     # each broken one, named with its distribution and what went wrong
     for name in ("needs_missing_lib", "misspelled_hook", "incomplete", "unknown_argument"):
@@ -216,6 +221,7 @@ def test_hook_register_strategies(registered):
     assert isinstance(plugins.get_strategy("always_first"), FakeStrategy)
     report = by_name(plugins.report())
     assert report["fake_strategies"]["kind"] == "strategy"
+    assert report["fake_strategies"]["provides"] == {"strategies": ["always_first"]}
 
 
 def test_bad_registration_names_plugin_and_says_how_to_fix(registered):

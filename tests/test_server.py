@@ -11,6 +11,7 @@ import pytest
 from server_support import api, hold, make_app, release, slow_model, wait_for  # noqa: F401 (fixtures)
 
 from alectio_core import hookimpl, plugins
+from alectio_core.config import DEFAULT_STRATEGY
 
 BASE = "/api/v1/experiments"
 
@@ -31,6 +32,19 @@ def test_models_and_plugins_are_listed(api):
     assert {"train", "test", "infer", "assign_index"} <= set(slow["hooks"])
     names = {p["name"] for p in api.get("/api/v1/plugins").json["plugins"]}
     assert {"sqlite", "slow_test"} <= names
+
+
+def test_each_plugin_lists_the_names_it_provides(api):
+    rows = {p["name"]: p for p in api.get("/api/v1/plugins").json["plugins"]}
+    assert rows["strategy_random"]["provides"] == {"strategies": ["random"]}
+    assert rows["s3"]["provides"] == {"storage": ["s3"]}
+    assert rows["stopping_plateau"]["provides"] == {"stopping": ["plateau"]}
+    assert rows["labeller_labelstudio"]["provides"] == {"labellers": ["labelstudio"]}
+    assert rows["executor_local"]["provides"] == {"executors": ["local"]}
+    assert "provides" not in rows["slow_test"]  # a model provides itself
+    # Every strategy an experiment can name, the default among them: what the new-experiment form offers.
+    strategies = [n for row in rows.values() for n in row.get("provides", {}).get("strategies", [])]
+    assert sorted(strategies) == sorted(plugins.get_strategies()) and DEFAULT_STRATEGY in strategies
 
 
 def test_create_experiment_answers_201_with_every_field(api):

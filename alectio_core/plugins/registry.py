@@ -34,6 +34,17 @@ KIND_BY_HOOK = {
     "loop_finished": "listener",
 }
 
+#: What ``alectio plugins`` lists under a plugin's ``provides``: the names it
+#: registered in each contribution hook.
+PROVIDES_BY_HOOK = {
+    "register_storage": "storage",  # URL schemes
+    "register_strategies": "strategies",
+    "register_metrics": "metrics",  # task types
+    "register_stopping": "stopping",
+    "register_labellers": "labellers",
+    "register_executors": "executors",
+}
+
 
 class BadRegistration(Exception):
     """A plugin called ``register`` with something it does not take."""
@@ -112,6 +123,17 @@ class Registry:
         if self._contributions.get(hook, {}).get(name) is not contributed:
             return {}
         return self.plugin(self._contributors[hook][name])
+
+    def provided(self, plugin: str) -> dict[str, list[str]]:
+        """The names ``plugin`` contributed and that are in use (a name
+        another plugin registered first is not), by ``PROVIDES_BY_HOOK``
+        kind; only the hooks collected so far."""
+        provided = {}
+        for hook, kind in PROVIDES_BY_HOOK.items():
+            names = sorted(name for name, by in self._contributors.get(hook, {}).items() if by == plugin)
+            if names:
+                provided[kind] = names
+        return provided
 
     def forget_contributions(self) -> None:
         """Collect contributions again on next use (after a plugin is added)."""

@@ -1,4 +1,5 @@
-"""What ``alectio plugins`` prints: every plugin, model and load error."""
+"""What ``alectio plugins`` prints: every plugin (with the names it provides),
+model and load error."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def report() -> list[dict]:
     registry = load_plugins()
     get_models()
     collect_all()
-    rows = [dict(p, group=PLUGINS_GROUP) for p in registry.plugins]
+    rows = [dict(p, group=PLUGINS_GROUP, provides=registry.provided(p["name"])) for p in registry.plugins]
     for model in registry.models.values():
         rows.append(
             {

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, send_from_directory, url_for
 
+from ..config import DEFAULT_STRATEGY
 from ..errors import UnauthorizedError
 from .sessions import COOKIE, Session, csrf_matches
 
@@ -78,6 +79,7 @@ def index():
         csrf_token=session.csrf_token,
         token_name=session.token_name,
         auto_next=bool(labeller and labeller.auto_next),
+        default_strategy=DEFAULT_STRATEGY,  # what the new-experiment form picks first
     )
 
 

@@ -1,20 +1,23 @@
-"""Dashboard sessions: a signed cookie standing for an API token.
+"""Dashboard sessions: a random secret in the browser, its digest in storage.
 
-A session cookie reads ``<token name>.<expires>.<nonce>.<signature>``. The
-signature is an HMAC keyed on the token's *stored* keyed hash, so:
+Signing in makes a 256-bit random secret, sends it as the
+``alectio_session`` cookie and stores ``{token, fingerprint, expires}``
+under the secret's sha256 (``Storage.put_session``). So:
 
 * the cookie never holds the API token, nor anything that reveals it;
-* every server sharing the storage reads the same record, so each accepts
-  the sessions the others started (no secret of a server's own to share);
-* revoking the token removes the record, and with it every session it
-  started (within the verifier's cache time, as for the token itself);
-* the CSRF token is derived the same way from the session's nonce, so it
-  needs no storage either.
+* whoever can only *read* the storage (a copy of the SQLite file, a
+  read-only S3 policy) cannot make a cookie: a digest does not give the
+  secret back, and nothing stored signs anything;
+* every server sharing the storage finds the session the others started;
+* signing out deletes the record (``Storage.delete_session``); revoking the
+  token ends its sessions: one stands only while its token's stored record
+  is the one it was started with (the ``fingerprint``);
+* the CSRF token is an HMAC of the secret, so it needs no storage and a
+  storage reader cannot compute it either.
 
-Signing out is the one thing stored: the session's nonce, in storage
-(``Storage.end_session``), so every server refuses the cookie from then on;
-a server checks again after the verifier's ``cache_seconds`` (10 s), as it
-does for a revoked token.
+A server keeps each session record it read for the verifier's
+``cache_seconds`` (10 s), as it keeps token records: a session signed out
+or a token revoked on another server is refused here within that time.
 """
 
 from __future__ import annotations
@@ -27,18 +30,17 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..ids import is_id
 from ..tokens import TokenVerifier
 
 COOKIE = "alectio_session"
-_NONCE = re.compile(r"[0-9a-f]{32}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
 class Session:
     token_name: str
-    expires: int  # unix seconds
-    nonce: str
+    expires: float  # unix seconds
+    digest: str  # what storage keys it by
     csrf_token: str
 
 
@@ -49,70 +51,70 @@ class Sessions:
         self.verifier = verifier
         self.storage = verifier.storage
         self.seconds = seconds
-        self._live: dict[str, float] = {}  # nonce -> when storage last said it was not signed out
+        self._cache: dict[str, tuple[dict, float]] = {}  # digest -> (stored record, when it was read)
         self._lock = threading.Lock()
 
     def start(self, token: str) -> tuple[str, Session] | None:
         """The cookie value and session for a valid API token, else None."""
         name = self.verifier.verify(token)
-        if name is None:
+        fingerprint = None if name is None else self.verifier.fingerprint(name)
+        if name is None or fingerprint is None:  # not valid, or revoked between the two reads
             return None
-        key = self._key(name)
-        if key is None:  # revoked between the two reads
-            return None
-        expires = int(time.time()) + self.seconds
-        nonce = secrets.token_hex(16)
-        payload = f"{name}.{expires}.{nonce}"
-        return f"{payload}.{_sign(key, 'session', payload)}", Session(name, expires, nonce, _sign(key, "csrf", nonce))
+        secret = secrets.token_urlsafe(32)
+        expires = time.time() + self.seconds
+        session = Session(name, expires, _digest(secret), _csrf(secret))
+        self.storage.put_session(session.digest, {"token": name, "fingerprint": fingerprint, "expires": expires})
+        return secret, session
 
     def check(self, cookie: str | None) -> Session | None:
         """The session a cookie stands for, or None when it is malformed,
-        forged, expired, signed out or its token was revoked."""
-        if not cookie or len(cookie) > 300 or cookie.count(".") != 3:
+        unknown, expired, signed out or its token was revoked."""
+        if not cookie or not _SECRET.fullmatch(cookie):
             return None
-        name, expires_text, nonce, signature = cookie.split(".")
-        if not is_id(name) or not expires_text.isdigit() or not _NONCE.fullmatch(nonce):
+        digest = _digest(cookie)
+        record = self._record(digest)
+        if record is None:
             return None
-        expires = int(expires_text)
-        key = self._key(name)
-        if key is None:
+        name, expires = record.get("token"), record.get("expires")
+        if not isinstance(name, str) or not isinstance(expires, (int, float)) or expires <= time.time():
             return None
-        if not hmac.compare_digest(_sign(key, "session", f"{name}.{expires}.{nonce}"), signature):
-            return None
-        if expires <= time.time() or self._ended(nonce):
+        fingerprint = self.verifier.fingerprint(name)
+        if fingerprint is None or fingerprint != record.get("fingerprint"):  # revoked (and maybe made again)
             return None
         self.verifier.used(name)  # `alectio token list` shows the dashboard's use as the token's
-        return Session(name, expires, nonce, _sign(key, "csrf", nonce))
+        return Session(name, float(expires), digest, _csrf(cookie))
 
     def end(self, session: Session) -> None:
-        self.storage.end_session(session.nonce, session.expires)
+        self.storage.delete_session(session.digest)
         with self._lock:
-            self._live.pop(session.nonce, None)
+            self._cache.pop(session.digest, None)
 
-    def _ended(self, nonce: str) -> bool:
-        """Signed out (here or on another server)? Storage is asked again
-        after ``cache_seconds``; a signed-out session is never cached."""
+    def _record(self, digest: str) -> dict | None:
+        """The stored record, from memory while it is fresh; a miss is not
+        kept (a session started on another server a moment ago is found)."""
         now = time.monotonic()
         fresh = self.verifier.cache_seconds
-        if nonce in self._live and now - self._live[nonce] < fresh:
-            return False
-        if self.storage.session_ended(nonce):
-            return True
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[1] < fresh:
+            return cached[0]
+        record = self.storage.get_session(digest)
         with self._lock:
-            if len(self._live) > 10_000:  # mostly sessions that ended long ago
-                self._live = {n: t for n, t in self._live.items() if now - t < fresh}
-            self._live[nonce] = now
-        return False
-
-    def _key(self, name: str) -> bytes | None:
-        """The signing key of a token's sessions, from its stored hash."""
-        stored = self.verifier.stored_hash(name)
-        return None if stored is None else hmac.new(stored, b"alectio dashboard session", hashlib.sha256).digest()
+            if record is None:
+                self._cache.pop(digest, None)
+                return None
+            if len(self._cache) > 10_000:  # mostly sessions read long ago
+                self._cache = {d: c for d, c in self._cache.items() if now - c[1] < fresh}
+            self._cache[digest] = (record, now)
+        return record
 
 
 def csrf_matches(session: Session, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(session.csrf_token.encode(), str(sent).encode())
 
 
-def _sign(key: bytes, purpose: str, message: str) -> str:
-    return hmac.new(key, f"{purpose}:{message}".encode(), hashlib.sha256).hexdigest()
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _csrf(secret: str) -> str:
+    return hmac.new(secret.encode(), b"alectio dashboard csrf", hashlib.sha256).hexdigest()

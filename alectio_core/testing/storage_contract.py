@@ -991,28 +991,43 @@ class StorageContract:
         assert {t["name"]: t["last_used"] for t in storage.list_tokens()} == {"ci": None, "alice": None}
 
     # ------------------------------------------------------------------
-    # Dashboard sessions signed out
+    # Dashboard sessions
     # ------------------------------------------------------------------
 
-    def test_a_signed_out_session_is_recorded(self, storage: Storage):
-        ended, other = uuid.uuid4().hex, uuid.uuid4().hex
-        assert storage.session_ended(ended) is False
-        storage.end_session(ended, time.time() + 3600)
-        storage.end_session(ended, time.time() + 3600)  # twice: no error
-        assert storage.session_ended(ended) is True and storage.session_ended(other) is False
-        for bad in ("../" + "a" * 29, "A" * 32, "a" * 31, "", None):
-            with pytest.raises(ValidationError):
-                storage.end_session(bad, time.time())  # type: ignore[arg-type]
-            with pytest.raises(ValidationError):
-                storage.session_ended(bad)  # type: ignore[arg-type]
+    def test_a_session_is_stored_read_and_deleted(self, storage: Storage):
+        digest, other = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+        record = {"token": "ci", "fingerprint": "f" * 32, "expires": time.time() + 3600}
+        assert storage.get_session(digest) is None
+        storage.put_session(digest, record)
+        storage.put_session(other, {**record, "token": "alice"})
+        assert storage.get_session(digest) == record and storage.get_session(other) == {**record, "token": "alice"}
+        storage.delete_session(digest)
+        storage.delete_session(digest)  # twice (signed out on two servers at once): no error
+        assert storage.get_session(digest) is None and storage.get_session(other) == {**record, "token": "alice"}
 
-    def test_a_signed_out_session_is_seen_by_a_second_handle(self, storage: Storage, reopen):
-        ended = uuid.uuid4().hex
+    def test_an_expired_session_is_dropped(self, storage: Storage):
+        expired, live = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+        storage.put_session(expired, {"token": "ci", "expires": time.time() - 1})
+        storage.put_session(live, {"token": "ci", "expires": time.time() + 3600})
+        assert storage.get_session(expired) is None and storage.get_session(live) is not None
+
+    def test_a_session_digest_is_checked_before_it_becomes_a_key(self, storage: Storage):
+        for bad in ("../" + "a" * 61, "A" * 64, "a" * 63, "a" * 32, "", None):
+            with pytest.raises(ValidationError):
+                storage.put_session(bad, {"token": "ci", "expires": time.time() + 60})  # type: ignore[arg-type]
+            with pytest.raises(ValidationError):
+                storage.get_session(bad)  # type: ignore[arg-type]
+            with pytest.raises(ValidationError):
+                storage.delete_session(bad)  # type: ignore[arg-type]
+
+    def test_a_session_is_seen_and_signed_out_through_a_second_handle(self, storage: Storage, reopen):
+        digest, record = uuid.uuid4().hex * 2, {"token": "ci", "expires": time.time() + 3600}
         other = reopen()
         try:
-            assert other.session_ended(ended) is False
-            storage.end_session(ended, time.time() + 3600)
-            assert other.session_ended(ended) is True
+            storage.put_session(digest, record)
+            assert other.get_session(digest) == record
+            other.delete_session(digest)
+            assert storage.get_session(digest) is None
         finally:
             other.close()
 

@@ -20,7 +20,7 @@ Layout::
     experiments/{id}/loops/{k}/lease.json     {"version": v, "record": {...}}, changed under lease.lock
     tokens/{name}.json
     tokens/{name}.used.json                   {"last_used": ...}, beside the record
-    sessions/ended/{id}.json                  {"expires": ...}: a dashboard session signed out
+    sessions/{digest}.json                    a dashboard session: {"token": ..., "expires": ..., ...}
     .trash/                                   deleted experiments, while they are removed
 
 Every file is written to a temporary name and renamed into place, so a
@@ -52,7 +52,7 @@ import numpy as np
 
 from alectio_core import hookimpl
 from alectio_core.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_id, contained, parse_url
+from alectio_core.storage import OutputSink, Storage, check_id, check_loop, check_part, check_session_digest, contained, parse_url
 
 #: The folder of an attempt holding each part of its infer outputs.
 PART_FOLDERS = {"pool": "outputs", "labeled": "labeled"}
@@ -422,13 +422,29 @@ class FolderStorage(Storage):
         # cannot bring the token back (a stray stamp belongs to no record).
         self._write_json(self._token(name, ".used.json"), {"last_used": when})
 
-    # -- dashboard sessions signed out -------------------------------------
+    # -- dashboard sessions ------------------------------------------------
 
-    def end_session(self, session_id: str, expires: float) -> None:
-        self._write_json(self.root / "sessions" / "ended" / f"{check_session_id(session_id)}.json", {"expires": expires})
+    def put_session(self, digest: str, record: Mapping[str, Any]) -> None:
+        now = time.time()
+        for path in (self.root / "sessions").glob("*.json"):  # a handful: one per sign-in still running
+            try:
+                if json.loads(path.read_bytes())["expires"] < now:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:  # signed out meanwhile
+                continue
+        self._write_json(self._session(digest), dict(record))
 
-    def session_ended(self, session_id: str) -> bool:
-        return (self.root / "sessions" / "ended" / f"{check_session_id(session_id)}.json").is_file()
+    def get_session(self, digest: str) -> dict | None:
+        try:
+            return json.loads(self._session(digest).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def delete_session(self, digest: str) -> None:
+        self._session(digest).unlink(missing_ok=True)
+
+    def _session(self, digest: str) -> Path:
+        return self.root / "sessions" / f"{check_session_digest(digest)}.json"
 
 
 class FolderSink(OutputSink):

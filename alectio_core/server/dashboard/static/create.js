@@ -17,14 +17,15 @@ function field(name, label, input, hint) {
 const numberInput = (placeholder) => h("input", { type: "number", inputmode: "numeric", step: "1", placeholder });
 
 export async function createPage(root) {
-  const [{ models }, { experiments }] = await Promise.all([api("/api/v1/models"), api("/api/v1/experiments")]);
-  const strategies = [...new Set(experiments.map((e) => e.strategy).filter(Boolean))].sort();
+  const [{ models }, { plugins }] = await Promise.all([api("/api/v1/models"), api("/api/v1/plugins")]);
+  const strategies = plugins.flatMap((p) => p.provides?.strategies || []).sort();
+  const preset = document.querySelector('meta[name="default-strategy"]')?.content;
   const form = h("form", { class: "create", novalidate: true },
     h("p", { class: "form-error", "aria-live": "polite" }),
     field("model", "Model", h("select", { required: true }, models.map((m) => h("option", { value: m.name }, m.name)))),
-    field("strategy", "Strategy", h("input", { type: "text", list: "strategies", placeholder: "the server's default", autocomplete: "off" }),
-      "a query strategy's name (margin, random, entropy, ...)"),
-    h("datalist", { id: "strategies" }, strategies.map((name) => h("option", { value: name }))),
+    field("strategy", "Strategy", h("select", null,
+      strategies.map((name) => h("option", { value: name, selected: name === preset }, name))),
+      "how the records to label next are picked"),
     field("batch_size", "Batch (records per loop)", numberInput("default")),
     field("initial", "Initial records (loop 0)", numberInput("default")),
     field("loops", "Loops", numberInput("default")),
@@ -39,8 +40,7 @@ export async function createPage(root) {
     for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
     for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
     const body = { model: form.elements.model.value, labels: form.elements.labels.value };
-    const strategy = form.elements.strategy.value.trim();
-    if (strategy) body.strategy = strategy;
+    if (form.elements.strategy.value) body.strategy = form.elements.strategy.value; // none installed: the server says so
     for (const name of ["batch_size", "initial", "loops", "seed"]) {
       const raw = form.elements[name].value.trim();
       // A number the browser cannot read is sent as text, so the server's message names it.
