@@ -392,7 +392,7 @@ def test_label_a_selection_by_hand_and_the_next_loop_starts(signed, tmp_path):
     start_next.click()
     find(browser, "#submit-labels").click()
     until(browser, "document.querySelector('.message').textContent.includes('Stored')", "the labels to be stored")
-    assert "Stored 4 labels and 1 skips; 1 records of loop 0 still need one." in find(browser, ".message").text
+    assert "Stored 4 labels and 1 skip; 1 record of loop 0 still needs one." in find(browser, ".message").text
     assert rest.get(f"/api/v1/experiments/{experiment['id']}/loops")["loops"] == []  # not complete: no loop yet
     stored_cells = [r.find_element("css selector", "td[data-label='Stored label']").text for r in rows]
     assert stored_cells == ["even", "odd", "skipped", "", "odd", "even"]
