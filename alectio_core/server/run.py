@@ -64,6 +64,7 @@ def serve(config: Config, host: str, port: int) -> None:
                 err=True,
             )
         click.echo(f"alectio serving on http://{host}:{port} (storage {config.storage})", err=True)
+        click.echo(f"Dashboard: open http://{host}:{port}/ and sign in with an API token.", err=True)
 
         stopping = app.extensions["alectio"]["stopping"]
 
