@@ -42,12 +42,13 @@ def cli(ctx):
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help=f"Log level (default {ServerSettings.log_level}).")
 @domain_errors
 def serve(config_path, storage, host, port, log_level):
-    """Serve the HTTP API on a production WSGI server (waitress).
+    """Serve the HTTP API and the dashboard on a production WSGI server (waitress).
 
     Loops run on server.workers background threads. Every endpoint but
     /health needs an API token; when none exists, one is created and
     written to $ALECTIO_HOME/first-token (~/.alectio by default), readable
-    only by you.
+    only by you. The dashboard is at / (open the printed URL in a browser
+    and sign in with a token).
     """
     from .server.run import serve as run_server
 
