@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from pathlib import Path
@@ -159,4 +160,30 @@ def test_a_quiet_stream_sends_keepalive_comments(tmp_path, slow_model, monkeypat
         assert ": keepalive\n\n" in text
         assert text.endswith("retry: 1000\n\n")
     finally:
+        api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def test_signing_out_ends_the_sessions_open_stream(tmp_path, slow_model):
+    """A stream outlives its request: once the session is signed out it must
+    stop sending the experiment's changes, not run on for events_seconds."""
+    api = make_app(tmp_path, events_seconds=120)
+    stopping = api.app.extensions["alectio"]["stopping"]
+    try:
+        eid = api.create()["id"]
+        browser = api.app.test_client()
+        assert browser.post("/signin", data={"token": api.token}).status_code == 303
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', browser.get("/").get_data(as_text=True)).group(1)
+        chunks = iter(browser.get(f"/api/v1/experiments/{eid}/events", buffered=False).response)
+        assert next(chunks).decode().startswith("event: experiment\n")
+        assert browser.post("/signout", headers={"X-CSRF-Token": csrf}).status_code == 303
+
+        rest: list[bytes] = []
+        reader = threading.Thread(target=lambda: rest.extend(chunks), daemon=True)
+        reader.start()
+        reader.join(30)  # without the check it runs until events_seconds (stopped below)
+        assert not reader.is_alive(), "the stream kept running after signing out"
+        assert b"event:" not in b"".join(rest)
+        assert browser.get(f"/api/v1/experiments/{eid}/events").status_code == 401  # the reconnect is refused
+    finally:
+        stopping.set()
         api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
