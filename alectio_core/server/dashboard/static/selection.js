@@ -9,9 +9,9 @@ import { h, show, number, className, rendered } from "./dom.js";
 
 const SKIP = Symbol("skip");
 
-export async function selectionPage(root, id, loop) {
+export async function selectionPage(root, id, loop, signal) {
   const path = experimentPath(id);
-  const [experiment, selection] = await Promise.all([api(path), api(`${path}/loops/${loop}/selection`)]);
+  const [experiment, selection] = await Promise.all([api(path, { signal }), api(`${path}/loops/${loop}/selection`, { signal })]);
   const classes = experiment.labels || [];
   const labelling = experiment.labels_mode === "alectio" && experiment.task === "classification" && classes.length > 0;
   const choices = new Map(); // index -> class name, or SKIP: what this page will submit
