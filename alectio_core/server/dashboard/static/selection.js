@@ -106,7 +106,7 @@ export async function selectionPage(root, id, loop, signal) {
           storedCells[i].textContent = storedText(row);
           refresh(i);
         });
-        let text = `Stored ${count(stored.stored, "label")} and ${count(stored.skipped, "skip")}; ${count(stored.missing, "record")} of loop ${stored.loop} still ${stored.missing === 1 ? "needs" : "need"} one.`;
+        let text = `Stored ${counted(stored.stored, "label")} and ${counted(stored.skipped, "skip")}; ${counted(stored.missing, "record")} of loop ${stored.loop} still ${stored.missing === 1 ? "needs" : "need"} one.`;
         if (stored.missing === 0 && startNext.checked) {
           const started = await api(`${path}/loops`, { method: "POST" });
           text += ` Loop ${started.loop} started.`;
@@ -137,6 +137,6 @@ export async function selectionPage(root, id, loop, signal) {
 }
 
 /** "1 label", "2 labels", "0 skips". */
-function count(n, noun) {
+function counted(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
