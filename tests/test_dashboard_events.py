@@ -163,6 +163,19 @@ def test_a_quiet_stream_sends_keepalive_comments(tmp_path, slow_model, monkeypat
         api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
 
 
+def read_to_the_end(chunks, stopping) -> bytes:
+    """The rest of a stream that must end by itself: should it run on (until
+    events_seconds), the server's stop ends it after 30 s and the test fails."""
+    safety_net = threading.Timer(30, stopping.set)
+    safety_net.start()
+    try:
+        rest = b"".join(chunks)  # read here: the stream's request context lives in this thread
+    finally:
+        safety_net.cancel()
+    assert not stopping.is_set(), "the stream ran on: the test's safety net ended it"
+    return rest
+
+
 def test_signing_out_ends_the_sessions_open_stream(tmp_path, slow_model):
     """A stream outlives its request: once the session is signed out it must
     stop sending the experiment's changes, not run on for events_seconds."""
@@ -177,13 +190,26 @@ def test_signing_out_ends_the_sessions_open_stream(tmp_path, slow_model):
         assert next(chunks).decode().startswith("event: experiment\n")
         assert browser.post("/signout", headers={"X-CSRF-Token": csrf}).status_code == 303
 
-        rest: list[bytes] = []
-        reader = threading.Thread(target=lambda: rest.extend(chunks), daemon=True)
-        reader.start()
-        reader.join(30)  # without the check it runs until events_seconds (stopped below)
-        assert not reader.is_alive(), "the stream kept running after signing out"
-        assert b"event:" not in b"".join(rest)
+        rest = read_to_the_end(chunks, stopping)
+        assert b"event:" not in rest and rest.endswith(b"retry: 1000\n\n")
         assert browser.get(f"/api/v1/experiments/{eid}/events").status_code == 401  # the reconnect is refused
+    finally:
+        stopping.set()
+        api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def test_revoking_the_token_ends_its_open_stream(tmp_path, slow_model):
+    from alectio_core.tokens import revoke_token
+
+    api = make_app(tmp_path, events_seconds=120)
+    api.app.extensions["alectio"]["tokens"].cache_seconds = 0  # this test need not wait out the 10 s cache
+    stopping = api.app.extensions["alectio"]["stopping"]
+    try:
+        eid = api.create()["id"]
+        chunks = iter(api.get(f"/api/v1/experiments/{eid}/events", buffered=False).response)
+        assert next(chunks).decode().startswith("event: experiment\n")
+        revoke_token(api.storage, "tests")
+        assert read_to_the_end(chunks, stopping).endswith(b"retry: 1000\n\n")
     finally:
         stopping.set()
         api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
