@@ -23,7 +23,6 @@ import numpy as np
 
 from . import plugins
 from .config import Config
-from .errors import ConfigError, did_you_mean
 from .outputs import OutputWriter
 from .storage import OutputSink, Storage
 
@@ -80,10 +79,4 @@ class ScoreJob:
 def open_executor(config: Config) -> Any:
     """The executor ``config.executor`` names, made from its settings."""
     section, source = config.executor, config.source or "config"
-    factories = plugins.get_executors()
-    if section.name not in factories:
-        raise ConfigError(
-            f"{source}: key 'executor.name': no executor {section.name!r} is installed{did_you_mean(section.name, factories)}; "
-            f"installed: {', '.join(sorted(factories)) or 'none'}"
-        )
-    return factories[section.name](dict(section.settings), source)
+    return plugins.make_configured("executor", plugins.get_executors(), section.name, section.settings, source)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 from . import labels as label_rules
 from . import plugins
 from .config import Config, LabellerSettings
-from .errors import AlectioError, ConfigError, NotFoundError, ValidationError, did_you_mean
+from .errors import AlectioError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,7 @@ def open_labeller(config: Config) -> Any:
     """The labeller ``config.labeller`` names, made from its settings."""
     section, source = config.labeller, config.source or "config"
     assert section is not None
-    factories = plugins.get_labellers()
-    if section.name not in factories:
-        raise ConfigError(
-            f"{source}: key 'labeller.name': no labeller {section.name!r} is installed{did_you_mean(section.name, factories)}; "
-            f"installed: {', '.join(sorted(factories)) or 'none'}"
-        )
-    return factories[section.name](dict(section.settings), source)
+    return plugins.make_configured("labeller", plugins.get_labellers(), section.name, section.settings, source)
 
 
 class LabellingService:

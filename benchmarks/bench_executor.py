@@ -56,21 +56,13 @@ import time
 import uuid
 from pathlib import Path
 
-from processes import ROOT, install_model, moto_server
+from processes import ROOT, install_model, moto_server, proc_status
 
 MLP_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-mlp"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MB = 1024 * 1024
 INITIAL = 100
 WARM_UP_RECORDS = 20_000
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def executor_config(run: str) -> dict:
@@ -106,11 +98,11 @@ def measure(storage_url: str, run: str, records: int, hidden: int) -> dict:
     eid = experiment(records)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the peak counter starts again from here
-    before = _status("VmRSS")
+    before = proc_status("VmRSS")
     started = time.perf_counter()
     engine.run_loop(eid, 0, select_next=False)
     wall = time.perf_counter() - started
-    peak = _status("VmHWM") - before
+    peak = proc_status("VmHWM") - before
     state = storage.get_loop_state(eid, 0)
     assert state["status"] == "done", state
     digests, rows = (hashlib.sha256(), hashlib.sha256()), 0  # apart: the same rows in other chunks hash the same

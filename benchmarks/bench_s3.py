@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 
-from processes import moto_server
+from processes import moto_server, proc_status
 
 MB = 1024 * 1024
 
@@ -37,23 +37,15 @@ MB = 1024 * 1024
 # ----------------------------------------------------------------------
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def reset_peak() -> int:
     """Reset the peak-RSS counter; return the current RSS (the baseline)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _status("VmRSS")
+    return proc_status("VmRSS")
 
 
 def peak() -> int:
-    return _status("VmHWM")
+    return proc_status("VmHWM")
 
 
 # ----------------------------------------------------------------------

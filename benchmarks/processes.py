@@ -27,6 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ZERO_MODEL = ROOT / "benchmarks" / "packages" / "alectio-bench-zero"
 
 
+def proc_status(field: str) -> int:
+    """A byte count from ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def install_zero_model(folder: Path) -> dict:
     """pip-install ``bench_zero`` into ``folder``; the environment that sees it."""
     return install_model(folder, ZERO_MODEL)

@@ -458,3 +458,38 @@ def test_an_api_call_after_the_session_expired_shows_the_sign_in_form(tmp_path, 
         assert [m for m in console_errors(browser) if "status of 401" not in m] == []
     finally:
         dashboard.server.stop()
+
+
+def test_a_page_left_while_it_loads_does_not_come_back_over_the_next(signed):
+    """Open an experiment, and go back to the list before its data has come:
+    the experiment page, arriving late, must neither cover the list nor keep
+    its event stream open."""
+    browser, rest = signed.browser, signed.rest
+    experiment = rest.create(strategy="margin", batch_size=5, initial=10, loops=2)
+    open_page(browser, signed.dashboard, "/", "experiments")
+    # Hold the experiment page's GET .../loops until the test says; count the page's event streams.
+    browser.execute_script("""
+        const fetch0 = window.fetch, EventSource0 = window.EventSource;
+        let release;
+        const gate = new Promise((r) => { release = r; });
+        window.releaseLoops = release;
+        window.fetch = (url, options) => {
+          if (!String(url).endsWith("/loops")) return fetch0(url, options);
+          return gate.then(() => fetch0(url, options)).finally(() => { window.loopsSettled = true; });
+        };
+        window.streams = [];
+        window.EventSource = class extends EventSource0 {
+          constructor(...args) { super(...args); window.streams.push(this); }
+        };
+    """)
+    browser.execute_script(f"location.hash = '#/e/{experiment['id']}'")
+    until(browser, "location.hash.startsWith('#/e/')", "the experiment's route")
+    browser.execute_script("document.body.dataset.rendered = ''; location.hash = '#/'")
+    until(browser, "document.body.dataset.rendered === 'experiments'", "the list again")
+    browser.execute_script("window.releaseLoops()")
+    until(browser, "window.loopsSettled === true", "the held request done")
+    # What the late page would do follows its request within a few tasks.
+    browser.execute_async_script("const done = arguments[0]; setTimeout(() => setTimeout(done, 300), 0)")
+    assert browser.execute_script("return location.hash") == "#/"
+    assert find(browser, "#app h1").text == "Experiments"
+    assert browser.execute_script("return window.streams.filter((s) => s.readyState !== EventSource.CLOSED).length") == 0

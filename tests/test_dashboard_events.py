@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from pathlib import Path
@@ -159,4 +160,56 @@ def test_a_quiet_stream_sends_keepalive_comments(tmp_path, slow_model, monkeypat
         assert ": keepalive\n\n" in text
         assert text.endswith("retry: 1000\n\n")
     finally:
+        api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def read_to_the_end(chunks, stopping) -> bytes:
+    """The rest of a stream that must end by itself: should it run on (until
+    events_seconds), the server's stop ends it after 30 s and the test fails."""
+    safety_net = threading.Timer(30, stopping.set)
+    safety_net.start()
+    try:
+        rest = b"".join(chunks)  # read here: the stream's request context lives in this thread
+    finally:
+        safety_net.cancel()
+    assert not stopping.is_set(), "the stream ran on: the test's safety net ended it"
+    return rest
+
+
+def test_signing_out_ends_the_sessions_open_stream(tmp_path, slow_model):
+    """A stream outlives its request: once the session is signed out it must
+    stop sending the experiment's changes, not run on for events_seconds."""
+    api = make_app(tmp_path, events_seconds=120)
+    stopping = api.app.extensions["alectio"]["stopping"]
+    try:
+        eid = api.create()["id"]
+        browser = api.app.test_client()
+        assert browser.post("/signin", data={"token": api.token}).status_code == 303
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', browser.get("/").get_data(as_text=True)).group(1)
+        chunks = iter(browser.get(f"/api/v1/experiments/{eid}/events", buffered=False).response)
+        assert next(chunks).decode().startswith("event: experiment\n")
+        assert browser.post("/signout", headers={"X-CSRF-Token": csrf}).status_code == 303
+
+        rest = read_to_the_end(chunks, stopping)
+        assert b"event:" not in rest and rest.endswith(b"retry: 1000\n\n")
+        assert browser.get(f"/api/v1/experiments/{eid}/events").status_code == 401  # the reconnect is refused
+    finally:
+        stopping.set()
+        api.app.extensions["alectio"]["runner"].shutdown(timeout=5)
+
+
+def test_revoking_the_token_ends_its_open_stream(tmp_path, slow_model):
+    from alectio_core.tokens import revoke_token
+
+    api = make_app(tmp_path, events_seconds=120)
+    api.app.extensions["alectio"]["tokens"].cache_seconds = 0  # this test need not wait out the 10 s cache
+    stopping = api.app.extensions["alectio"]["stopping"]
+    try:
+        eid = api.create()["id"]
+        chunks = iter(api.get(f"/api/v1/experiments/{eid}/events", buffered=False).response)
+        assert next(chunks).decode().startswith("event: experiment\n")
+        revoke_token(api.storage, "tests")
+        assert read_to_the_end(chunks, stopping).endswith(b"retry: 1000\n\n")
+    finally:
+        stopping.set()
         api.app.extensions["alectio"]["runner"].shutdown(timeout=5)

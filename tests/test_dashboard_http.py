@@ -315,6 +315,21 @@ def test_sign_in_from_this_origin_is_accepted(dash):
     assert response.status_code == 303
 
 
+def test_sign_in_behind_an_https_proxy_is_accepted_with_a_secure_cookie(dash):
+    """README: serve it behind https (a reverse proxy). The browser then says
+    https://the-public-name while the server sees http://127.0.0.1:8000; the
+    browser's own Sec-Fetch-Site says whether the form is this site's."""
+    headers = {"Origin": "https://alectio.example.com", "Sec-Fetch-Site": "same-origin"}
+    response = sign_in(dash.app.test_client(), dash.token, headers=headers)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert "Secure" in response.headers["Set-Cookie"].split("; ")
+
+
+def test_a_browser_saying_cross_site_is_refused_whatever_the_origin_says(dash):
+    response = sign_in(dash.app.test_client(), dash.token, headers={"Origin": "http://localhost", "Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403 and "Set-Cookie" not in response.headers
+
+
 def test_signing_out_needs_the_csrf_token_then_ends_the_session(dash):
     client = dash.app.test_client()
     sign_in(client, dash.token)

@@ -37,6 +37,7 @@ from .contributions import (
     get_storage_factory,
     get_strategies,
     get_strategy,
+    make_configured,
     notify,
     origin,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "get_storage_factory",
     "get_strategies",
     "get_strategy",
+    "make_configured",
     "load_plugins",
     "make_plugin_manager",
     "model_names",

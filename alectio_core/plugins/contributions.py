@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Any, Callable
 
-from ..errors import UnknownStoppingError, UnknownStorageError, UnknownStrategyError, UnknownTaskError
+from ..errors import ConfigError, UnknownStoppingError, UnknownStorageError, UnknownStrategyError, UnknownTaskError, did_you_mean
 from .loading import load_plugins
 from .manager import each_plugin
 from .model import TASKS
@@ -105,6 +105,17 @@ def get_labellers() -> dict[str, Callable]:
 def get_executors() -> dict[str, Callable]:
     """Executor factories by name (see :mod:`alectio_core.executors`)."""
     return load_plugins().contributions("register_executors", _validate_named("executor factory"))
+
+
+def make_configured(kind: str, factories: dict[str, Callable], name: str, settings: dict[str, Any], source: str) -> Any:
+    """The ``kind`` (``labeller``, ``executor``) a config section names, made
+    by its factory from the section's other keys."""
+    if name not in factories:
+        raise ConfigError(
+            f"{source}: key '{kind}.name': no {kind} {name!r} is installed{did_you_mean(name, factories)}; "
+            f"installed: {', '.join(sorted(factories)) or 'none'}"
+        )
+    return factories[name](dict(settings), source)
 
 
 def collect_all() -> None:

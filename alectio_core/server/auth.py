@@ -13,7 +13,9 @@ another site.
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from typing import Callable
+
+from flask import Flask, current_app, g, request
 
 from ..errors import UnauthorizedError
 from ..tokens import TokenVerifier
@@ -66,3 +68,16 @@ def _session(sessions: Sessions, unauthorized):
     if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get("X-CSRF-Token")):
         return error_response("csrf", "this request needs the page's X-CSRF-Token header (a cross-site request is refused)", 403)
     return None
+
+
+def still_authorized() -> Callable[[], bool]:
+    """For a response that outlives its request (an event stream): whether
+    the credentials this request was let in with are still good, so a
+    sign-out or a revoke ends it (within the caches' 10 s, as elsewhere)."""
+    extensions = current_app.extensions["alectio"]
+    header = request.headers.get("Authorization", "")
+    if not header:
+        sessions, cookie = extensions["sessions"], request.cookies.get(COOKIE)
+        return lambda: sessions.check(cookie) is not None
+    verifier, token = extensions["tokens"], header.partition(" ")[2].strip()
+    return lambda: verifier.verify(token) is not None

@@ -47,14 +47,25 @@ def _signin_page(error: str | None = None, status: int = 200):
 
 
 def _same_origin() -> bool:
-    """Whether a form post comes from a page of this server. Browsers send
-    Origin with every POST (Referer as the fallback); a client that sends
-    neither is not a browser another site could drive."""
+    """Whether a form post comes from a page of this server. A browser says
+    so itself in Sec-Fetch-Site, right behind a reverse proxy too (where the
+    server sees another scheme and host than the browser). Older browsers
+    send Origin with every POST (Referer as the fallback); a client that
+    sends none of them is not a browser another site could drive."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site == "same-origin"
     sent = request.headers.get("Origin") or request.headers.get("Referer")
     if sent is None:
         return True
     parts = urlsplit(sent)
     return f"{parts.scheme}://{parts.netloc}" == f"{request.scheme}://{request.host}"
+
+
+def _https() -> bool:
+    """Whether the browser is on https: this server's own, or a TLS proxy's
+    in front of it (the form's Origin says so)."""
+    return request.is_secure or (request.headers.get("Origin") or "").startswith("https://")
 
 
 CROSS_SITE = "refused: the form was sent from another site"
@@ -96,9 +107,7 @@ def signin():
     cookie, session = started
     g.token_name = session.token_name
     response = redirect(url_for("dashboard.index"), 303)
-    response.set_cookie(
-        COOKIE, cookie, max_age=_sessions().seconds, path="/", httponly=True, samesite="Strict", secure=request.is_secure
-    )
+    response.set_cookie(COOKIE, cookie, max_age=_sessions().seconds, path="/", httponly=True, samesite="Strict", secure=_https())
     return response
 
 
@@ -113,7 +122,7 @@ def signout():
             return _signin_page("refused: signing out needs the page's CSRF token", 403)
         _sessions().end(session)
     response = redirect(url_for("dashboard.index"), 303)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=request.is_secure)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_https())
     return response
 
 

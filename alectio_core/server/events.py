@@ -10,7 +10,8 @@ comment goes out after ``KEEPALIVE_SECONDS`` of quiet, which is also how a
 closed browser tab is noticed. After ``server.events_seconds`` the stream
 ends with ``retry: 1000``, so the browser reconnects within a second and
 no waitress thread is held for ever; a server that stops ends its streams
-the same way at once.
+the same way at once, and so does a sign-out or a revoke of what the
+stream was opened with (the reconnect is then refused).
 
 waitress sends what the app yields at once (``send_bytes`` is 1 since
 waitress 3.0), so each event reaches the browser when it is written.
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from flask import Blueprint, Response, current_app, stream_with_context
 
 from ..errors import NotFoundError
 from .api import _experiment, _experiment_view, _loop_view
+from .auth import still_authorized
 
 events = Blueprint("events", __name__)
 
@@ -42,18 +44,22 @@ def _event(name: str, body: dict) -> str:
 def experiment_events(experiment_id: str):
     _experiment(experiment_id)  # 404 now, not inside a 200 stream
     seconds = current_app.extensions["alectio"]["config"].server.events_seconds
-    response = Response(stream_with_context(_changes(experiment_id, seconds)), mimetype="text/event-stream")
+    changes = _changes(experiment_id, seconds, still_authorized())
+    response = Response(stream_with_context(changes), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # a proxy in front (nginx) must not hold events back
     return response
 
 
-def _changes(experiment_id: str, seconds: float) -> Iterator[str]:
+def _changes(experiment_id: str, seconds: float, authorized: Callable[[], bool]) -> Iterator[str]:
     engine, stopping = current_app.extensions["alectio"]["engine"], current_app.extensions["alectio"]["stopping"]
     started = last_sent = time.monotonic()
     loops: dict[int, dict] = {}
     experiment = None
     while True:
+        if not authorized():  # signed out or revoked: the reconnect gets the 401
+            yield "retry: 1000\n\n"
+            return
         try:
             changed = [view for view in map(_loop_view, engine.loop_states(experiment_id)) if loops.get(view["loop"]) != view]
             # The experiment's body changes only with its loops (loops done, latest metrics).

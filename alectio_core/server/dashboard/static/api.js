@@ -13,7 +13,7 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body } = {}) {
+export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -21,6 +21,7 @@ export async function api(path, { method = "GET", body } = {}) {
     method,
     headers,
     credentials: "same-origin",
+    signal, // a page's first load: aborted when the page is left meanwhile
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) {

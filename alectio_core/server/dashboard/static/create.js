@@ -16,8 +16,8 @@ function field(name, label, input, hint) {
 
 const numberInput = (placeholder) => h("input", { type: "number", inputmode: "numeric", step: "1", placeholder });
 
-export async function createPage(root) {
-  const [{ models }, { plugins }] = await Promise.all([api("/api/v1/models"), api("/api/v1/plugins")]);
+export async function createPage(root, signal) {
+  const [{ models }, { plugins }] = await Promise.all([api("/api/v1/models", { signal }), api("/api/v1/plugins", { signal })]);
   const strategies = plugins.flatMap((p) => p.provides?.strategies || []).sort();
   const preset = document.querySelector('meta[name="default-strategy"]')?.content;
   const form = h("form", { class: "create", novalidate: true },

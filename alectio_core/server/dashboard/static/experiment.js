@@ -34,9 +34,10 @@ function perClass(counts) {
   return Object.entries(counts || {}).map(([k, v]) => `${k} ${v}`).join(" · ");
 }
 
-export async function experimentPage(root, id, onLeave) {
+export async function experimentPage(root, id, onLeave, signal) {
   const path = experimentPath(id);
-  const [experiment, { loops }, { experiments }] = await Promise.all([api(path), api(`${path}/loops`), api("/api/v1/experiments")]);
+  const [experiment, { loops }, { experiments }] = await Promise.all(
+    [api(path, { signal }), api(`${path}/loops`, { signal }), api("/api/v1/experiments", { signal })]);
   const page = {
     experiment,
     loops: new Map(loops.map((l) => [l.loop, l])),

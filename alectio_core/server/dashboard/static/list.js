@@ -8,8 +8,8 @@ function metric(summary) {
   return m && m.value !== null && m.value !== undefined ? `${m.name} ${number(m.value)}` : "";
 }
 
-export async function listPage(root, params) {
-  const { experiments } = await api("/api/v1/experiments");
+export async function listPage(root, params, signal) {
+  const { experiments } = await api("/api/v1/experiments", { signal });
   const models = [...new Set(experiments.map((e) => e.model))].sort();
   const chosen = params.get("model") || "";
   const filter = h("select", { id: "model-filter", name: "model" },

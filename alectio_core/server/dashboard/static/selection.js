@@ -9,9 +9,9 @@ import { h, show, number, className, rendered } from "./dom.js";
 
 const SKIP = Symbol("skip");
 
-export async function selectionPage(root, id, loop) {
+export async function selectionPage(root, id, loop, signal) {
   const path = experimentPath(id);
-  const [experiment, selection] = await Promise.all([api(path), api(`${path}/loops/${loop}/selection`)]);
+  const [experiment, selection] = await Promise.all([api(path, { signal }), api(`${path}/loops/${loop}/selection`, { signal })]);
   const classes = experiment.labels || [];
   const labelling = experiment.labels_mode === "alectio" && experiment.task === "classification" && classes.length > 0;
   const choices = new Map(); // index -> class name, or SKIP: what this page will submit
@@ -106,7 +106,7 @@ export async function selectionPage(root, id, loop) {
           storedCells[i].textContent = storedText(row);
           refresh(i);
         });
-        let text = `Stored ${plural(stored.stored, "label")} and ${plural(stored.skipped, "skip")}; ${plural(stored.missing, "record")} of loop ${stored.loop} still ${stored.missing === 1 ? "needs" : "need"} one.`;
+        let text = `Stored ${counted(stored.stored, "label")} and ${counted(stored.skipped, "skip")}; ${counted(stored.missing, "record")} of loop ${stored.loop} still ${stored.missing === 1 ? "needs" : "need"} one.`;
         if (stored.missing === 0 && startNext.checked) {
           const started = await api(`${path}/loops`, { method: "POST" });
           text += ` Loop ${started.loop} started.`;
@@ -137,6 +137,6 @@ export async function selectionPage(root, id, loop) {
 }
 
 /** "1 label", "2 labels", "0 skips". */
-function plural(n, noun) {
+function counted(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
