@@ -84,6 +84,20 @@ def test_a_valid_token_starts_a_session_in_a_strict_httponly_cookie(dash):
     assert client.get("/api/v1/experiments").status_code == 200
 
 
+def test_a_browser_landing_on_signin_by_get_is_sent_to_the_form(dash):
+    """A bookmark or the back button opens /signin with GET: the browser is
+    sent to the page (the form, or the dashboard when signed in), not shown
+    the API's JSON 401."""
+    client = dash.app.test_client()
+    response = client.get("/signin")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert 'name="token"' in client.get("/signin", follow_redirects=True).get_data(as_text=True)
+    sign_in(client, dash.token)
+    page = client.get("/signin", follow_redirects=True).get_data(as_text=True)
+    assert 'name="csrf-token"' in page and 'name="token"' not in page
+
+
 def test_a_session_over_https_is_a_secure_cookie(dash):
     response = sign_in(dash.app.test_client(), dash.token, base_url="https://localhost")
     assert "Secure" in response.headers["Set-Cookie"].split("; ")

@@ -23,7 +23,7 @@ from .sessions import COOKIE, Sessions, csrf_matches
 
 PUBLIC_ENDPOINTS = {"api.health"}
 #: The dashboard checks its sessions itself (``/`` shows the sign-in form without one).
-DASHBOARD_ENDPOINTS = {"dashboard.index", "dashboard.signin", "dashboard.signout", "dashboard.static_file"}
+DASHBOARD_ENDPOINTS = {"dashboard.index", "dashboard.signin_form", "dashboard.signin", "dashboard.signout", "dashboard.static_file"}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 

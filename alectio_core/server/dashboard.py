@@ -94,6 +94,12 @@ def index():
     )
 
 
+@dashboard.get("/signin")
+def signin_form():
+    """A bookmark or the back button lands here by GET: the form is at ``/``."""
+    return redirect(url_for("dashboard.index"), 303)
+
+
 @dashboard.post("/signin")
 def signin():
     if not _same_origin():
