@@ -9,7 +9,8 @@ What runs where:
 * In the loop's process (the driver): the records are split into
   ``shards`` contiguous parts, one Ray task each (``num_cpus`` /
   ``num_gpus`` from the settings). The driver sums the shards' progress
-  into the loop's state, checks for a cancel and its lease between chunks
+  into the loop's state (a retried shard counts from its earlier try's
+  mark, so the figure never goes down), checks for a cancel and its lease between chunks
   (a cancel, a lost lease or a failure cancels the running shards, with
   ``force``), and retries a shard whose worker died, up to
   ``max_retries`` times, before failing the loop naming the shard.
@@ -193,7 +194,8 @@ class _Shard:
     records: np.ndarray
     tries: int = 0
     name: str = ""
-    written: int = 0
+    written: int = 0  # by this try
+    shown: int = 0  # the most any try reported: what progress counts, so a retry does not set the bar back
     result: dict | None = None
     spool: list[str] = field(default_factory=list)  # chunk files, when the driver stores the rows
 
@@ -308,8 +310,10 @@ class RayExecutor:
                         while sink is not None and stored < count and shards[stored].result is not None:
                             self._store(shards[stored], sink)
                             stored += 1
+                for each in shards:
+                    each.shown = max(each.shown, each.written)
                 finished = sum(s.result is not None for s in shards)
-                job.progress(sum(s.written for s in shards), job.total, shards=(finished, count))
+                job.progress(sum(s.shown for s in shards), job.total, shards=(finished, count))
             if sink is not None:
                 sink.close()
             else:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from installer import PACKAGES, on_path, pip_install
 from ray_support import ray_cluster, ray_s3, ray_storage_env  # noqa: F401 (fixtures)
 
+from alectio_core import loop_run
 from alectio_core.cli import cli
 from alectio_core.config import parse_config
 from alectio_core.engine import Engine
@@ -83,15 +84,18 @@ def test_ray_stores_what_local_stores_and_selects_the_same(store, shards, strate
     assert {"done": total, "total": total, "shards": {"done": shards, "total": shards}} in progress
 
 
-def test_a_worker_killed_mid_shard_is_retried_and_its_partial_rows_never_count(store, tmp_path):
+def test_a_worker_killed_mid_shard_is_retried_and_its_partial_rows_never_count(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_run, "PROGRESS_INTERVAL", 0)  # every progress report reaches the loop state
     local, ray = engine(store), engine(store, {"shards": 2, "max_retries": 1})
     create(local, "local")
     marker = tmp_path / "killed-once"
     # Record 250 is in the second shard; its worker dies after storing 120 rows (two chunks and a bit).
     create(ray, "ray", kill_at=250, kill_marker=str(marker), driver_pid=os.getpid())
     run(local, "local", 1)
-    run(ray, "ray", 1)
+    seen: list[int] = []
+    run(ray, "ray", 1, on_stage=lambda stage, state: stage == "infer" and state["progress"] and seen.append(state["progress"]["done"]))
     assert marker.exists()  # the worker did die
+    assert seen == sorted(seen) and seen[-1] == 300 - 20  # the retried shard's restart does not set the bar back
     assert stored(store, "ray", 0) == stored(store, "local", 0)
     assert ray.get_loop("ray", 0)["status"] == "done"
     if store.url.startswith("s3://"):  # the dead try's chunks are gone, not just unlisted
