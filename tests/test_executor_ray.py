@@ -23,7 +23,7 @@ from alectio_core import loop_run
 from alectio_core.cli import cli
 from alectio_core.config import parse_config
 from alectio_core.engine import Engine
-from alectio_core.errors import LoopCancelled, ShardError
+from alectio_core.errors import LoopCancelled, NotFoundError, ShardError
 from alectio_core.leases import LeaseLost
 from alectio_core.storage import open_storage
 
@@ -143,13 +143,15 @@ def test_a_model_the_workers_lack_fails_the_loop_saying_to_install_it_on_every_n
 
 
 @pytest.mark.parametrize("stop", ["cancel", "lease"])
-def test_a_cancel_or_a_lost_lease_stops_the_running_shards(tmp_path, stop):
+def test_a_cancel_or_a_lost_lease_stops_the_running_shards(store, tmp_path, stop):
     """While both shards hold in infer: a cancel (the loop ends cancelled,
     and can run again), or another server taking the loop's lease over (the
     loop stops and writes nothing more). Either way the workers are killed,
-    not left running."""
-    storage = open_storage(f"sqlite:///{tmp_path}/alectio.db")
-    ray = engine(storage, {"shards": 2}, server={"lease_seconds": 1.5})  # renewed every 0.5 s
+    not left running. On S3 a shard has stored chunks of its own when it is
+    stopped: a cancel leaves none of them to a committed manifest."""
+    storage = store
+    config = parse_config({"executor": {"name": "ray", "shards": 2}, "server": {"lease_seconds": 1.5}}, "test.yaml")  # renewed every 0.5 s
+    ray = Engine(storage, config, chunk_rows=20)  # a shard's first batch (40 rows) is two chunks before it holds
     hold, started = tmp_path / "hold", tmp_path / "started"
     hold.touch()
     eid = create(ray, "held", hold_file=str(hold), started_file=str(started))
@@ -170,6 +172,10 @@ def test_a_cancel_or_a_lost_lease_stops_the_running_shards(tmp_path, stop):
                 break
             time.sleep(0.05)
         pid = int(started.read_text())
+        attempt = ray.get_loop(eid, 0)["attempt"]
+        s3 = storage.url.startswith("s3://")
+        if s3:
+            assert [k for k in _attempt_keys(storage, eid, attempt) if "/outputs/shards/" in k and k.endswith(".val.npy")]
         if stop == "cancel":
             cancel.set()
         else:
@@ -184,14 +190,23 @@ def test_a_cancel_or_a_lost_lease_stops_the_running_shards(tmp_path, stop):
         assert not _alive(pid)
         if stop == "cancel":
             assert ray.get_loop(eid, 0)["status"] == "cancelled"
+            with pytest.raises(NotFoundError):  # nothing of the attempt is committed
+                list(storage.iter_outputs(eid, 0))
+            if s3:  # its shards' chunks are removed with it, and no joined manifest names them
+                assert _attempt_keys(storage, eid, attempt) == []
             hold.unlink()
             assert ray.run_loop(eid, 0)["status"] == "done"  # rerunnable
+            rows = np.concatenate([chunk[0] for chunk in storage.iter_outputs(eid, 0)])
+            assert sorted(rows.tolist()) == sorted(set(rows.tolist())) and rows.size == 300 - 20  # the rerun's rows, each once
         else:
             assert ray.get_loop(eid, 0)["status"] == "running"  # the other server's to write
     finally:
         hold.unlink(missing_ok=True)
         runner.join(60)
-        storage.close()
+
+
+def _attempt_keys(storage, eid: str, attempt: str) -> list[str]:
+    return [o["Key"] for o in storage._list(storage.key("experiments", eid, "loops", "0", "attempts", attempt, ""))]
 
 
 def _alive(pid: int) -> bool:
