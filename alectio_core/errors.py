@@ -28,6 +28,12 @@ class AlectioError(Exception):
         return self.message
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a log or a stored error: an alectio error's own message,
+    anything else as ``Type: message``."""
+    return exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
+
+
 class ConfigError(AlectioError):
     code = "bad_config"
     status = 400

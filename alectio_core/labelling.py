@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 from . import labels as label_rules
 from . import plugins
 from .config import Config, LabellerSettings
-from .errors import AlectioError, NotFoundError, ValidationError
+from .errors import AlectioError, NotFoundError, ValidationError, describe
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ class _Skip:
 
 
 SKIP = _Skip()  # what ``convert`` returns for a skipped or cancelled task
-
-
-def _describe(exc: Exception) -> str:
-    return exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
 
 
 def open_labeller(config: Config) -> Any:
@@ -115,7 +111,7 @@ class LabellingService:
                 rows = self.engine.selection(experiment_id, loop)
                 state = self.labeller.send(experiment, loop, rows, dict(record["state"]))
             except Exception as exc:
-                message = _describe(exc)
+                message = describe(exc)
                 # Once per failure, not once per retry while the tool stays down.
                 level = logging.ERROR if record["unsent"].get(str(loop)) != message else logging.DEBUG
                 log.log(
@@ -260,7 +256,7 @@ class LabellingService:
                 if annotations:
                     self.store(eid, annotations)
             except Exception as exc:  # one experiment (or the tool being down) does not stop the others
-                message = _describe(exc)
+                message = describe(exc)
                 if self._failing.get(eid) != message:  # once, not at every poll
                     log.warning("labeller %r: polling experiment %s failed (%s); trying again every %gs",
                                 self.name, eid, message, self.settings.poll_seconds)

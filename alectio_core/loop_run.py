@@ -29,7 +29,7 @@ import numpy as np
 
 from . import labels, plugins, stopping
 from .clock import now
-from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError
+from .errors import AlectioError, LoopCancelled, NotFoundError, PluginError, StorageError, describe
 from .hook_results import check_test, check_train
 from .leases import Lease, LeaseLost
 from .executors import ScoreJob
@@ -162,12 +162,7 @@ class LoopRun:
 
     def _fail(self, exc: BaseException) -> None:
         cancelled = isinstance(exc, (LoopCancelled, KeyboardInterrupt))  # Ctrl-C is the user cancelling
-        if isinstance(exc, AlectioError):
-            message = exc.message
-        elif isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
-        else:
-            message = f"{type(exc).__name__}: {exc}"
+        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else describe(exc)
         self.state.update(status="cancelled" if cancelled else "failed", error=message, finished_at=now())
         if isinstance(self.lease.lost, LeaseLost):
             pass  # another process holds the loop now: its state is that process's to write

@@ -52,7 +52,7 @@ import numpy as np
 
 from alectio_core import plugins
 from alectio_core.config import parse_section
-from alectio_core.errors import AlectioError, ConfigError, ShardError, StorageError, UnknownModelError
+from alectio_core.errors import ConfigError, ShardError, StorageError, UnknownModelError, describe
 from alectio_core.executors import ScoreJob
 from alectio_core.hookspecs import hookimpl
 from alectio_core.outputs import call_infer
@@ -104,10 +104,6 @@ class _QueueSink(OutputSink):
     def write(self, indices: np.ndarray, values: np.ndarray, embeddings: np.ndarray | None = None) -> None:
         # Copies: the writer reuses its buffers once this returns.
         self.out.put(("rows", indices.copy(), values.copy(), None if embeddings is None else embeddings.copy()))
-
-
-def _describe(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, AlectioError) else f"{type(exc).__name__}: {exc}"
 
 
 def _find_model(name: str) -> Any:
@@ -164,7 +160,7 @@ def _score_shard(spec: dict, out: queue.Queue) -> None:
         writer.close()
         out.put(("done", {"rows": writer.written, "width": writer.width, "embedding_width": writer.embedding_width}))
     except BaseException as exc:  # reported to the driver, which fails the loop with it
-        out.put(("error", _describe(exc)))
+        out.put(("error", describe(exc)))
     finally:
         if storage is not None:
             storage.close()
@@ -284,7 +280,7 @@ class RayExecutor:
                     except StopIteration:
                         item = ("error", "the task ended without a result")
                     except ray.exceptions.RayTaskError as exc:  # raised outside the model's call: not a crash
-                        raise failed(shard, _describe(exc.cause or exc)) from None
+                        raise failed(shard, describe(exc.cause or exc)) from None
                     except ray.exceptions.RayError as exc:  # the worker (or its node) died
                         del running[generator]
                         self._drop(shard)
