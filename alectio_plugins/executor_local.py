@@ -29,9 +29,6 @@ class LocalExecutor:
             writer.add_returned(*returned)
         writer.close()
 
-    def close(self) -> None:
-        pass
-
 
 def factory(settings: dict[str, Any], source: str) -> LocalExecutor:
     if settings:  # a key meant for another executor, or a typo: never ignored

@@ -367,9 +367,6 @@ class RayExecutor:
                     os.remove(base + suffix)
         shard.spool = []
 
-    def close(self) -> None:
-        pass
-
 
 def factory(settings: dict[str, Any], source: str) -> RayExecutor:
     parsed = parse_section(RaySettings, settings, "executor.", source)

@@ -111,7 +111,6 @@ def measure(storage_url: str, run: str, records: int, hidden: int) -> dict:
         digests[1].update(values.tobytes())
         rows += len(indices)
     engine.delete_experiment(eid)  # moto keeps what it stores in memory
-    engine.executor.close()
     storage.close()
     return {"infer_seconds": state["stage_times"]["infer"], "loop_seconds": wall, "rows": rows, "peak_mb": peak / MB, "digest": hashlib.sha256(b"".join(d.digest() for d in digests)).hexdigest()[:16]}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
 from ..errors import UnauthorizedError
 from ..tokens import TokenVerifier
@@ -55,16 +55,19 @@ def init_auth(app: Flask, verifier: TokenVerifier, sessions: Sessions) -> None:
         if name is None:
             return unauthorized("the API token is not valid (revoked, or mistyped)")
         g.token_name = name
+        g.recheck = lambda: verifier.verify(token) is not None
         return None
 
 
 def _session(sessions: Sessions, unauthorized):
     from . import error_response
 
-    session = sessions.check(request.cookies.get(COOKIE))
+    cookie = request.cookies.get(COOKIE)
+    session = sessions.check(cookie)
     if session is None:
         return unauthorized("the dashboard session has expired or was ended: sign in again")
     g.token_name = session.token_name
+    g.recheck = lambda: sessions.check(cookie) is not None
     if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get("X-CSRF-Token")):
         return error_response("csrf", "this request needs the page's X-CSRF-Token header (a cross-site request is refused)", 403)
     return None
@@ -73,11 +76,7 @@ def _session(sessions: Sessions, unauthorized):
 def still_authorized() -> Callable[[], bool]:
     """For a response that outlives its request (an event stream): whether
     the credentials this request was let in with are still good, so a
-    sign-out or a revoke ends it (within the caches' 10 s, as elsewhere)."""
-    extensions = current_app.extensions["alectio"]
-    header = request.headers.get("Authorization", "")
-    if not header:
-        sessions, cookie = extensions["sessions"], request.cookies.get(COOKIE)
-        return lambda: sessions.check(cookie) is not None
-    verifier, token = extensions["tokens"], header.partition(" ")[2].strip()
-    return lambda: verifier.verify(token) is not None
+    sign-out or a revoke ends it (within the caches' 10 s, as elsewhere).
+    ``require_token`` recorded how to ask, for the credential it checked."""
+    recheck: Callable[[], bool] = g.recheck
+    return recheck
